@@ -1,0 +1,135 @@
+"""Turning redundant votes into labels with a confidence.
+
+Every aggregator takes a :class:`Votes` table and returns a :class:`Posterior`: a probability per
+item and class, plus an estimate per worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+
+@dataclass(frozen=True)
+class Votes:
+    """Votes as parallel index arrays into ``items``, ``workers`` and ``classes``."""
+
+    items: tuple[Hashable, ...]
+    workers: tuple[Hashable, ...]
+    classes: tuple[Hashable, ...]
+    item_index: NDArray[np.int64]
+    worker_index: NDArray[np.int64]
+    answer_index: NDArray[np.int64]
+
+    @classmethod
+    def from_triples(
+        cls, triples: Sequence[tuple[Hashable, Hashable, Hashable]], classes: Sequence[Hashable] | None = None
+    ) -> Votes:
+        """Build from ``(item, worker, answer)`` triples; classes default to the sorted answers seen."""
+        items = tuple(dict.fromkeys(t[0] for t in triples))
+        workers = tuple(dict.fromkeys(t[1] for t in triples))
+        class_list = tuple(classes) if classes is not None else tuple(sorted({t[2] for t in triples}, key=str))
+        item_position = {item: i for i, item in enumerate(items)}
+        worker_position = {worker: i for i, worker in enumerate(workers)}
+        class_position = {label: i for i, label in enumerate(class_list)}
+        unknown = [t[2] for t in triples if t[2] not in class_position]
+        if unknown:
+            raise ValueError(f"answer {unknown[0]!r} is not one of the classes {class_list}")
+        return cls(
+            items, workers, class_list,
+            np.array([item_position[t[0]] for t in triples], dtype=np.int64),
+            np.array([worker_position[t[1]] for t in triples], dtype=np.int64),
+            np.array([class_position[t[2]] for t in triples], dtype=np.int64),
+        )
+
+    def counts(self) -> NDArray[np.float64]:
+        """Votes per item and class."""
+        table = np.zeros((len(self.items), len(self.classes)))
+        np.add.at(table, (self.item_index, self.answer_index), 1.0)
+        return table
+
+
+@dataclass(frozen=True)
+class Posterior:
+    items: tuple[Hashable, ...]
+    classes: tuple[Hashable, ...]
+    probabilities: NDArray[np.float64]  # items × classes, rows sum to 1
+    worker_accuracy: dict[Hashable, float]
+    vote_counts: NDArray[np.int64]
+
+    def labels(self) -> NDArray[np.int64]:
+        """The most probable class per item; ties go to the lowest class index."""
+        return np.argmax(self.probabilities, axis=1)
+
+    def confidence(self) -> NDArray[np.float64]:
+        return np.max(self.probabilities, axis=1)
+
+
+def majority_vote(votes: Votes) -> Posterior:
+    """Each item's vote shares. A tie is reported as such (equal shares), and ``labels()`` breaks
+    it deterministically toward the lowest class index."""
+    counts = votes.counts()
+    totals = counts.sum(axis=1, keepdims=True)
+    probabilities = counts / np.maximum(totals, 1)
+    winners = np.argmax(probabilities, axis=1)
+    agreed = (votes.answer_index == winners[votes.item_index]).astype(np.float64)
+    per_worker_votes = np.bincount(votes.worker_index, minlength=len(votes.workers))
+    per_worker_agreed = np.bincount(votes.worker_index, weights=agreed, minlength=len(votes.workers))
+    accuracy = {worker: float(per_worker_agreed[i] / max(per_worker_votes[i], 1))
+                for i, worker in enumerate(votes.workers)}
+    return Posterior(votes.items, votes.classes, probabilities, accuracy, totals[:, 0].astype(np.int64))
+
+
+def one_coin_dawid_skene(
+    votes: Votes,
+    known: dict[int, int] | None = None,
+    prior_correct: float = 4.0,
+    prior_wrong: float = 1.0,
+    tolerance: float = 1e-6,
+    max_iterations: int = 200,
+) -> Posterior:
+    """Dawid–Skene with one accuracy per worker ("one coin"), fitted by EM.
+
+    ``known`` maps item indices to class indices for gold items: their posterior is fixed to the
+    known answer, so gold both anchors the classes and measures workers. A Beta prior on each
+    accuracy keeps a worker seen once finite and near the prior, and a symmetric Dirichlet(1) on
+    the class shares keeps a class never voted for possible.
+    """
+    n_items, n_classes = len(votes.items), len(votes.classes)
+    n_workers = len(votes.workers)
+    if n_classes < 2:
+        raise ValueError("aggregation needs at least two classes")
+    counts = votes.counts()
+    posterior = (counts + 1e-9) / (counts + 1e-9).sum(axis=1, keepdims=True)
+    clamp_items = np.array(sorted(known or {}), dtype=np.int64)
+    clamp_classes = np.array([known[i] for i in clamp_items], dtype=np.int64) if known else clamp_items
+    posterior[clamp_items] = np.eye(n_classes)[clamp_classes]
+    worker_votes = np.bincount(votes.worker_index, minlength=n_workers).astype(np.float64)
+    accuracy = np.full(n_workers, prior_correct / (prior_correct + prior_wrong))
+    for _ in range(max_iterations):
+        # M-step: accuracy is the expected share of a worker's votes that match the true class.
+        agreement = posterior[votes.item_index, votes.answer_index]
+        expected_correct = np.bincount(votes.worker_index, weights=agreement, minlength=n_workers)
+        accuracy = (prior_correct - 1 + expected_correct) / (prior_correct + prior_wrong - 2 + worker_votes)
+        accuracy = np.clip(accuracy, 1e-4, 1 - 1e-4)
+        class_prior = (posterior.sum(axis=0) + 1.0) / (n_items + n_classes)
+        # E-step: each vote adds log(acc) to its answer and log((1-acc)/(K-1)) to every other class.
+        right = np.log(accuracy)[votes.worker_index]
+        wrong = np.log((1 - accuracy) / (n_classes - 1))[votes.worker_index]
+        log_posterior = np.tile(np.log(class_prior), (n_items, 1))
+        np.add.at(log_posterior, votes.item_index, wrong[:, None])
+        np.add.at(log_posterior, (votes.item_index, votes.answer_index), right - wrong)
+        log_posterior -= log_posterior.max(axis=1, keepdims=True)
+        updated = np.exp(log_posterior)
+        updated /= updated.sum(axis=1, keepdims=True)
+        updated[clamp_items] = np.eye(n_classes)[clamp_classes]
+        change = float(np.abs(updated - posterior).max())
+        posterior = updated
+        if change < tolerance:
+            break
+    return Posterior(votes.items, votes.classes, posterior,
+                     {worker: float(accuracy[i]) for i, worker in enumerate(votes.workers)},
+                     counts.sum(axis=1).astype(np.int64))

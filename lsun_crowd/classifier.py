@@ -1,0 +1,96 @@
+"""The per-round head: a small network trained on cached embeddings and human labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from lsun_crowd.config import ModelConfig
+from lsun_crowd.embed import pick_device
+
+MINI_BATCH = 1024
+
+
+class TrainingError(ValueError):
+    pass
+
+
+@dataclass
+class Head:
+    network: torch.nn.Module
+    mean: torch.Tensor
+    scale: torch.Tensor
+    device: torch.device
+
+    def logits(self, embeddings: NDArray[np.float32]) -> NDArray[np.float64]:
+        """Log-odds of the positive class for each row. Thresholds are chosen on these, because
+        probabilities saturate at exactly 1.0 and would tie the most confident images together."""
+        if len(embeddings) == 0:
+            return np.zeros(0)
+        scores = []
+        with torch.inference_mode():
+            for start in range(0, len(embeddings), 65536):
+                batch = torch.as_tensor(embeddings[start : start + 65536], device=self.device)
+                scores.append(self.network((batch - self.mean) / self.scale).squeeze(1).double().cpu().numpy())
+        return np.concatenate(scores)
+
+
+def probability(logits: NDArray[np.float64]) -> NDArray[np.float64]:
+    return np.asarray(1.0 / (1.0 + np.exp(-logits)), dtype=np.float64)
+
+
+def train_head(
+    embeddings: NDArray[np.float32],
+    targets: NDArray[np.float64],
+    weights: NDArray[np.float64],
+    config: ModelConfig,
+    seed: int,
+) -> Head:
+    """Fit a head on soft targets in [0, 1] with per-example weights; both classes must appear."""
+    if len(embeddings) != len(targets) or len(targets) != len(weights):
+        raise TrainingError("embeddings, targets and weights differ in length")
+    positives = float((targets * weights).sum())
+    negatives = float(((1 - targets) * weights).sum())
+    if positives <= 0 or negatives <= 0:
+        raise TrainingError("training needs at least one positive and one negative human label")
+    device = pick_device(config.device)
+    generator = torch.Generator().manual_seed(seed)
+    features = torch.as_tensor(embeddings, dtype=torch.float32)
+    mean = features.mean(0)
+    scale = features.std(0, unbiased=False).clamp_min(1e-3)
+    features = ((features - mean) / scale).to(device)
+    target = torch.as_tensor(targets, dtype=torch.float32, device=device)
+    # Balance the classes so a rare category is not learned as "always negative".
+    balance = torch.where(target > 0.5, negatives / positives, 1.0) if positives < negatives else \
+        torch.where(target > 0.5, 1.0, positives / negatives)
+    weight = torch.as_tensor(weights, dtype=torch.float32, device=device) * balance
+    weight = weight / weight.mean()
+
+    torch.manual_seed(seed)
+    dim = features.shape[1]
+    if config.hidden_units > 0:
+        network: torch.nn.Module = torch.nn.Sequential(
+            torch.nn.Linear(dim, config.hidden_units), torch.nn.GELU(), torch.nn.Dropout(0.2),
+            torch.nn.Linear(config.hidden_units, 1),
+        )
+    else:
+        network = torch.nn.Linear(dim, 1)
+    network = network.to(device)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    loss_function = torch.nn.BCEWithLogitsLoss(reduction="none")
+    network.train()
+    count = len(features)
+    for _ in range(config.epochs):
+        order = torch.randperm(count, generator=generator).to(device)
+        for start in range(0, count, MINI_BATCH):
+            index = order[start : start + MINI_BATCH]
+            logits = network(features[index]).squeeze(1)
+            loss = (loss_function(logits, target[index]) * weight[index]).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    network.eval()
+    return Head(network, mean.to(device), scale.to(device), device)

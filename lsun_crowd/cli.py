@@ -1,0 +1,190 @@
+"""The ``lsun-crowd`` command line. Errors go to stderr, name the file, row or field, and exit 2."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TaskID
+from rich.table import Table
+
+from lsun_crowd import __version__
+from lsun_crowd.config import CONFIG_FILE, DEFAULT_TOML, ConfigError
+from lsun_crowd.crowd import CrowdError
+from lsun_crowd.embed import EmbeddingError
+from lsun_crowd.export import export as export_labels
+from lsun_crowd.ingest import IngestError, ingest as ingest_sources, ingest_gold
+from lsun_crowd.loop import Progress as CascadeProgress
+from lsun_crowd.plugins import PluginError, Plugins
+from lsun_crowd.project import INGEST_REPORT, Project
+from lsun_crowd.status import category_status
+from lsun_crowd.store import StoreError
+
+EXPECTED_ERRORS = (ConfigError, CrowdError, EmbeddingError, IngestError, PluginError, StoreError,
+                   FileNotFoundError, ValueError)
+
+app = typer.Typer(help="Build large, trustworthy image datasets with crowd votes and a classifier cascade.",
+                  no_args_is_help=True, add_completion=False)
+console = Console()
+errors = Console(stderr=True)
+ProjectOption = Annotated[Path, typer.Option("--project", "-p", help="project directory")]
+
+
+@contextmanager
+def reported_errors() -> Iterator[None]:
+    try:
+        yield
+    except EXPECTED_ERRORS as error:
+        errors.print(f"[bold red]error:[/] {error}", highlight=False, markup=True)
+        raise typer.Exit(2) from None
+
+
+class RichCascadeProgress(CascadeProgress):
+    """Cascade events as rich progress bars and log lines."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.bars = progress
+        self.tasks: dict[str, TaskID] = {}
+
+    def message(self, text: str) -> None:
+        self.bars.console.print(text, highlight=False)
+
+    def start(self, task: str, total: int) -> None:
+        self.tasks[task] = self.bars.add_task(task, total=total)
+
+    def advance(self, task: str, amount: int = 1) -> None:
+        if task in self.tasks and amount:
+            self.bars.advance(self.tasks[task], amount)
+
+    def finish(self, task: str) -> None:
+        if task in self.tasks:
+            self.bars.remove_task(self.tasks.pop(task))
+
+
+def progress_bars(quiet: bool = False) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=True, disable=quiet)
+
+
+@app.command()
+def init(directory: Path, force: bool = typer.Option(False, help="overwrite an existing config")) -> None:
+    """Write DIRECTORY/lsun-crowd.toml with commented defaults."""
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / CONFIG_FILE
+    if target.exists() and not force:
+        errors.print(f"error: {target} exists; pass --force to overwrite it")
+        raise typer.Exit(2)
+    target.write_text(DEFAULT_TOML.replace('name = "lsun-crowd-project"', f'name = "{directory.resolve().name}"'))
+    console.print(f"wrote {target}")
+
+
+@app.command()
+def ingest(
+    sources: Annotated[list[Path], typer.Argument(help="folders, images or .txt/.csv/.jsonl manifests")],
+    project: ProjectOption = Path("."),
+    gold: Annotated[Path | None, typer.Option(help="CSV of known answers: uri,category,label")] = None,
+) -> None:
+    """Add images to the pool; duplicates are skipped and unreadable images reported."""
+    with reported_errors():
+        opened = Project.open(project)
+        report = ingest_sources(opened.store, sources, project / "downloads")
+        report.write(project / INGEST_REPORT)
+        console.print(f"added {report.added} image(s), skipped {report.duplicates} duplicate(s), "
+                      f"rejected {len(report.rejected)}")
+        for entry in report.rejected[:10]:
+            errors.print(f"  rejected {entry.source}: {entry.reason}", highlight=False)
+        if len(report.rejected) > 10:
+            errors.print(f"  … and {len(report.rejected) - 10} more in {project / INGEST_REPORT}")
+        if gold is not None:
+            console.print(f"read {ingest_gold(opened.store, gold)} gold answer(s) from {gold}")
+
+
+@app.command()
+def run(
+    project: ProjectOption = Path("."),
+    crowd: Annotated[str | None, typer.Option(help="crowd adapter (default: [crowd] adapter)")] = None,
+    rounds: Annotated[int | None, typer.Option(help="most rounds per category")] = None,
+    category: Annotated[list[str] | None, typer.Option(help="only these categories")] = None,
+) -> None:
+    """Run or resume the cascade."""
+    with reported_errors():
+        opened = Project.open(project)
+        with progress_bars() as bars:
+            cascade = opened.cascade(opened.crowd(crowd), RichCascadeProgress(bars), bars)
+            outcomes = cascade.run(category or None, rounds)
+        for outcome in outcomes:
+            console.print(f"{outcome.category}: {outcome.reason} after {outcome.rounds} round(s)")
+
+
+@app.command()
+def status(project: ProjectOption = Path(".")) -> None:
+    """Where each category stands."""
+    with reported_errors():
+        opened = Project.open(project)
+        table = Table("category", "rounds", "state", "positive", "negative", "unlabeled", "by humans", "votes",
+                      "spent (USD)")
+        for row in category_status(opened.store, opened.config.project.categories):
+            table.add_row(row.category, str(row.rounds), row.state, str(row.positive), str(row.negative),
+                          str(row.unlabeled), str(row.human_labeled), str(row.votes), f"{row.spent:.2f}")
+        console.print(table)
+
+
+@app.command()
+def export(
+    out: Annotated[Path, typer.Option(help="output file")],
+    project: ProjectOption = Path("."),
+    format: Annotated[str, typer.Option("--format", help="jsonl or csv")] = "jsonl",
+) -> None:
+    """Write the final labels, one record per image and category."""
+    with reported_errors():
+        count = export_labels(Project.open(project).store, out, format)
+        console.print(f"wrote {count} record(s) to {out}")
+
+
+@app.command()
+def plugins(all: Annotated[bool, typer.Option("--all", help="include built-in plugins")] = False) -> None:
+    """Installed plugins and what they provide."""
+    with reported_errors():
+        loaded = Plugins()
+        table = Table("plugin", "distribution", "version", "hooks")
+        for info in loaded.describe(include_builtin=all):
+            table.add_row(info.name, info.distribution, info.version, ", ".join(info.hooks))
+        console.print(table)
+        console.print("crowd adapters: " + ", ".join(loaded.crowd_adapters.names()))
+        console.print("backbones: " + ", ".join(loaded.backbones.names()))
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="where the demo project goes")] = Path("lsun-crowd-demo"),
+    seed: int = 0,
+) -> None:
+    """The whole cascade, offline, on scikit-learn's digits with a simulated crowd."""
+    from lsun_crowd.demo import run_demo
+
+    with reported_errors():
+        run_demo(out, seed=seed, console=console)
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", help="print the version")] = False) -> None:
+    if version:
+        console.print(__version__)
+        raise typer.Exit()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    with reported_errors():
+        Plugins().add_commands(app)
+    app(prog_name="lsun-crowd")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""Project configuration: pydantic models read from ``lsun-crowd.toml``.
+
+A bad value fails with the file, the dotted field and pydantic's reason, never a traceback.
+``DEFAULT_TOML`` is what ``lsun-crowd init`` writes: every setting, commented.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+CONFIG_FILE = "lsun-crowd.toml"
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing, is not TOML, or holds a bad value."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProjectConfig(_Section):
+    name: str = Field(default="lsun-crowd-project", min_length=1)
+    seed: int = 0
+    categories: list[str] = Field(default_factory=list)
+    database_url: str = ""  # empty: a SQLite file inside the project directory
+
+
+class CrowdConfig(_Section):
+    adapter: str = "mock"
+    votes_per_item: int = Field(default=3, ge=1, le=50)
+    min_votes_per_item: int = Field(default=2, ge=1)
+    items_per_hit: int = Field(default=10, ge=1, le=200)
+    gold_per_hit: int = Field(default=1, ge=0)
+    reward_per_assignment: Decimal = Field(default=Decimal("0.05"), ge=0)
+    hit_lifetime_seconds: int = Field(default=3 * 24 * 3600, ge=60)
+    poll_seconds: float = Field(default=30.0, ge=0)
+    collect_timeout_seconds: float = Field(default=7 * 24 * 3600, gt=0)
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> CrowdConfig:
+        if self.min_votes_per_item > self.votes_per_item:
+            raise ValueError("min_votes_per_item cannot exceed votes_per_item")
+        if self.gold_per_hit >= self.items_per_hit:
+            raise ValueError("gold_per_hit must leave room for at least one pool item in each HIT")
+        return self
+
+
+class QualityConfig(_Section):
+    accuracy_bar: float = Field(default=0.7, gt=0, lt=1)
+    block_confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    prior_correct: float = Field(default=4.0, gt=0)
+    prior_wrong: float = Field(default=1.0, gt=0)
+    min_label_confidence: float = Field(default=0.9, ge=0.5, lt=1)
+
+
+class ModelConfig(_Section):
+    backbone: str = "resnet18"
+    weights: str = "DEFAULT"  # a torchvision weights name, a local file, or "none"
+    image_size: int = Field(default=224, ge=8, le=1024)
+    batch_size: int = Field(default=64, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    hidden_units: int = Field(default=256, ge=0)
+    epochs: int = Field(default=200, ge=1)
+    learning_rate: float = Field(default=3e-3, gt=0)
+    weight_decay: float = Field(default=1e-3, ge=0)
+
+
+class CascadeConfig(_Section):
+    sample_per_round: int = Field(default=400, ge=10)
+    calibration_fraction: float = Field(default=0.4, gt=0, lt=1)
+    target_precision: float = Field(default=0.97, gt=0.5, lt=1)
+    target_npv: float = Field(default=0.99, gt=0.5, lt=1)
+    confidence: float = Field(default=0.5, ge=0, lt=1)
+    max_rounds: int = Field(default=10, ge=1)
+    budget: Decimal = Field(default=Decimal("100"), ge=0)
+    finish_with_humans_below: int = Field(default=50, ge=0)
+
+
+class Config(_Section):
+    project: ProjectConfig = Field(default_factory=ProjectConfig)
+    crowd: CrowdConfig = Field(default_factory=CrowdConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    cascade: CascadeConfig = Field(default_factory=CascadeConfig)
+
+
+def parse_config(data: dict[str, Any], source: str) -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as error:
+        problems = []
+        for problem in error.errors():
+            field = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+            problems.append(f"{source}: {field}: {problem['msg']}")
+        raise ConfigError("\n".join(problems)) from None
+
+
+def load_config(project_dir: Path) -> Config:
+    path = project_dir / CONFIG_FILE
+    if not path.is_file():
+        raise ConfigError(f"{path}: no configuration file (run `lsun-crowd init {project_dir}`)")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    return parse_config(data, str(path))
+
+
+DEFAULT_TOML = """\
+# lsun-crowd project configuration. Every value below is the default; edit what you need.
+
+[project]
+name = "lsun-crowd-project"
+seed = 0                      # every random choice (samples, splits, training) derives from it
+categories = []               # e.g. ["bedroom", "kitchen"]; one binary cascade per category
+database_url = ""             # empty: SQLite file lsun-crowd.db here; or postgresql+psycopg://user@host/db
+
+[crowd]
+adapter = "mock"              # a crowd adapter; `lsun-crowd plugins` lists the installed ones
+votes_per_item = 3            # assignments per HIT, so votes per image
+min_votes_per_item = 2        # an image with fewer votes (expired HIT) goes back to the pool
+items_per_hit = 10            # images in one HIT grid, gold included
+gold_per_hit = 1              # hidden gold images per HIT, drawn from the category's gold labels
+reward_per_assignment = 0.05  # USD paid for one submitted HIT
+hit_lifetime_seconds = 259200
+poll_seconds = 30             # wait between checks for new assignments
+collect_timeout_seconds = 604800
+
+[crowd.settings]              # passed as-is to the adapter
+
+[quality]
+accuracy_bar = 0.7            # a worker confidently below this accuracy on gold is blocked
+block_confidence = 0.95       # how sure we must be that a worker is below the bar
+prior_correct = 4.0           # Beta prior on a worker's gold accuracy (pseudo-counts)
+prior_wrong = 1.0
+min_label_confidence = 0.9    # a human label needs this posterior; a less certain image goes back to the pool
+
+[model]
+backbone = "resnet18"         # `pixels` for tiny images; any registered backbone
+weights = "DEFAULT"           # torchvision weights name (from the local cache), a .pth file, or "none"
+image_size = 224
+batch_size = 64
+device = "auto"               # auto: CUDA when available, else CPU
+hidden_units = 256            # 0: a linear head
+epochs = 200
+learning_rate = 0.003
+weight_decay = 0.001
+
+[cascade]
+sample_per_round = 400        # images sent to humans each round, drawn at random from the pool
+calibration_fraction = 0.4    # share of each sample held out to choose thresholds
+target_precision = 0.97       # auto-positives must reach this precision on held-out labels
+target_npv = 0.99             # auto-negatives must reach this negative predictive value
+confidence = 0.5              # confidence of the lower bound both targets are checked with
+max_rounds = 10
+budget = 100.0                # USD, rewards plus platform fees, never exceeded
+finish_with_humans_below = 50 # once the pool is this small, humans label the rest
+"""

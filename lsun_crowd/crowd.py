@@ -1,0 +1,149 @@
+"""The one interface every crowd platform sits behind, and the values that cross it.
+
+A crowd adapter is a single object implementing :class:`CrowdBackend`. The cascade never
+talks to a platform any other way, so Mechanical Turk, the simulated crowd, the in-house web
+crowd and a third-party vendor are interchangeable. Everything that crosses the boundary is a
+frozen dataclass; money is :class:`~decimal.Decimal`, never a float.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Protocol, runtime_checkable
+
+
+YES = "yes"
+NO = "no"
+"""The two answers of the binary question every cascade HIT asks: "is this image a <category>?"."""
+
+
+class AssignmentStatus(enum.StrEnum):
+    SUBMITTED = "submitted"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+class HitState(enum.StrEnum):
+    OPEN = "open"  # still accepting or waiting for work
+    COMPLETE = "complete"  # every requested assignment is submitted
+    EXPIRED = "expired"  # no more work will arrive; what was submitted is all there is
+
+
+@dataclass(frozen=True)
+class HitItem:
+    """One image shown inside a HIT. ``item_key`` is how answers refer back to it."""
+
+    item_key: str
+    uri: str
+
+
+@dataclass(frozen=True)
+class HitSpec:
+    """One HIT to publish: a grid of images asking the same yes/no question."""
+
+    hit_key: str  # unique within its batch
+    items: tuple[HitItem, ...]
+
+
+@dataclass(frozen=True)
+class HitBatch:
+    """A batch of HITs, published atomically and idempotently under ``batch_id``."""
+
+    batch_id: str
+    category: str
+    question: str
+    hits: tuple[HitSpec, ...]
+    assignments_per_hit: int
+    reward_per_assignment: Decimal
+    lifetime_seconds: int = 3 * 24 * 3600
+    assignment_duration_seconds: int = 1800
+
+
+@dataclass(frozen=True)
+class PublishedHit:
+    hit_key: str
+    hit_id: str  # the platform's own id
+
+
+@dataclass(frozen=True)
+class HitStatus:
+    hit_id: str
+    state: HitState
+    submitted: int  # assignments submitted so far (any review status)
+    requested: int
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A worker's submitted answers for one HIT. ``answers`` maps item keys to class labels."""
+
+    assignment_id: str
+    hit_id: str
+    worker_id: str
+    status: AssignmentStatus
+    answers: Mapping[str, str]
+    accepted_at: float  # seconds since the epoch, platform time
+    submitted_at: float
+    raw: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    rewards: Decimal
+    fees: Decimal
+
+    @property
+    def total(self) -> Decimal:
+        return self.rewards + self.fees
+
+
+class CrowdError(RuntimeError):
+    """A platform refused or failed a request; the message says which and why."""
+
+
+@runtime_checkable
+class CrowdBackend(Protocol):
+    """Everything the cascade needs from a crowd platform.
+
+    Every method must be safe to call again after a crash: publishing a batch id twice, approving
+    an approved assignment, or blocking a blocked worker changes nothing the second time.
+    """
+
+    name: str
+
+    def publish(self, batch: HitBatch) -> list[PublishedHit]:
+        """Create the batch's HITs, or return the ones an earlier call created."""
+        ...
+
+    def hit_status(self, hit_ids: Sequence[str]) -> list[HitStatus]: ...
+
+    def list_assignments(self, hit_id: str) -> list[Assignment]:
+        """Every submitted assignment of a HIT, whatever its review status."""
+        ...
+
+    def approve(self, assignment_id: str, feedback: str | None = None) -> None: ...
+
+    def reject(self, assignment_id: str, feedback: str) -> None: ...
+
+    def pay_bonus(
+        self, worker_id: str, assignment_id: str, amount: Decimal, reason: str, token: str
+    ) -> None:
+        """Pay once per ``token``: a repeated token pays nothing more."""
+        ...
+
+    def block_worker(self, worker_id: str, reason: str) -> None: ...
+
+    def unblock_worker(self, worker_id: str, reason: str) -> None: ...
+
+    def expire(self, hit_ids: Sequence[str]) -> None:
+        """Stop outstanding work on these HITs; submitted assignments stay reviewable."""
+        ...
+
+    def estimate_cost(self, batch: HitBatch) -> CostEstimate: ...
+
+    def balance(self) -> Decimal | None:
+        """Money available to spend, or ``None`` where the platform has no such notion."""
+        ...

@@ -1,0 +1,221 @@
+"""Adding images to the pool: folders, manifests, URLs; deduplicated by SHA-256, validated by Pillow.
+
+A bad file never stops an ingest. It goes into the report with its source and the reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import urllib.parse
+import urllib.request
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+from sqlalchemy import select
+
+from lsun_crowd.schema import Gold, Item
+from lsun_crowd.store import Store, category_id, insert_ignoring_duplicates
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
+MANIFEST_SUFFIXES = frozenset({".txt", ".csv", ".jsonl"})
+DOWNLOAD_TIMEOUT_SECONDS = 30
+MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
+
+
+class IngestError(ValueError):
+    """A source cannot be read at all (a missing folder, a manifest that is not a manifest)."""
+
+
+@dataclass(frozen=True)
+class Rejected:
+    source: str
+    reason: str
+
+
+@dataclass
+class IngestReport:
+    added: int = 0
+    duplicates: int = 0
+    rejected: list[Rejected] = field(default_factory=list)
+
+    def write(self, path: Path) -> None:
+        with path.open("a", encoding="utf-8") as report:
+            for entry in self.rejected:
+                report.write(json.dumps({"source": entry.source, "reason": entry.reason}) + "\n")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A reference to an image, and where the reference came from (for error messages)."""
+
+    reference: str
+    origin: str
+
+
+def _is_url(reference: str) -> bool:
+    return urllib.parse.urlparse(reference).scheme in {"http", "https", "file"}
+
+
+def _manifest_entries(path: Path) -> Iterator[Candidate]:
+    suffix = path.suffix.lower()
+    base = path.parent
+    with path.open(encoding="utf-8", newline="") as handle:
+        if suffix == ".txt":
+            for number, line in enumerate(handle, start=1):
+                text = line.strip()
+                if text and not text.startswith("#"):
+                    yield Candidate(_resolve(text, base), f"{path}:{number}")
+        elif suffix == ".csv":
+            reader = csv.DictReader(handle)
+            columns = [name for name in ("uri", "path", "url") if name in (reader.fieldnames or [])]
+            if not columns:
+                raise IngestError(f"{path}: a CSV manifest needs a 'uri', 'path' or 'url' column")
+            for number, row in enumerate(reader, start=2):
+                value = (row.get(columns[0]) or "").strip()
+                if value:
+                    yield Candidate(_resolve(value, base), f"{path}:{number}")
+                else:
+                    yield Candidate("", f"{path}:{number}")
+        else:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                origin = f"{path}:{number}"
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as error:
+                    yield Candidate("", f"{origin} (not JSON: {error.msg})")
+                    continue
+                value = next((record.get(k) for k in ("uri", "path", "url") if isinstance(record, dict)
+                              and isinstance(record.get(k), str)), None)
+                yield Candidate(_resolve(value, base) if value else "", origin)
+
+
+def _resolve(reference: str, base: Path) -> str:
+    if _is_url(reference):
+        return reference
+    path = Path(reference).expanduser()
+    return str(path if path.is_absolute() else (base / path).resolve())
+
+
+def candidates(source: Path) -> Iterator[Candidate]:
+    """Every image reference a folder or manifest holds, in a stable order."""
+    if source.is_dir():
+        for path in sorted(source.rglob("*")):
+            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+                yield Candidate(str(path.resolve()), str(path))
+    elif source.is_file() and source.suffix.lower() in MANIFEST_SUFFIXES:
+        yield from _manifest_entries(source)
+    elif source.is_file() and source.suffix.lower() in IMAGE_SUFFIXES:
+        yield Candidate(str(source.resolve()), str(source))
+    elif not source.exists():
+        raise IngestError(f"{source}: no such file or folder")
+    else:
+        raise IngestError(f"{source}: not a folder, an image or a .txt/.csv/.jsonl manifest")
+
+
+def read_bytes(reference: str) -> bytes:
+    if _is_url(reference):
+        with urllib.request.urlopen(reference, timeout=DOWNLOAD_TIMEOUT_SECONDS) as response:
+            data: bytes = response.read(MAX_DOWNLOAD_BYTES + 1)
+        if len(data) > MAX_DOWNLOAD_BYTES:
+            raise ValueError(f"larger than {MAX_DOWNLOAD_BYTES} bytes")
+        return data
+    return Path(reference).read_bytes()
+
+
+def validate_image(data: bytes) -> tuple[int, int]:
+    """Decode the image fully; raises on corrupt data and on Pillow's decompression-bomb limit."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(io.BytesIO(data)) as image:
+            image.verify()
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            if image.format not in {"JPEG", "PNG", "WEBP", "BMP", "MPO"}:
+                raise ValueError(f"unsupported image format {image.format}")
+            return image.size
+
+
+def ingest(store: Store, sources: list[Path], download_dir: Path) -> IngestReport:
+    """Add every valid, new image of the sources to the pool."""
+    report = IngestReport()
+    with store.session() as session:
+        known = set(session.scalars(select(Item.sha256)))
+    for source in sources:
+        batch: list[dict[str, object]] = []
+        for candidate in candidates(source):
+            if not candidate.reference:
+                report.rejected.append(Rejected(candidate.origin, "no image path or URL in this row"))
+                continue
+            try:
+                data = read_bytes(candidate.reference)
+                width, height = validate_image(data)
+            except Exception as error:  # any failure to read or decode is reported, never fatal
+                report.rejected.append(Rejected(candidate.origin, f"{type(error).__name__}: {error}"))
+                continue
+            digest = hashlib.sha256(data).hexdigest()
+            if digest in known:
+                report.duplicates += 1
+                continue
+            known.add(digest)
+            uri = candidate.reference
+            if urllib.parse.urlparse(uri).scheme in {"http", "https"}:
+                download_dir.mkdir(parents=True, exist_ok=True)
+                local = download_dir / digest
+                local.write_bytes(data)
+                uri = str(local)
+            elif uri.startswith("file:"):
+                uri = urllib.request.url2pathname(urllib.parse.urlparse(uri).path)
+            batch.append({"sha256": digest, "uri": uri, "width": width, "height": height})
+            if len(batch) >= 500:
+                report.added += _commit(store, batch)
+        report.added += _commit(store, batch)
+    return report
+
+
+def _commit(store: Store, batch: list[dict[str, object]]) -> int:
+    with store.session() as session:
+        insert_ignoring_duplicates(session, Item, batch)
+    count = len(batch)
+    batch.clear()
+    return count
+
+
+def ingest_gold(store: Store, path: Path) -> int:
+    """Read known answers from a CSV with columns ``uri,category,label`` (label 1/0 or yes/no).
+
+    The images must already be in the pool, matched by path or by SHA-256 of the file.
+    """
+    truthy = {"1": 1, "yes": 1, "true": 1, "positive": 1, "0": 0, "no": 0, "false": 0, "negative": 0}
+    rows: list[tuple[str, str, int]] = []
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"uri", "category", "label"} - set(reader.fieldnames or [])
+        if missing:
+            raise IngestError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+        for number, row in enumerate(reader, start=2):
+            label = truthy.get((row["label"] or "").strip().lower())
+            if label is None:
+                raise IngestError(f"{path}:{number}: label {row['label']!r} is not one of 1/0/yes/no")
+            rows.append((_resolve(row["uri"].strip(), path.parent), row["category"].strip(), label))
+    with store.session() as session:
+        by_uri = dict(session.execute(select(Item.uri, Item.id)).tuples().all())
+        by_hash = dict(session.execute(select(Item.sha256, Item.id)).tuples().all())
+        gold_rows = []
+        for number, (uri, category, label) in enumerate(rows, start=2):
+            item_id = by_uri.get(uri)
+            if item_id is None and Path(uri).is_file():
+                item_id = by_hash.get(hashlib.sha256(Path(uri).read_bytes()).hexdigest())
+            if item_id is None:
+                raise IngestError(f"{path}:{number}: image {uri} is not in the pool; ingest it first")
+            gold_rows.append({"item_id": item_id, "category_id": category_id(session, category),
+                              "answer": label})
+        insert_ignoring_duplicates(session, Gold, gold_rows)
+    return len(rows)

@@ -1,0 +1,60 @@
+"""A project directory opened for work: its config, store, crowd and embedding cache."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.progress import Progress as RichProgress
+from sqlalchemy import select
+
+from lsun_crowd.config import Config, load_config
+from lsun_crowd.crowd import CrowdBackend
+from lsun_crowd.embed import EmbeddingCache, cache_directory, embed_items
+from lsun_crowd.loop import Cascade, Progress
+from lsun_crowd.plugins import Plugins
+from lsun_crowd.schema import Item
+from lsun_crowd.store import Store
+
+INGEST_REPORT = "ingest-report.jsonl"
+
+
+@dataclass
+class Project:
+    directory: Path
+    config: Config
+    store: Store
+    plugins: Plugins
+
+    @classmethod
+    def open(cls, directory: Path, plugins: Plugins | None = None) -> Project:
+        config = load_config(directory)
+        return cls(directory, config, Store.for_project(directory, config.project.database_url),
+                   plugins or Plugins())
+
+    def crowd(self, name: str | None = None) -> CrowdBackend:
+        adapter = name or self.config.crowd.adapter
+        return self.plugins.create_crowd(adapter, self.config.crowd.settings, self.directory)
+
+    def embedding_cache(self, progress: RichProgress | None = None) -> EmbeddingCache:
+        """The cache, after embedding every pool image not yet in it."""
+        model = self.plugins.backbones.get(self.config.model.backbone).create(self.config.model)
+        cache = EmbeddingCache(cache_directory(self.directory / "cache" / "embeddings", model.key), model.dim)
+        with self.store.session() as session:
+            items = session.execute(select(Item.sha256, Item.uri).order_by(Item.id)).tuples().all()
+        missing = [item for item in items if item[0] not in cache]
+        if missing:
+            task = progress.add_task("embedding images", total=len(missing)) if progress else None
+            advance: Callable[[int], None] | None = (
+                (lambda n: progress.advance(task, n)) if progress is not None and task is not None else None)
+            embed_items(model, cache, missing, self.config.model.batch_size, advance)
+        return cache
+
+    def cascade(self, crowd: CrowdBackend, progress: Progress | None = None,
+                rich_progress: RichProgress | None = None) -> Cascade:
+        return Cascade(self.directory, self.config, self.store, crowd,
+                       lambda: self.embedding_cache(rich_progress), progress)
+
+    def close(self) -> None:
+        self.store.close()

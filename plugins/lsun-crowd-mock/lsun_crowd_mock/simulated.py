@@ -1,0 +1,360 @@
+"""A simulated crowd platform: seeded, deterministic, and as messy as a real one.
+
+Workers come in a mix: honest workers whose accuracy is drawn from a Beta distribution, spammers
+who answer at random or always the same, and adversaries who answer mostly wrong. Some images are
+ambiguous, and good workers disagree on them. Workers abandon or return assignments, some HITs
+expire half-filled, and answers arrive after a latency measured on a virtual clock that advances
+each time the platform is polled, so nothing ever sleeps.
+
+Everything a real platform would remember lives in a SQLite file, so a crashed and restarted
+cascade talks to the same "platform" again. The outcome of each HIT (who works on it, what they
+answer) is drawn when it is published, from the seed and the HIT's id alone, so it does not
+depend on how often or in which order the platform is polled.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from lsun_crowd.crowd import (
+    NO,
+    YES,
+    Assignment,
+    AssignmentStatus,
+    CostEstimate,
+    CrowdError,
+    HitBatch,
+    HitState,
+    HitStatus,
+    PublishedHit,
+)
+
+Truth = Callable[[str, str], bool]
+EPOCH = 1_700_000_000.0
+FEE_RATE = Decimal("0.20")
+LARGE_HIT_FEE_RATE = Decimal("0.20")  # MTurk's extra fee for HITs with 10 or more assignments
+MINIMUM_FEE = Decimal("0.01")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS hits (
+    hit_id TEXT PRIMARY KEY, batch_id TEXT NOT NULL, hit_key TEXT NOT NULL, requested INTEGER NOT NULL,
+    expires_at REAL, expired INTEGER NOT NULL DEFAULT 0, abandoned INTEGER NOT NULL, returned INTEGER NOT NULL,
+    UNIQUE (batch_id, hit_key));
+CREATE TABLE IF NOT EXISTS assignments (
+    assignment_id TEXT PRIMARY KEY, hit_id TEXT NOT NULL, worker_id TEXT NOT NULL, accepted_at REAL NOT NULL,
+    submitted_at REAL NOT NULL, answers TEXT NOT NULL, status TEXT NOT NULL, feedback TEXT);
+CREATE TABLE IF NOT EXISTS blocks (worker_id TEXT PRIMARY KEY, reason TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS bonuses (
+    token TEXT PRIMARY KEY, worker_id TEXT NOT NULL, assignment_id TEXT NOT NULL, amount TEXT NOT NULL,
+    reason TEXT NOT NULL);
+"""
+
+
+class CrowdMix(BaseModel):
+    """Who the simulated workers are, and how the platform behaves. All settings are optional."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    seed: int = 0
+    workers: int = Field(default=60, ge=3)
+    honest: float = Field(default=0.82, ge=0, le=1)
+    random_spammers: float = Field(default=0.06, ge=0, le=1)
+    constant_spammers: float = Field(default=0.06, ge=0, le=1)
+    adversaries: float = Field(default=0.06, ge=0, le=1)
+    honest_accuracy_alpha: float = Field(default=40.0, gt=0)  # Beta(alpha, beta) accuracy, mean 0.964
+    honest_accuracy_beta: float = Field(default=1.5, gt=0)
+    ambiguous_fraction: float = Field(default=0.03, ge=0, le=1)
+    ambiguous_skill: float = Field(default=0.5, ge=0, le=1)  # share of skill left on ambiguous images
+    abandon_rate: float = Field(default=0.05, ge=0, lt=1)
+    return_rate: float = Field(default=0.03, ge=0, lt=1)
+    expire_rate: float = Field(default=0.02, ge=0, le=1)
+    latency_seconds: float = Field(default=300.0, gt=0)
+    tick_seconds: float = Field(default=600.0, gt=0)
+    balance: Decimal = Field(default=Decimal("10000"), ge=0)
+    truth_file: str | None = None
+    state_file: str | None = None
+
+
+def load_truth_file(path: Path) -> Truth:
+    """Ground truth from a CSV with columns ``uri,category,label`` (label 1/0)."""
+    table: dict[tuple[str, str], bool] = {}
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"uri", "category", "label"} - set(reader.fieldnames or [])
+        if missing:
+            raise CrowdError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+        for number, row in enumerate(reader, start=2):
+            if row["label"].strip() not in {"0", "1"}:
+                raise CrowdError(f"{path}:{number}: label must be 0 or 1, not {row['label']!r}")
+            table[(row["uri"].strip(), row["category"].strip())] = row["label"].strip() == "1"
+
+    def truth(uri: str, category: str) -> bool:
+        try:
+            return table[(uri, category)]
+        except KeyError:
+            raise CrowdError(f"{path}: no ground truth for {uri} in category {category!r}") from None
+
+    return truth
+
+
+def _unit_hash(*parts: object) -> float:
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _rng(*parts: object) -> np.random.Generator:
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:16], "big"))
+
+
+class SimulatedCrowd:
+    """The simulated platform. ``truth(uri, category)`` says what a perfect worker answers."""
+
+    name = "mock"
+
+    def __init__(self, truth: Truth, mix: CrowdMix | None = None, state_file: Path | None = None) -> None:
+        self.truth = truth
+        self.mix = mix or CrowdMix()
+        self.kinds, self.skills = self._draw_workers()
+        # Python's default isolation opens a transaction before each write; ``with self._db`` commits
+        # it, or rolls it back on error.
+        self._db = sqlite3.connect(str(state_file) if state_file else ":memory:")
+        self._db.executescript(SCHEMA)
+        with self._db:
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('clock', '0')")
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('balance', ?)", (str(self.mix.balance),))
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], project_dir: Path) -> SimulatedCrowd:
+        try:
+            mix = CrowdMix.model_validate(dict(settings))
+        except ValidationError as error:
+            first = error.errors()[0]
+            field = ".".join(map(str, first["loc"]))
+            raise CrowdError(f"crowd.settings.{field}: {first['msg']}") from None
+        if mix.truth_file is None:
+            raise CrowdError("crowd.settings.truth_file: the simulated crowd needs a ground-truth CSV")
+        truth_path = Path(mix.truth_file)
+        truth_path = truth_path if truth_path.is_absolute() else project_dir / truth_path
+        if not truth_path.is_file():
+            raise CrowdError(f"crowd.settings.truth_file: {truth_path} does not exist")
+        state = Path(mix.state_file) if mix.state_file else project_dir / "mock-crowd.sqlite"
+        return cls(load_truth_file(truth_path), mix, state if state.is_absolute() else project_dir / state)
+
+    # -- the simulated population -------------------------------------------------------------
+
+    def _draw_workers(self) -> tuple[list[str], np.ndarray]:
+        mix = self.mix
+        rng = _rng(mix.seed, "workers")
+        shares = np.array([mix.honest, mix.random_spammers, mix.constant_spammers, mix.adversaries])
+        if shares.sum() <= 0:
+            raise CrowdError("crowd.settings: the worker mix is empty")
+        counts = np.floor(shares / shares.sum() * mix.workers).astype(int)
+        counts[0] += mix.workers - counts.sum()
+        kinds = [kind for kind, count in zip(("honest", "random", "constant", "adversary"), counts, strict=True)
+                 for _ in range(count)]
+        rng.shuffle(kinds)
+        skills = rng.beta(mix.honest_accuracy_alpha, mix.honest_accuracy_beta, size=mix.workers)
+        return kinds, np.maximum(skills, 0.5)
+
+    @staticmethod
+    def worker_id(index: int) -> str:
+        return f"SIMW{index:05d}"
+
+    def _answer(self, worker: int, uri: str, category: str, rng: np.random.Generator) -> str:
+        truth = self.truth(uri, category)
+        kind = self.kinds[worker]
+        if kind == "random":
+            return YES if rng.random() < 0.5 else NO
+        if kind == "constant":
+            return YES if worker % 3 == 0 else NO
+        skill = float(self.skills[worker])
+        if _unit_hash(self.mix.seed, "ambiguous", uri, category) < self.mix.ambiguous_fraction:
+            skill = 0.5 + (skill - 0.5) * self.mix.ambiguous_skill
+        correct = rng.random() < skill
+        if kind == "adversary":
+            correct = not correct
+        return (YES if truth else NO) if correct else (NO if truth else YES)
+
+    # -- storage ------------------------------------------------------------------------------
+
+    def _clock(self) -> float:
+        return float(self._db.execute("SELECT value FROM meta WHERE key='clock'").fetchone()[0])
+
+    def _tick(self) -> float:
+        with self._db:
+            self._db.execute("UPDATE meta SET value = CAST(value AS REAL) + ? WHERE key='clock'",
+                             (self.mix.tick_seconds,))
+        return self._clock()
+
+    def _balance(self) -> Decimal:
+        return Decimal(self._db.execute("SELECT value FROM meta WHERE key='balance'").fetchone()[0])
+
+    def _debit(self, amount: Decimal) -> None:
+        balance = self._balance()
+        if amount > balance:
+            raise CrowdError(f"insufficient funds: {amount} needed, {balance} available")
+        self._db.execute("UPDATE meta SET value=? WHERE key='balance'", (str(balance - amount),))
+
+    # -- the CrowdBackend interface -----------------------------------------------------------
+
+    def estimate_cost(self, batch: HitBatch) -> CostEstimate:
+        assignments = len(batch.hits) * batch.assignments_per_hit
+        rewards = batch.reward_per_assignment * assignments
+        rate = FEE_RATE + (LARGE_HIT_FEE_RATE if batch.assignments_per_hit >= 10 else 0)
+        fee = max(MINIMUM_FEE, (batch.reward_per_assignment * rate).quantize(Decimal("0.0001")))
+        return CostEstimate(rewards, fee * assignments)
+
+    def balance(self) -> Decimal | None:
+        return self._balance()
+
+    def publish(self, batch: HitBatch) -> list[PublishedHit]:
+        existing = dict(self._db.execute("SELECT hit_key, hit_id FROM hits WHERE batch_id=?", (batch.batch_id,)))
+        if existing:
+            return [PublishedHit(spec.hit_key, existing[spec.hit_key]) for spec in batch.hits]
+        blocked = {row[0] for row in self._db.execute("SELECT worker_id FROM blocks")}
+        now = self._clock()
+        published = []
+        with self._db:
+            self._debit(self.estimate_cost(batch).total)
+            for spec in batch.hits:
+                hit_id = "SIMH" + hashlib.sha256(f"{batch.batch_id}\x1f{spec.hit_key}".encode()).hexdigest()[:24]
+                self._simulate_hit(hit_id, batch, spec.hit_key, spec.items, blocked, now)
+                published.append(PublishedHit(spec.hit_key, hit_id))
+        return published
+
+    def _simulate_hit(self, hit_id: str, batch: HitBatch, hit_key: str, items: Sequence[Any],
+                      blocked: set[str], now: float) -> None:
+        mix = self.mix
+        rng = _rng(mix.seed, "hit", hit_id)
+        eligible = [w for w in range(mix.workers) if self.worker_id(w) not in blocked]
+        rng.shuffle(eligible)
+        requested = batch.assignments_per_hit
+        filled = requested
+        expires_at = None
+        if rng.random() < mix.expire_rate:
+            filled = int(rng.integers(0, requested))
+            expires_at = now + mix.latency_seconds * 4
+        abandoned = returned = 0
+        queue = iter(eligible)
+        rows = []
+        start = now
+        while len(rows) < filled:
+            worker = next(queue, None)
+            if worker is None:
+                break  # the whole eligible crowd has seen this HIT
+            roll = rng.random()
+            if roll < mix.abandon_rate:
+                abandoned += 1
+                continue
+            if roll < mix.abandon_rate + mix.return_rate:
+                returned += 1
+                continue
+            answers = {item.item_key: self._answer(worker, item.uri, batch.category, rng) for item in items}
+            start += float(rng.exponential(mix.latency_seconds / 3))
+            accepted = start
+            submitted = accepted + float(rng.exponential(mix.latency_seconds))
+            rows.append((f"{hit_id}A{len(rows):02d}", hit_id, self.worker_id(worker), EPOCH + accepted,
+                         EPOCH + submitted, json.dumps(answers, sort_keys=True), AssignmentStatus.SUBMITTED))
+        if len(rows) < requested and expires_at is None:
+            expires_at = now + mix.latency_seconds * 4
+        self._db.execute("INSERT INTO hits VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
+                         (hit_id, batch.batch_id, hit_key, requested, expires_at, abandoned, returned))
+        self._db.executemany("INSERT INTO assignments VALUES (?, ?, ?, ?, ?, ?, ?, NULL)", rows)
+
+    def hit_status(self, hit_ids: Sequence[str]) -> list[HitStatus]:
+        now = EPOCH + self._tick()
+        statuses = []
+        for hit_id in hit_ids:
+            row = self._db.execute("SELECT requested, expires_at, expired FROM hits WHERE hit_id=?",
+                                   (hit_id,)).fetchone()
+            if row is None:
+                raise CrowdError(f"no HIT {hit_id} on the simulated platform")
+            requested, expires_at, expired = row
+            submitted = self._db.execute(
+                "SELECT COUNT(*) FROM assignments WHERE hit_id=? AND submitted_at<=?", (hit_id, now)
+            ).fetchone()[0]
+            if submitted >= requested:
+                state = HitState.COMPLETE
+            elif expired or (expires_at is not None and now >= EPOCH + expires_at):
+                state = HitState.EXPIRED
+            else:
+                state = HitState.OPEN
+            statuses.append(HitStatus(hit_id, state, submitted, requested))
+        return statuses
+
+    def list_assignments(self, hit_id: str) -> list[Assignment]:
+        now = EPOCH + self._clock()
+        rows = self._db.execute(
+            "SELECT assignment_id, worker_id, accepted_at, submitted_at, answers, status FROM assignments "
+            "WHERE hit_id=? AND submitted_at<=? ORDER BY assignment_id", (hit_id, now)
+        ).fetchall()
+        return [Assignment(aid, hit_id, worker, AssignmentStatus(status), json.loads(answers), accepted, submitted)
+                for aid, worker, accepted, submitted, answers, status in rows]
+
+    def _review(self, assignment_id: str, status: AssignmentStatus, feedback: str | None) -> None:
+        row = self._db.execute("SELECT status FROM assignments WHERE assignment_id=? AND submitted_at<=?",
+                               (assignment_id, EPOCH + self._clock())).fetchone()
+        if row is None:
+            raise CrowdError(f"no submitted assignment {assignment_id}")
+        if row[0] == status:
+            return
+        if row[0] == AssignmentStatus.APPROVED and status == AssignmentStatus.REJECTED:
+            raise CrowdError(f"assignment {assignment_id} is approved and can no longer be rejected")
+        with self._db:
+            self._db.execute("UPDATE assignments SET status=?, feedback=? WHERE assignment_id=?",
+                             (status, feedback, assignment_id))
+
+    def approve(self, assignment_id: str, feedback: str | None = None) -> None:
+        self._review(assignment_id, AssignmentStatus.APPROVED, feedback)
+
+    def reject(self, assignment_id: str, feedback: str) -> None:
+        if not feedback.strip():
+            raise CrowdError("a rejection needs feedback for the worker")
+        self._review(assignment_id, AssignmentStatus.REJECTED, feedback)
+
+    def pay_bonus(self, worker_id: str, assignment_id: str, amount: Decimal, reason: str, token: str) -> None:
+        if amount <= 0:
+            raise CrowdError(f"a bonus must be positive, not {amount}")
+        if self._db.execute("SELECT 1 FROM bonuses WHERE token=?", (token,)).fetchone():
+            return
+        owner = self._db.execute("SELECT worker_id FROM assignments WHERE assignment_id=?",
+                                 (assignment_id,)).fetchone()
+        if owner is None or owner[0] != worker_id:
+            raise CrowdError(f"worker {worker_id} did not submit assignment {assignment_id}")
+        with self._db:
+            self._debit(amount)
+            self._db.execute("INSERT INTO bonuses VALUES (?, ?, ?, ?, ?)",
+                             (token, worker_id, assignment_id, str(amount), reason))
+
+    def block_worker(self, worker_id: str, reason: str) -> None:
+        with self._db:
+            self._db.execute("INSERT OR IGNORE INTO blocks VALUES (?, ?)", (worker_id, reason))
+
+    def unblock_worker(self, worker_id: str, reason: str) -> None:
+        with self._db:
+            self._db.execute("DELETE FROM blocks WHERE worker_id=?", (worker_id,))
+
+    def is_blocked(self, worker_id: str) -> bool:
+        return self._db.execute("SELECT 1 FROM blocks WHERE worker_id=?", (worker_id,)).fetchone() is not None
+
+    def expire(self, hit_ids: Sequence[str]) -> None:
+        now = EPOCH + self._clock()
+        with self._db:
+            for hit_id in hit_ids:
+                self._db.execute("UPDATE hits SET expired=1 WHERE hit_id=?", (hit_id,))
+                # Work not yet submitted will never arrive.
+                self._db.execute("DELETE FROM assignments WHERE hit_id=? AND submitted_at>?", (hit_id, now))
+
+    def close(self) -> None:
+        self._db.close()
