@@ -27,8 +27,8 @@ from lsun_crowd.project import Project
 GOLD_PER_CLASS = 10
 
 
-def demo_config(seed: int) -> str:
-    categories = ", ".join(f'"digit-{digit}"' for digit in range(10))
+def demo_config(seed: int, digits: range = range(10), extra: str = "") -> str:
+    categories = ", ".join(f'"digit-{digit}"' for digit in digits)
     return f"""\
 # Written by `lsun-crowd demo`: the digits pool with a simulated crowd.
 [project]
@@ -58,16 +58,18 @@ epochs = 150
 sample_per_round = 300
 finish_with_humans_below = 60
 budget = 500
-"""
+""" + extra
 
 
-def write_pool(out: Path, seed: int) -> np.ndarray:
+def write_pool(out: Path, seed: int, limit: int | None = None) -> np.ndarray:
     """Write the digits as PNGs, the simulated crowd's truth and a small requester-labeled gold set."""
     digits = load_digits()
+    images = digits.images[:limit]
+    targets = digits.target[:limit]
     images_dir = out / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for index, pixels in enumerate(digits.images):
+    for index, pixels in enumerate(images):
         path = (images_dir / f"{index:05d}.png").resolve()
         if not path.exists():
             Image.fromarray((pixels * 255 / 16).round().astype(np.uint8), mode="L").save(path)
@@ -75,7 +77,7 @@ def write_pool(out: Path, seed: int) -> np.ndarray:
     with (out / "truth.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["uri", "category", "label"])
-        for path, target in zip(paths, digits.target, strict=True):
+        for path, target in zip(paths, targets, strict=True):
             writer.writerows([path, f"digit-{digit}", int(target == digit)] for digit in range(10))
     rng = np.random.default_rng(seed)
     with (out / "gold.csv").open("w", newline="") as handle:
@@ -83,10 +85,10 @@ def write_pool(out: Path, seed: int) -> np.ndarray:
         writer.writerow(["uri", "category", "label"])
         for digit in range(10):
             for label in (1, 0):
-                members = np.flatnonzero((digits.target == digit) == bool(label))
+                members = np.flatnonzero((targets == digit) == bool(label))
                 for index in rng.choice(members, size=GOLD_PER_CLASS, replace=False):
                     writer.writerow([paths[index], f"digit-{digit}", label])
-    return np.asarray(digits.target)
+    return np.asarray(targets)
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ LABEL_NAMES = {1: "positive", 0: "negative"}
 
 def records(store: Store) -> Iterator[dict[str, Any]]:
     with store.session() as session:
-        categories = session.execute(select(Category.id, Category.name).order_by(Category.name)).tuples().all()
-        items = session.execute(select(Item.id, Item.uri, Item.sha256).order_by(Item.id)).tuples().all()
+        categories = session.execute(select(Category.id, Category.name).order_by(Category.name)).all()
+        items = session.execute(select(Item.id, Item.uri, Item.sha256).order_by(Item.id)).all()
         labels = {(item, cat): (label, source, number, confidence, votes)
                   for item, cat, label, source, number, confidence, votes in session.execute(
                       select(Label.item_id, Label.category_id, Label.label, Label.source, Round.number,

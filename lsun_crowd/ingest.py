@@ -206,8 +206,8 @@ def ingest_gold(store: Store, path: Path) -> int:
                 raise IngestError(f"{path}:{number}: label {row['label']!r} is not one of 1/0/yes/no")
             rows.append((_resolve(row["uri"].strip(), path.parent), row["category"].strip(), label))
     with store.session() as session:
-        by_uri = dict(session.execute(select(Item.uri, Item.id)).tuples().all())
-        by_hash = dict(session.execute(select(Item.sha256, Item.id)).tuples().all())
+        by_uri = dict(session.execute(select(Item.uri, Item.id)).all())
+        by_hash = dict(session.execute(select(Item.sha256, Item.id)).all())
         gold_rows = []
         for number, (uri, category, label) in enumerate(rows, start=2):
             item_id = by_uri.get(uri)

@@ -330,17 +330,17 @@ class Cascade:
             if not fresh:
                 return 0
             layout = dict(session.execute(select(HitItemRow.item_id, HitItemRow.is_gold)
-                                          .where(HitItemRow.hit_id == hit_row_id)).tuples().all())
+                                          .where(HitItemRow.hit_id == hit_row_id)).all())
             insert_ignoring_duplicates(session, Worker, [{"platform_worker_id": a.worker_id} for a in fresh])
             worker_ids = dict(session.execute(select(Worker.platform_worker_id, Worker.id).where(
-                Worker.platform_worker_id.in_({a.worker_id for a in fresh}))).tuples().all())
+                Worker.platform_worker_id.in_({a.worker_id for a in fresh}))).all())
             insert_ignoring_duplicates(session, AssignmentRow, [
                 {"platform_assignment_id": a.assignment_id, "hit_id": hit_row_id, "worker_id": worker_ids[a.worker_id],
                  "status": a.status.value, "accepted_at": a.accepted_at, "submitted_at": a.submitted_at}
                 for a in fresh
             ])
             row_ids = dict(session.execute(select(AssignmentRow.platform_assignment_id, AssignmentRow.id).where(
-                AssignmentRow.platform_assignment_id.in_([a.assignment_id for a in fresh]))).tuples().all())
+                AssignmentRow.platform_assignment_id.in_([a.assignment_id for a in fresh]))).all())
             votes = []
             for assignment in fresh:
                 for key, answer in assignment.answers.items():
@@ -414,9 +414,9 @@ class Cascade:
         with self.store.session() as session:
             rows = session.execute(
                 select(Vote.item_id, Vote.worker_id, Vote.answer).join(Worker, Worker.id == Vote.worker_id)
-                .where(Vote.category_id == cat_id, Worker.blocked.is_(False)).order_by(Vote.id)).tuples().all()
+                .where(Vote.category_id == cat_id, Worker.blocked.is_(False)).order_by(Vote.id)).all()
             gold = dict(session.execute(select(Gold.item_id, Gold.answer).where(Gold.category_id == cat_id))
-                        .tuples().all())
+                        .all())
             in_round = set(session.scalars(select(RoundItem.item_id).where(RoundItem.round_id == round_.id)))
             labels = []
             if rows:
@@ -450,19 +450,19 @@ class Cascade:
             training = session.execute(
                 select(Item.sha256, Label.label, Label.confidence).join(Label, Label.item_id == Item.id)
                 .where(Label.category_id == cat_id, Label.source == "human", Item.id.notin_(calibration_role))
-                .order_by(Item.id)).tuples().all()
+                .order_by(Item.id)).all()
             training += session.execute(
                 select(Item.sha256, Gold.answer, 1.0).join(Gold, Gold.item_id == Item.id)
-                .where(Gold.category_id == cat_id).order_by(Item.id)).tuples().all()
+                .where(Gold.category_id == cat_id).order_by(Item.id)).all()
             calibration = session.execute(
                 select(RoundItem.round_id, RoundItem.item_id, Item.sha256, Label.label)
                 .join(Round, Round.id == RoundItem.round_id).join(Item, Item.id == RoundItem.item_id)
                 .join(Label, (Label.item_id == RoundItem.item_id) & (Label.category_id == cat_id))
                 .where(Round.category_id == cat_id, RoundItem.role == "calibration", RoundItem.active,
                        Label.source == "human")
-                .order_by(RoundItem.item_id)).tuples().all()
+                .order_by(RoundItem.item_id)).all()
             pool = self._pool_ids(session, cat_id)
-            pool_hashes = dict(session.execute(select(Item.id, Item.sha256).where(Item.id.in_(pool))).tuples().all())
+            pool_hashes = dict(session.execute(select(Item.id, Item.sha256).where(Item.id.in_(pool))).all())
         targets = np.array([label for _, label, _ in training], dtype=np.float64)
         if len(set(targets.tolist())) < 2 or not calibration:
             note = "no split: training needs both classes and calibration needs labels"

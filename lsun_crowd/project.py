@@ -42,7 +42,7 @@ class Project:
         model = self.plugins.backbones.get(self.config.model.backbone).create(self.config.model)
         cache = EmbeddingCache(cache_directory(self.directory / "cache" / "embeddings", model.key), model.dim)
         with self.store.session() as session:
-            items = session.execute(select(Item.sha256, Item.uri).order_by(Item.id)).tuples().all()
+            items = session.execute(select(Item.sha256, Item.uri).order_by(Item.id)).all()
         missing = [item for item in items if item[0] not in cache]
         if missing:
             task = progress.add_task("embedding images", total=len(missing)) if progress else None

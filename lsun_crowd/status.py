@@ -26,7 +26,7 @@ class CategoryStatus:
 
 def category_status(store: Store, categories: list[str]) -> list[CategoryStatus]:
     with store.session() as session:
-        known = dict(session.execute(select(Category.name, Category.id)).tuples().all())
+        known = dict(session.execute(select(Category.name, Category.id)).all())
         pool = int(session.scalar(select(func.count(Item.id))) or 0)
         result = []
         for name in sorted(set(categories) | set(known)):
@@ -37,9 +37,9 @@ def category_status(store: Store, categories: list[str]) -> list[CategoryStatus]
             latest = session.execute(select(Round.number, Round.state).where(Round.category_id == cat_id)
                                      .order_by(Round.number.desc()).limit(1)).first()
             counts = dict(session.execute(select(Label.label, func.count()).where(Label.category_id == cat_id)
-                                          .group_by(Label.label)).tuples().all())
+                                          .group_by(Label.label)).all())
             gold = dict(session.execute(select(Gold.answer, func.count()).where(Gold.category_id == cat_id)
-                                        .group_by(Gold.answer)).tuples().all())
+                                        .group_by(Gold.answer)).all())
             human = session.scalar(select(func.count()).where(Label.category_id == cat_id, Label.source == "human"))
             votes = session.scalar(select(func.count(Vote.id)).where(Vote.category_id == cat_id))
             spent = session.scalar(select(func.coalesce(func.sum(Spend.amount), 0))

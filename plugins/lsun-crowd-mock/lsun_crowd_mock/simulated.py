@@ -159,8 +159,11 @@ class SimulatedCrowd:
         shares = np.array([mix.honest, mix.random_spammers, mix.constant_spammers, mix.adversaries])
         if shares.sum() <= 0:
             raise CrowdError("crowd.settings: the worker mix is empty")
-        counts = np.floor(shares / shares.sum() * mix.workers).astype(int)
-        counts[0] += mix.workers - counts.sum()
+        exact = shares / shares.sum() * mix.workers
+        counts = np.floor(exact).astype(int)
+        # Largest remainders get the workers rounding left over, so the mix is as close as it can be.
+        for kind in np.argsort(-(exact - counts), kind="stable")[: mix.workers - counts.sum()]:
+            counts[kind] += 1
         kinds = [kind for kind, count in zip(("honest", "random", "constant", "adversary"), counts, strict=True)
                  for _ in range(count)]
         rng.shuffle(kinds)

@@ -1,0 +1,182 @@
+"""The conformance suite every crowd adapter passes, shipped as a pytest plugin.
+
+An adapter's tests run it in one line::
+
+    class TestMyVendor(CrowdBackendConformance):
+        def make_backend(self, tmp_path):
+            return MyVendorBackend(...)
+
+Override :meth:`CrowdBackendConformance.complete_work` where workers must be driven (a browser
+crowd posts answers; a stubbed API queues responses). The default polls ``hit_status``, which is
+all a platform with its own workforce needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from lsun_crowd.crowd import (
+    NO,
+    YES,
+    Assignment,
+    AssignmentStatus,
+    CrowdBackend,
+    HitBatch,
+    HitItem,
+    HitSpec,
+    HitState,
+)
+
+CONFORMANCE_CATEGORY = "conformance"
+
+
+def conformance_uri(number: int) -> str:
+    """The image URIs the suite publishes; truth for them is: even numbers are positive."""
+    return f"/conformance/images/{number:04d}.png"
+
+
+def conformance_truth(uri: str, category: str) -> bool:
+    return int(Path(uri).stem) % 2 == 0
+
+
+class CrowdBackendConformance:
+    """Subclass and implement :meth:`make_backend`; every ``test_*`` here then runs on your adapter."""
+
+    hits_per_batch = 3
+    items_per_hit = 4
+    assignments_per_hit = 2
+    max_polls = 200
+
+    def make_backend(self, tmp_path: Path) -> CrowdBackend:
+        raise NotImplementedError("return the adapter under test")
+
+    def complete_work(self, backend: CrowdBackend, hit_ids: Sequence[str]) -> None:
+        """Wait until no HIT is open any more."""
+        for _ in range(self.max_polls):
+            if all(status.state != HitState.OPEN for status in backend.hit_status(hit_ids)):
+                return
+        raise AssertionError(f"HITs still open after {self.max_polls} polls")
+
+    def make_batch(self, batch_id: str = "conformance-batch-1") -> HitBatch:
+        hits = tuple(
+            HitSpec(f"h{h}", tuple(HitItem(str(h * 100 + i), conformance_uri(h * self.items_per_hit + i))
+                                   for i in range(self.items_per_hit)))
+            for h in range(self.hits_per_batch)
+        )
+        return HitBatch(batch_id, CONFORMANCE_CATEGORY, "Is this image positive?", hits,
+                        self.assignments_per_hit, Decimal("0.05"))
+
+    @pytest.fixture
+    def backend(self, tmp_path: Path) -> CrowdBackend:
+        return self.make_backend(tmp_path)
+
+    def _published_assignments(self, backend: CrowdBackend) -> tuple[HitBatch, list[str], list[Assignment]]:
+        batch = self.make_batch()
+        hit_ids = [hit.hit_id for hit in backend.publish(batch)]
+        self.complete_work(backend, hit_ids)
+        assignments = [a for hit_id in hit_ids for a in backend.list_assignments(hit_id)]
+        assert assignments, "no assignment arrived: the suite needs at least one submitted assignment"
+        return batch, hit_ids, assignments
+
+    def test_backend_implements_the_protocol(self, backend: CrowdBackend) -> None:
+        assert isinstance(backend, CrowdBackend)
+        assert isinstance(backend.name, str) and backend.name
+
+    def test_publish_returns_one_hit_per_spec(self, backend: CrowdBackend) -> None:
+        batch = self.make_batch()
+        published = backend.publish(batch)
+        assert [hit.hit_key for hit in published] == [spec.hit_key for spec in batch.hits]
+        assert len({hit.hit_id for hit in published}) == len(batch.hits)
+
+    def test_publish_is_idempotent_by_batch_id(self, backend: CrowdBackend) -> None:
+        batch = self.make_batch()
+        first = backend.publish(batch)
+        balance = backend.balance()
+        again = backend.publish(batch)
+        assert again == first
+        assert backend.balance() == balance, "re-publishing must not charge again"
+        other = backend.publish(self.make_batch("conformance-batch-2"))
+        assert {hit.hit_id for hit in other}.isdisjoint(hit.hit_id for hit in first)
+
+    def test_assignments_answer_every_item(self, backend: CrowdBackend) -> None:
+        batch, hit_ids, assignments = self._published_assignments(backend)
+        items_by_hit = {hit_id: {item.item_key for item in spec.items}
+                        for hit_id, spec in zip(hit_ids, batch.hits, strict=True)}
+        for assignment in assignments:
+            assert assignment.hit_id in items_by_hit
+            assert set(assignment.answers) == items_by_hit[assignment.hit_id]
+            assert set(assignment.answers.values()) <= {YES, NO}
+            assert assignment.worker_id
+            assert assignment.submitted_at >= assignment.accepted_at
+        assert len({a.assignment_id for a in assignments}) == len(assignments)
+
+    def test_hit_status_counts_submitted_work(self, backend: CrowdBackend) -> None:
+        _, hit_ids, assignments = self._published_assignments(backend)
+        for status in backend.hit_status(hit_ids):
+            assert status.requested == self.assignments_per_hit
+            assert status.submitted == sum(a.hit_id == status.hit_id for a in assignments)
+            assert status.submitted <= status.requested
+
+    def test_one_worker_submits_a_hit_once(self, backend: CrowdBackend) -> None:
+        _, hit_ids, assignments = self._published_assignments(backend)
+        for hit_id in hit_ids:
+            workers = [a.worker_id for a in assignments if a.hit_id == hit_id]
+            assert len(workers) == len(set(workers))
+
+    def test_listing_is_stable(self, backend: CrowdBackend) -> None:
+        _, hit_ids, assignments = self._published_assignments(backend)
+        again = [a for hit_id in hit_ids for a in backend.list_assignments(hit_id)]
+        assert [a.assignment_id for a in again] == [a.assignment_id for a in assignments]
+        assert [dict(a.answers) for a in again] == [dict(a.answers) for a in assignments]
+
+    def test_approve_and_reject_are_idempotent(self, backend: CrowdBackend) -> None:
+        _, hit_ids, assignments = self._published_assignments(backend)
+        approved = assignments[0]
+        backend.approve(approved.assignment_id, "thanks")
+        backend.approve(approved.assignment_id, "thanks")
+        statuses = {a.assignment_id: a.status for hit_id in hit_ids for a in backend.list_assignments(hit_id)}
+        assert statuses[approved.assignment_id] == AssignmentStatus.APPROVED
+        if len(assignments) > 1:
+            rejected = assignments[1]
+            backend.reject(rejected.assignment_id, "too many wrong answers on check images")
+            backend.reject(rejected.assignment_id, "too many wrong answers on check images")
+            statuses = {a.assignment_id: a.status for hit_id in hit_ids for a in backend.list_assignments(hit_id)}
+            assert statuses[rejected.assignment_id] == AssignmentStatus.REJECTED
+
+    def test_bonus_is_paid_once_per_token(self, backend: CrowdBackend) -> None:
+        _, _, assignments = self._published_assignments(backend)
+        target = assignments[0]
+        before = backend.balance()
+        for _ in range(2):
+            backend.pay_bonus(target.worker_id, target.assignment_id, Decimal("0.25"), "careful work", "bonus-1")
+        after = backend.balance()
+        if before is not None and after is not None:
+            assert before - after == Decimal("0.25")
+
+    def test_block_and_unblock_are_idempotent(self, backend: CrowdBackend) -> None:
+        _, _, assignments = self._published_assignments(backend)
+        worker = assignments[0].worker_id
+        backend.block_worker(worker, "failed gold items")
+        backend.block_worker(worker, "failed gold items")
+        backend.unblock_worker(worker, "appeal accepted")
+        backend.unblock_worker(worker, "appeal accepted")
+
+    def test_expire_closes_open_hits(self, backend: CrowdBackend) -> None:
+        hit_ids = [hit.hit_id for hit in backend.publish(self.make_batch())]
+        backend.expire(hit_ids)
+        assert all(status.state != HitState.OPEN for status in backend.hit_status(hit_ids))
+        submitted = [a for hit_id in hit_ids for a in backend.list_assignments(hit_id)]
+        assert all(a.status == AssignmentStatus.SUBMITTED for a in submitted)
+
+    def test_estimate_covers_rewards_and_balance_is_money(self, backend: CrowdBackend) -> None:
+        batch = self.make_batch()
+        estimate = backend.estimate_cost(batch)
+        rewards = batch.reward_per_assignment * batch.assignments_per_hit * len(batch.hits)
+        assert estimate.rewards == rewards
+        assert estimate.fees >= 0 and estimate.total == estimate.rewards + estimate.fees
+        balance = backend.balance()
+        assert balance is None or isinstance(balance, Decimal)

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lsun_crowd.aggregate import Votes, majority_vote, one_coin_dawid_skene
+
+
+def test_majority_vote_by_hand() -> None:
+    votes = Votes.from_triples([("a", "w1", "cat"), ("a", "w2", "cat"), ("a", "w3", "dog"),
+                                ("b", "w1", "dog"), ("b", "w2", "cat")])
+    posterior = majority_vote(votes)
+    assert posterior.classes == ("cat", "dog")
+    np.testing.assert_allclose(posterior.probabilities, [[2 / 3, 1 / 3], [0.5, 0.5]])
+    assert posterior.labels().tolist() == [0, 0]  # the tie on b goes to the lowest class index
+    assert posterior.vote_counts.tolist() == [3, 2]
+    assert posterior.worker_accuracy == {"w1": 0.5, "w2": 1.0, "w3": 0.0}
+
+
+def test_unknown_answer_is_an_error() -> None:
+    with pytest.raises(ValueError, match="answer 'fish' is not one of the classes"):
+        Votes.from_triples([("a", "w", "fish")], classes=["cat", "dog"])
+
+
+def test_one_coin_by_hand_single_vote_stays_finite() -> None:
+    votes = Votes.from_triples([("a", "w1", 1)], classes=(0, 1))
+    posterior = one_coin_dawid_skene(votes, prior_correct=4, prior_wrong=1)
+    assert np.all(np.isfinite(posterior.probabilities))
+    # One vote, accuracy (3 + p) / 4 with p the posterior itself: a fixed point well above 1/2.
+    assert 0.75 < posterior.probabilities[0, 1] < 1.0
+
+
+def simulate(seed: int, items: int = 2000, workers: int = 40, per_item: int = 5):  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(seed)
+    truth = (rng.random(items) < 0.3).astype(int)
+    accuracy = rng.uniform(0.55, 0.95, workers)
+    accuracy[:6] = 0.5  # spammers
+    triples = []
+    for item in range(items):
+        for worker in rng.choice(workers, per_item, replace=False):
+            correct = rng.random() < accuracy[worker]
+            triples.append((item, int(worker), int(truth[item] if correct else 1 - truth[item])))
+    return truth, accuracy, triples
+
+
+def test_one_coin_recovers_worker_accuracy_and_beats_majority() -> None:
+    truth, accuracy, triples = simulate(0)
+    votes = Votes.from_triples(triples, classes=(0, 1))
+    posterior = one_coin_dawid_skene(votes)
+    estimated = np.array([posterior.worker_accuracy[w] for w in range(len(accuracy))])
+    realised = np.array([np.mean([answer == truth[item] for item, worker, answer in triples if worker == w])
+                         for w in range(len(accuracy))])
+    assert np.abs(estimated - realised).max() < 0.05
+    assert np.abs(estimated[:6] - 0.5).max() < 0.1  # spammers are found
+    items = np.array(posterior.items)
+    em_accuracy = float((posterior.labels() == truth[items]).mean())
+    mv_accuracy = float((majority_vote(votes).labels() == truth[items]).mean())
+    assert em_accuracy > mv_accuracy + 0.02, (em_accuracy, mv_accuracy)
+    assert em_accuracy > 0.9
+
+
+def test_gold_items_are_clamped_and_anchor_the_classes() -> None:
+    # Everyone answers the opposite of the truth: only gold can tell.
+    triples = [(item, worker, 1 - (item % 2)) for item in range(50) for worker in range(3)]
+    votes = Votes.from_triples(triples, classes=(0, 1))
+    known = {index: int(item % 2) for index, item in enumerate(votes.items) if item < 20}
+    posterior = one_coin_dawid_skene(votes, known)
+    assert posterior.labels().tolist() == [item % 2 for item in votes.items]
+    assert all(acc < 0.2 for acc in posterior.worker_accuracy.values())
+
+
+def test_one_coin_is_deterministic() -> None:
+    _, _, triples = simulate(1, items=300)
+    votes = Votes.from_triples(triples, classes=(0, 1))
+    first = one_coin_dawid_skene(votes).probabilities
+    np.testing.assert_array_equal(first, one_coin_dawid_skene(votes).probabilities)

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
+
+from lsun_crowd.schema import SCHEMA_VERSION, AssignmentRow, Category, Hit, Item, Meta, Round, Vote, Worker
+from lsun_crowd.store import Store, StoreError, category_id, insert_ignoring_duplicates
+
+
+def seeded(tmp_path: Path) -> tuple[Store, dict[str, int]]:
+    store = Store.for_project(tmp_path)
+    with store.session() as session:
+        item = Item(sha256="a" * 64, uri="/x.png", width=1, height=1)
+        session.add(item)
+        cat = category_id(session, "cat")
+        round_ = Round(category_id=cat, number=1, state="published")
+        session.add(round_)
+        session.flush()
+        hit = Hit(round_id=round_.id, batch_id="b", hit_key="h0", assignments_requested=3)
+        worker = Worker(platform_worker_id="W1")
+        session.add_all([hit, worker])
+        session.flush()
+        assignment = AssignmentRow(platform_assignment_id="A1", hit_id=hit.id, worker_id=worker.id,
+                                   status="submitted", accepted_at=0, submitted_at=1)
+        session.add(assignment)
+        session.flush()
+        ids = {"item": item.id, "cat": cat, "assignment": assignment.id, "worker": worker.id, "hit": hit.id}
+    return store, ids
+
+
+def test_sqlite_file_in_wal_mode(tmp_path: Path) -> None:
+    store = Store.for_project(tmp_path)
+    assert (tmp_path / "lsun-crowd.db").is_file()
+    with store.engine.connect() as connection:
+        assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
+
+
+def test_an_assignment_delivered_twice_never_duplicates_votes(tmp_path: Path) -> None:
+    store, ids = seeded(tmp_path)
+    vote = {"assignment_id": ids["assignment"], "item_id": ids["item"], "category_id": ids["cat"],
+            "worker_id": ids["worker"], "answer": 1, "is_gold": False}
+    for _ in range(3):
+        with store.session() as session:
+            insert_ignoring_duplicates(session, Vote, [vote, vote])
+    with store.session() as session:
+        assert session.scalar(select(func.count(Vote.id))) == 1
+    with pytest.raises(IntegrityError), store.session() as session:
+        session.add(Vote(**vote))
+    with store.session() as session:
+        insert_ignoring_duplicates(session, AssignmentRow, [{
+            "platform_assignment_id": "A1", "hit_id": ids["hit"], "worker_id": ids["worker"],
+            "status": "submitted", "accepted_at": 0, "submitted_at": 1}])
+        assert session.scalar(select(func.count(AssignmentRow.id))) == 1
+
+
+def test_a_failed_transaction_loses_nothing_already_stored(tmp_path: Path) -> None:
+    store, _ = seeded(tmp_path)
+    with pytest.raises(RuntimeError), store.session() as session:
+        session.add(Item(sha256="b" * 64, uri="/y.png", width=1, height=1))
+        session.flush()
+        raise RuntimeError("crash mid-transaction")
+    with store.session() as session:
+        assert list(session.scalars(select(Item.uri))) == ["/x.png"]
+
+
+def test_category_id_is_stable(tmp_path: Path) -> None:
+    store = Store.for_project(tmp_path)
+    with store.session() as session:
+        first = category_id(session, "kitchen")
+    with store.session() as session:
+        assert category_id(session, "kitchen") == first
+        assert session.scalar(select(func.count(Category.id))) == 1
+
+
+def test_schema_is_versioned_and_a_newer_store_is_refused(tmp_path: Path) -> None:
+    store = Store.for_project(tmp_path)
+    with store.session() as session:
+        assert session.get(Meta, "schema_version").value == str(SCHEMA_VERSION)  # type: ignore[union-attr]
+        session.get(Meta, "schema_version").value = str(SCHEMA_VERSION + 1)  # type: ignore[union-attr]
+    store.close()
+    with pytest.raises(StoreError, match="newer than this lsun-crowd supports"):
+        Store.for_project(tmp_path)
+
+
+def test_reopening_keeps_data(tmp_path: Path) -> None:
+    store, _ = seeded(tmp_path)
+    store.close()
+    with Store.for_project(tmp_path).session() as session:
+        assert session.scalar(select(func.count(Item.id))) == 1
