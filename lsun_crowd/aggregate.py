@@ -133,3 +133,60 @@ def one_coin_dawid_skene(
     return Posterior(votes.items, votes.classes, posterior,
                      {worker: float(accuracy[i]) for i, worker in enumerate(votes.workers)},
                      counts.sum(axis=1).astype(np.int64))
+
+
+def dawid_skene(
+    votes: Votes,
+    known: dict[int, int] | None = None,
+    prior_correct: float = 4.0,
+    prior_wrong: float = 1.0,
+    tolerance: float = 1e-6,
+    max_iterations: int = 200,
+) -> Posterior:
+    """Dawid–Skene with a full confusion matrix per worker, fitted by EM.
+
+    Unlike one coin, it tells a worker who always answers "no" on a rare class (right 90% of the
+    time, and useless) from one who reads the images. Each confusion row has a Dirichlet prior:
+    ``prior_correct`` pseudo-votes on the diagonal and ``prior_wrong`` spread over the rest, so a
+    worker seen once stays near the prior. ``known`` clamps gold items to their answers.
+    The worker estimate reported is the expected accuracy under the fitted class shares.
+    """
+    n_items, n_classes, n_workers = len(votes.items), len(votes.classes), len(votes.workers)
+    if n_classes < 2:
+        raise ValueError("aggregation needs at least two classes")
+    counts = votes.counts()
+    posterior = (counts + 1e-9) / (counts + 1e-9).sum(axis=1, keepdims=True)
+    clamp_items = np.array(sorted(known or {}), dtype=np.int64)
+    clamp_classes = np.array([known[i] for i in clamp_items], dtype=np.int64) if known else clamp_items
+    identity = np.eye(n_classes)
+    posterior[clamp_items] = identity[clamp_classes]
+    row_prior = identity * prior_correct + (1 - identity) * prior_wrong / (n_classes - 1)
+    # Flat index of (worker, true class, answer) for every vote and every candidate true class.
+    cell = ((votes.worker_index[:, None] * n_classes + np.arange(n_classes)[None, :]) * n_classes
+            + votes.answer_index[:, None])
+    class_share = np.full(n_classes, 1.0 / n_classes)
+    confusion = np.tile(row_prior / row_prior.sum(axis=1, keepdims=True), (n_workers, 1, 1))
+    for _ in range(max_iterations):
+        tallies = np.bincount(cell.ravel(), weights=posterior[votes.item_index].ravel(),
+                              minlength=n_workers * n_classes * n_classes)
+        confusion = tallies.reshape(n_workers, n_classes, n_classes) + row_prior
+        confusion /= confusion.sum(axis=2, keepdims=True)
+        class_share = (posterior.sum(axis=0) + 1.0) / (n_items + n_classes)
+        log_confusion = np.log(confusion)
+        contribution = log_confusion[votes.worker_index, :, votes.answer_index]  # votes × true classes
+        log_posterior = np.tile(np.log(class_share), (n_items, 1))
+        for true_class in range(n_classes):
+            log_posterior[:, true_class] += np.bincount(
+                votes.item_index, weights=contribution[:, true_class], minlength=n_items)
+        log_posterior -= log_posterior.max(axis=1, keepdims=True)
+        updated = np.exp(log_posterior)
+        updated /= updated.sum(axis=1, keepdims=True)
+        updated[clamp_items] = identity[clamp_classes]
+        change = float(np.abs(updated - posterior).max())
+        posterior = updated
+        if change < tolerance:
+            break
+    accuracy = np.einsum("wcc,c->w", confusion, class_share)
+    return Posterior(votes.items, votes.classes, posterior,
+                     {worker: float(accuracy[i]) for i, worker in enumerate(votes.workers)},
+                     counts.sum(axis=1).astype(np.int64))

@@ -76,7 +76,7 @@ class CascadeConfig(_Section):
     sample_per_round: int = Field(default=400, ge=10)
     calibration_fraction: float = Field(default=0.4, gt=0, lt=1)
     target_precision: float = Field(default=0.97, gt=0.5, lt=1)
-    target_npv: float = Field(default=0.99, gt=0.5, lt=1)
+    target_npv: float = Field(default=0.995, gt=0.5, lt=1)
     confidence: float = Field(default=0.5, ge=0, lt=1)
     max_rounds: int = Field(default=10, ge=1)
     budget: Decimal = Field(default=Decimal("100"), ge=0)
@@ -157,7 +157,7 @@ weight_decay = 0.001
 sample_per_round = 400        # images sent to humans each round, drawn at random from the pool
 calibration_fraction = 0.4    # share of each sample held out to choose thresholds
 target_precision = 0.97       # auto-positives must reach this precision on held-out labels
-target_npv = 0.99             # auto-negatives must reach this negative predictive value
+target_npv = 0.995            # auto-negatives must reach this negative predictive value
 confidence = 0.5              # confidence of the lower bound both targets are checked with
 max_rounds = 10
 budget = 100.0                # USD, rewards plus platform fees, never exceeded

@@ -61,11 +61,11 @@ budget = 500
 """ + extra
 
 
-def write_pool(out: Path, seed: int, limit: int | None = None) -> np.ndarray:
+def write_pool(out: Path, seed: int, limit: int | None = None, digits: range = range(10)) -> np.ndarray:
     """Write the digits as PNGs, the simulated crowd's truth and a small requester-labeled gold set."""
-    digits = load_digits()
-    images = digits.images[:limit]
-    targets = digits.target[:limit]
+    dataset = load_digits()
+    images = dataset.images[:limit]
+    targets = dataset.target[:limit]
     images_dir = out / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -78,12 +78,12 @@ def write_pool(out: Path, seed: int, limit: int | None = None) -> np.ndarray:
         writer = csv.writer(handle)
         writer.writerow(["uri", "category", "label"])
         for path, target in zip(paths, targets, strict=True):
-            writer.writerows([path, f"digit-{digit}", int(target == digit)] for digit in range(10))
+            writer.writerows([path, f"digit-{digit}", int(target == digit)] for digit in digits)
     rng = np.random.default_rng(seed)
     with (out / "gold.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["uri", "category", "label"])
-        for digit in range(10):
+        for digit in digits:
             for label in (1, 0):
                 members = np.flatnonzero((targets == digit) == bool(label))
                 for index in rng.choice(members, size=GOLD_PER_CLASS, replace=False):

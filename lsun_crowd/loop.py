@@ -21,7 +21,7 @@ import numpy as np
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from lsun_crowd.aggregate import Votes, one_coin_dawid_skene
+from lsun_crowd.aggregate import Votes, dawid_skene
 from lsun_crowd.classifier import probability, train_head
 from lsun_crowd.config import Config
 from lsun_crowd.crowd import NO, YES, CrowdBackend, HitBatch, HitItem, HitSpec, HitState
@@ -422,7 +422,7 @@ class Cascade:
             if rows:
                 votes = Votes.from_triples(rows, classes=(0, 1))
                 known = {index: gold[item] for index, item in enumerate(votes.items) if item in gold}
-                posterior = one_coin_dawid_skene(votes, known, quality.prior_correct, quality.prior_wrong)
+                posterior = dawid_skene(votes, known, quality.prior_correct, quality.prior_wrong)
                 winners, confidence = posterior.labels(), posterior.confidence()
                 for index, item in enumerate(posterior.items):
                     count = int(posterior.vote_counts[index])

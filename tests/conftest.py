@@ -18,7 +18,7 @@ def make_digits_project(directory: Path, limit: int = 600, digits: range = range
                         extra: str = "", sample: int = 150) -> np.ndarray:
     """A small digits project with the simulated crowd, ingested and ready to run."""
     directory.mkdir(parents=True, exist_ok=True)
-    targets = write_pool(directory, seed, limit)
+    targets = write_pool(directory, seed, limit, digits)
     config = demo_config(seed, digits, extra).replace("sample_per_round = 300", f"sample_per_round = {sample}")
     (directory / CONFIG_FILE).write_text(config)
     project = Project.open(directory)

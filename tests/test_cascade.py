@@ -1,0 +1,174 @@
+"""The cascade end to end on real digit images through the simulated crowd."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from lsun_crowd.crowd import Assignment, CrowdBackend
+from lsun_crowd.demo import score_export
+from lsun_crowd.export import export
+from lsun_crowd.project import Project
+from lsun_crowd.schema import AssignmentRow, Hit, HitItem, Label, Round, Spend, Vote
+from lsun_crowd.status import category_status
+
+from .conftest import make_digits_project
+
+
+def answer_slots(session: Any) -> int:
+    """Images shown, summed over submitted assignments."""
+    return int(session.scalar(select(func.count()).select_from(AssignmentRow).join(
+        HitItem, HitItem.hit_id == AssignmentRow.hit_id)) or 0)
+
+
+def run(directory: Path, crowd: CrowdBackend | None = None, **kwargs: Any) -> tuple[Project, list]:
+    project = Project.open(directory)
+    cascade = project.cascade(crowd or project.crowd())
+    return project, cascade.run(**kwargs)
+
+
+def test_cascade_labels_digits_with_checked_precision(digits_project: tuple[Path, np.ndarray]) -> None:
+    directory, targets = digits_project
+    project, outcomes = run(directory)
+    assert [(o.category, o.reason) for o in outcomes] == [("digit-0", "resolved"), ("digit-1", "resolved")]
+    export(project.store, directory / "export.jsonl")
+    scores = score_export(directory / "export.jsonl", targets)
+    for score in scores:
+        assert score.precision >= 0.95, score
+        assert score.recall >= 0.9, score
+        assert score.unlabeled < 0.05 * len(targets)
+    records = [json.loads(line) for line in (directory / "export.jsonl").read_text().splitlines()]
+    assert len(records) == 2 * len(targets)
+    assert {r["source"] for r in records} == {"human", "model"}  # the model did part of the work
+    with project.store.session() as session:
+        # Every vote belongs to an assignment of a stored HIT and to an image of that HIT.
+        orphan_votes = session.scalar(
+            select(func.count(Vote.id)).join(AssignmentRow, AssignmentRow.id == Vote.assignment_id)
+            .outerjoin(HitItem, (HitItem.hit_id == AssignmentRow.hit_id) & (HitItem.item_id == Vote.item_id))
+            .where(HitItem.item_id.is_(None)))
+        assert orphan_votes == 0
+        votes = session.scalar(select(func.count(Vote.id)))
+        assert votes == answer_slots(session)  # every image of every submitted HIT answered once
+        assert session.scalar(select(func.count(Hit.id)).where(Hit.platform_hit_id.is_(None))) == 0
+        spent = Decimal(session.scalar(select(func.sum(Spend.amount))) or 0)
+        assert session.scalar(select(func.count(Round.id)).where(Round.state != "done")) == 0
+    assert Decimal("10000") - project.crowd().balance() == spent  # type: ignore[operator]
+    status = {row.category: row for row in category_status(project.store, ["digit-0", "digit-1"])}
+    assert status["digit-0"].positive + status["digit-0"].negative + status["digit-0"].unlabeled == len(targets)
+    assert status["digit-0"].votes + status["digit-1"].votes == votes
+
+
+def test_resolved_run_does_nothing_more(digits_project: tuple[Path, np.ndarray]) -> None:
+    directory, _ = digits_project
+    project, _ = run(directory, categories=["digit-0"])
+    with project.store.session() as session:
+        before = (session.scalar(select(func.count(Vote.id))), session.scalar(select(func.count(Label.id))))
+    project, outcomes = run(directory, categories=["digit-0"])
+    with project.store.session() as session:
+        after = (session.scalar(select(func.count(Vote.id))), session.scalar(select(func.count(Label.id))))
+    assert before == after and outcomes[0].reason == "resolved"
+
+
+def test_round_limit(digits_project: tuple[Path, np.ndarray]) -> None:
+    directory, _ = digits_project
+    project, outcomes = run(directory, categories=["digit-1"], max_rounds=1)
+    assert outcomes[0].reason == "round limit" and outcomes[0].rounds == 1
+    with project.store.session() as session:
+        assert session.scalar(select(func.count(Round.id))) == 1
+
+
+def test_budget_stops_before_publishing_and_resumes_when_raised(tmp_path: Path) -> None:
+    directory = tmp_path / "p"
+    make_digits_project(directory, limit=300, digits=range(1), sample=100)
+    config = (directory / "lsun-crowd.toml").read_text()
+    (directory / "lsun-crowd.toml").write_text(config.replace("budget = 500", "budget = 0.5"))
+    project, outcomes = run(directory)
+    assert outcomes[0].reason == "budget" and outcomes[0].rounds == 0
+    with project.store.session() as session:
+        assert session.scalar(select(func.count(Spend.id))) == 0
+        assert session.scalar(select(func.count(Hit.id)).where(Hit.platform_hit_id.is_not(None))) == 0
+    assert project.crowd().balance() == Decimal("10000")
+    (directory / "lsun-crowd.toml").write_text(config)
+    _, outcomes = run(directory)
+    assert outcomes[0].reason == "resolved"
+
+
+def test_balance_stops_before_publishing(tmp_path: Path) -> None:
+    directory = tmp_path / "p"
+    make_digits_project(directory, limit=300, digits=range(1), sample=100)
+    config = (directory / "lsun-crowd.toml").read_text()
+    (directory / "lsun-crowd.toml").write_text(config.replace('truth_file = "truth.csv"',
+                                                              'truth_file = "truth.csv"\nbalance = 0.30'))
+    project, outcomes = run(directory)
+    assert outcomes[0].reason == "balance"
+    with project.store.session() as session:
+        assert "the account holds 0.3" in (session.scalar(select(Round.notes)) or "")
+
+
+class FlakyDelivery:
+    """Wraps a crowd: every assignment is listed twice, with a junk answer and an unknown image."""
+
+    def __init__(self, inner: CrowdBackend) -> None:
+        self.inner = inner
+        self.name = "flaky"
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def list_assignments(self, hit_id: str) -> list[Assignment]:
+        listed = self.inner.list_assignments(hit_id)
+        mangled = []
+        for assignment in listed:
+            answers = dict(assignment.answers)
+            first = sorted(answers)[0]
+            answers[first] = "maybe"
+            answers["999999"] = "yes"
+            mangled.append(replace(assignment, answers=answers))
+        return mangled + mangled
+
+
+def test_duplicate_and_malformed_deliveries(digits_project: tuple[Path, np.ndarray],
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    directory, _ = digits_project
+    project = Project.open(directory)
+    flaky = FlakyDelivery(project.crowd())
+    project.cascade(flaky).run(categories=["digit-0"], max_rounds=1)  # type: ignore[arg-type]
+    with project.store.session() as session:
+        assignments = session.scalar(select(func.count(AssignmentRow.id)))
+        votes = session.scalar(select(func.count(Vote.id)))
+        slots = answer_slots(session)
+        ids = list(session.scalars(select(AssignmentRow.platform_assignment_id)))
+    assert len(ids) == len(set(ids))
+    assert votes == slots - assignments  # one mangled answer dropped per assignment, the rest kept once
+    assert "ignored answer 'maybe'" in caplog.text and "'999999'" in caplog.text
+
+
+def test_blocked_workers_votes_are_discounted(digits_project: tuple[Path, np.ndarray]) -> None:
+    directory, _ = digits_project
+    project, _ = run(directory)
+    crowd = project.crowd()
+    with project.store.session() as session:
+        from lsun_crowd.schema import Worker
+
+        blocked = list(session.scalars(select(Worker.platform_worker_id).where(Worker.blocked)))
+        rejected = session.scalar(select(func.count(AssignmentRow.id)).where(AssignmentRow.status == "rejected"))
+    assert blocked, "the spammers and adversaries should be caught on gold"
+    kinds = dict(zip((crowd.worker_id(i) for i in range(crowd.mix.workers)), crowd.kinds, strict=True))  # type: ignore[attr-defined]
+    assert all(kinds[worker] != "honest" for worker in blocked)
+    assert all(crowd.is_blocked(worker) for worker in blocked)  # type: ignore[attr-defined]
+    assert rejected and rejected > 0
+
+
+def test_unknown_crowd_adapter_is_named(digits_project: tuple[Path, np.ndarray]) -> None:
+    directory, _ = digits_project
+    from lsun_crowd.plugins import PluginError
+
+    with pytest.raises(PluginError, match="no crowd adapter named 'acme'"):
+        Project.open(directory).crowd("acme")
