@@ -174,9 +174,11 @@ class Cascade:
         cascade = self.config.cascade
         with self.store.session() as session:
             pool = np.array(self._pool_ids(session, cat_id), dtype=np.int64)
-            human_only = len(pool) <= max(cascade.finish_with_humans_below, 0) or len(pool) <= cascade.sample_per_round
+            human_only = len(pool) <= cascade.finish_with_humans_below
+            # Never more than half the pool: the other half is what the model is there to label.
+            size = min(cascade.sample_per_round, len(pool) // 2)
             rng = _rng(self.config.project.seed, cat_id, number, 1)
-            chosen = pool if human_only else rng.choice(pool, size=cascade.sample_per_round, replace=False)
+            chosen = pool if human_only else rng.choice(pool, size=size, replace=False)
             chosen = np.sort(chosen)
             calibration = np.zeros(len(chosen), dtype=bool)
             if not human_only:
