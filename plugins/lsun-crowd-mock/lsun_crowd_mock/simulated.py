@@ -182,7 +182,8 @@ class SimulatedCrowd:
         if kind == "constant":
             return YES if worker % 3 == 0 else NO
         skill = float(self.skills[worker])
-        if _unit_hash(self.mix.seed, "ambiguous", uri, category) < self.mix.ambiguous_fraction:
+        # Difficulty belongs to the image, drawn from its file name so that copies of a pool agree.
+        if _unit_hash(self.mix.seed, "ambiguous", uri.rsplit("/", 1)[-1], category) < self.mix.ambiguous_fraction:
             skill = 0.5 + (skill - 0.5) * self.mix.ambiguous_skill
         correct = rng.random() < skill
         if kind == "adversary":
@@ -269,8 +270,13 @@ class SimulatedCrowd:
             submitted = accepted + float(rng.exponential(mix.latency_seconds))
             rows.append((f"{hit_id}A{len(rows):02d}", hit_id, self.worker_id(worker), EPOCH + accepted,
                          EPOCH + submitted, json.dumps(answers, sort_keys=True), AssignmentStatus.SUBMITTED))
-        if len(rows) < requested and expires_at is None:
-            expires_at = now + mix.latency_seconds * 4
+        if len(rows) < requested:
+            # Work already accepted is still submitted after the HIT stops taking workers, so the
+            # HIT only reads as expired once every drawn assignment is in, whenever it is polled.
+            last_submission = max((row[4] - EPOCH for row in rows), default=now)
+            expires_at = max(now + mix.latency_seconds * 4, last_submission)
+        else:
+            expires_at = None
         self._db.execute("INSERT INTO hits VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
                          (hit_id, batch.batch_id, hit_key, requested, expires_at, abandoned, returned))
         self._db.executemany("INSERT INTO assignments VALUES (?, ?, ?, ?, ?, ?, ?, NULL)", rows)

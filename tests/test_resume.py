@@ -1,0 +1,106 @@
+"""A run killed for real (SIGKILL) mid-round and resumed ends exactly where an uninterrupted run does."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .conftest import make_digits_project
+
+SLOW_POLLING = """
+[crowd]
+poll_seconds = 0.1
+"""
+
+
+def configure(directory: Path) -> None:
+    make_digits_project(directory, limit=600, digits=range(2), sample=150)
+    config = (directory / "lsun-crowd.toml").read_text()
+    config = config.replace("poll_seconds = 0", "poll_seconds = 0.1")
+    config = config.replace('truth_file = "truth.csv"', 'truth_file = "truth.csv"\ntick_seconds = 100')
+    (directory / "lsun-crowd.toml").write_text(config)
+
+
+def start(directory: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "lsun_crowd.cli", "run", "--project", str(directory)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def query(directory: Path, sql: str) -> int:
+    try:
+        with sqlite3.connect(f"file:{directory / 'lsun-crowd.db'}?mode=ro", uri=True, timeout=5) as db:
+            return int(db.execute(sql).fetchone()[0] or 0)
+    except sqlite3.OperationalError:
+        return 0  # the store does not exist yet
+
+
+def kill_when(process: subprocess.Popen[bytes], directory: Path, sql: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while query(directory, sql) == 0:
+        assert process.poll() is None, f"the run ended before the kill point: {process.stderr.read()!r}"  # type: ignore[union-attr]
+        assert time.monotonic() < deadline, "kill point never reached"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+
+
+def finish(directory: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "lsun_crowd.cli", "run", "--project", str(directory)],
+                            capture_output=True, timeout=600)
+    assert result.returncode == 0, result.stderr.decode()
+
+
+def snapshot(directory: Path) -> dict[str, list[tuple[object, ...]]]:
+    with sqlite3.connect(directory / "lsun-crowd.db") as db:
+        return {
+            "hits": db.execute(
+                "SELECT h.batch_id, h.hit_key, h.platform_hit_id, h.state, group_concat(i.sha256) FROM hits h "
+                "JOIN hit_items hi ON hi.hit_id = h.id JOIN items i ON i.id = hi.item_id "
+                "GROUP BY h.id ORDER BY h.batch_id, h.hit_key").fetchall(),
+            "assignments": db.execute(
+                "SELECT a.platform_assignment_id, w.platform_worker_id, a.status FROM assignments a "
+                "JOIN workers w ON w.id = a.worker_id ORDER BY 1").fetchall(),
+            "votes": db.execute(
+                "SELECT a.platform_assignment_id, i.sha256, c.name, v.answer, v.is_gold FROM votes v "
+                "JOIN assignments a ON a.id = v.assignment_id JOIN items i ON i.id = v.item_id "
+                "JOIN categories c ON c.id = v.category_id ORDER BY 1, 2").fetchall(),
+            "labels": db.execute(
+                "SELECT i.sha256, c.name, l.label, l.source, r.number, round(l.confidence, 6), l.votes "
+                "FROM labels l JOIN items i ON i.id = l.item_id JOIN categories c ON c.id = l.category_id "
+                "LEFT JOIN rounds r ON r.id = l.round_id ORDER BY 1, 2").fetchall(),
+            "rounds": db.execute(
+                "SELECT c.name, r.number, r.state, r.high_threshold, r.low_threshold FROM rounds r "
+                "JOIN categories c ON c.id = r.category_id ORDER BY 1, 2").fetchall(),
+            "spend": db.execute("SELECT reference, kind, amount FROM spend ORDER BY 1, 2").fetchall(),
+            "blocked": db.execute("SELECT platform_worker_id FROM workers WHERE blocked ORDER BY 1").fetchall(),
+        }
+
+
+def test_killed_and_resumed_run_matches_an_uninterrupted_one(tmp_path: Path) -> None:
+    interrupted, reference = tmp_path / "interrupted", tmp_path / "reference"
+    configure(interrupted)
+    configure(reference)
+
+    run = start(interrupted)
+    # Kill 1: mid-collection of the first round, some votes stored, the round not finished.
+    kill_when(run, interrupted, "SELECT COUNT(*) FROM votes v JOIN rounds r ON r.state = 'published'")
+    killed_votes = query(interrupted, "SELECT COUNT(*) FROM votes")
+    assert 0 < killed_votes
+    run = start(interrupted)
+    # Kill 2: a later round mid-collection, after the model has labeled images.
+    kill_when(run, interrupted, "SELECT COUNT(*) FROM rounds r WHERE r.number >= 2 AND r.state = 'published' "
+                                "AND EXISTS (SELECT 1 FROM labels WHERE source = 'model')")
+    finish(interrupted)
+    finish(reference)
+
+    got, expected = snapshot(interrupted), snapshot(reference)
+    for table in expected:
+        assert got[table] == expected[table], f"{table} differ after the kills"
+    assert len(expected["votes"]) > 1000 and len(expected["hits"]) > 50
+    assert any(label[3] == "model" for label in expected["labels"])
+    assert all(row[2] == "done" for row in expected["rounds"])
