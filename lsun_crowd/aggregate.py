@@ -39,7 +39,9 @@ class Votes:
         if unknown:
             raise ValueError(f"answer {unknown[0]!r} is not one of the classes {class_list}")
         return cls(
-            items, workers, class_list,
+            items,
+            workers,
+            class_list,
             np.array([item_position[t[0]] for t in triples], dtype=np.int64),
             np.array([worker_position[t[1]] for t in triples], dtype=np.int64),
             np.array([class_position[t[2]] for t in triples], dtype=np.int64),
@@ -62,10 +64,10 @@ class Posterior:
 
     def labels(self) -> NDArray[np.int64]:
         """The most probable class per item; ties go to the lowest class index."""
-        return np.argmax(self.probabilities, axis=1)
+        return np.asarray(np.argmax(self.probabilities, axis=1), dtype=np.int64)
 
     def confidence(self) -> NDArray[np.float64]:
-        return np.max(self.probabilities, axis=1)
+        return np.asarray(np.max(self.probabilities, axis=1), dtype=np.float64)
 
 
 def majority_vote(votes: Votes) -> Posterior:
@@ -78,9 +80,34 @@ def majority_vote(votes: Votes) -> Posterior:
     agreed = (votes.answer_index == winners[votes.item_index]).astype(np.float64)
     per_worker_votes = np.bincount(votes.worker_index, minlength=len(votes.workers))
     per_worker_agreed = np.bincount(votes.worker_index, weights=agreed, minlength=len(votes.workers))
-    accuracy = {worker: float(per_worker_agreed[i] / max(per_worker_votes[i], 1))
-                for i, worker in enumerate(votes.workers)}
+    accuracy = {
+        worker: float(per_worker_agreed[i] / max(per_worker_votes[i], 1)) for i, worker in enumerate(votes.workers)
+    }
     return Posterior(votes.items, votes.classes, probabilities, accuracy, totals[:, 0].astype(np.int64))
+
+
+Clamp = tuple[NDArray[np.int64], NDArray[np.float64]]  # gold item indices, and their one-hot rows
+
+
+def _start(votes: Votes, known: dict[int, int] | None) -> tuple[NDArray[np.float64], NDArray[np.float64], Clamp]:
+    """Vote counts, the majority-vote posterior EM starts from, and the gold rows to clamp."""
+    n_classes = len(votes.classes)
+    if n_classes < 2:
+        raise ValueError("aggregation needs at least two classes")
+    counts = votes.counts()
+    posterior = (counts + 1e-9) / (counts + 1e-9).sum(axis=1, keepdims=True)
+    items = np.array(sorted(known or {}), dtype=np.int64)
+    rows = np.eye(n_classes)[np.array([(known or {})[i] for i in items], dtype=np.int64)]
+    posterior[items] = rows
+    return counts, posterior, (items, rows)
+
+
+def _normalised(log_posterior: NDArray[np.float64], clamp: Clamp) -> NDArray[np.float64]:
+    log_posterior = log_posterior - log_posterior.max(axis=1, keepdims=True)
+    posterior = np.exp(log_posterior)
+    posterior /= posterior.sum(axis=1, keepdims=True)
+    posterior[clamp[0]] = clamp[1]
+    return posterior
 
 
 def one_coin_dawid_skene(
@@ -98,15 +125,8 @@ def one_coin_dawid_skene(
     accuracy keeps a worker seen once finite and near the prior, and a symmetric Dirichlet(1) on
     the class shares keeps a class never voted for possible.
     """
-    n_items, n_classes = len(votes.items), len(votes.classes)
-    n_workers = len(votes.workers)
-    if n_classes < 2:
-        raise ValueError("aggregation needs at least two classes")
-    counts = votes.counts()
-    posterior = (counts + 1e-9) / (counts + 1e-9).sum(axis=1, keepdims=True)
-    clamp_items = np.array(sorted(known or {}), dtype=np.int64)
-    clamp_classes = np.array([known[i] for i in clamp_items], dtype=np.int64) if known else clamp_items
-    posterior[clamp_items] = np.eye(n_classes)[clamp_classes]
+    n_items, n_classes, n_workers = len(votes.items), len(votes.classes), len(votes.workers)
+    counts, posterior, clamp = _start(votes, known)
     worker_votes = np.bincount(votes.worker_index, minlength=n_workers).astype(np.float64)
     accuracy = np.full(n_workers, prior_correct / (prior_correct + prior_wrong))
     for _ in range(max_iterations):
@@ -122,17 +142,18 @@ def one_coin_dawid_skene(
         log_posterior = np.tile(np.log(class_prior), (n_items, 1))
         np.add.at(log_posterior, votes.item_index, wrong[:, None])
         np.add.at(log_posterior, (votes.item_index, votes.answer_index), right - wrong)
-        log_posterior -= log_posterior.max(axis=1, keepdims=True)
-        updated = np.exp(log_posterior)
-        updated /= updated.sum(axis=1, keepdims=True)
-        updated[clamp_items] = np.eye(n_classes)[clamp_classes]
+        updated = _normalised(log_posterior, clamp)
         change = float(np.abs(updated - posterior).max())
         posterior = updated
         if change < tolerance:
             break
-    return Posterior(votes.items, votes.classes, posterior,
-                     {worker: float(accuracy[i]) for i, worker in enumerate(votes.workers)},
-                     counts.sum(axis=1).astype(np.int64))
+    return Posterior(
+        votes.items,
+        votes.classes,
+        posterior,
+        {worker: float(accuracy[i]) for i, worker in enumerate(votes.workers)},
+        counts.sum(axis=1).astype(np.int64),
+    )
 
 
 def dawid_skene(
@@ -152,23 +173,19 @@ def dawid_skene(
     The worker estimate reported is the expected accuracy under the fitted class shares.
     """
     n_items, n_classes, n_workers = len(votes.items), len(votes.classes), len(votes.workers)
-    if n_classes < 2:
-        raise ValueError("aggregation needs at least two classes")
-    counts = votes.counts()
-    posterior = (counts + 1e-9) / (counts + 1e-9).sum(axis=1, keepdims=True)
-    clamp_items = np.array(sorted(known or {}), dtype=np.int64)
-    clamp_classes = np.array([known[i] for i in clamp_items], dtype=np.int64) if known else clamp_items
+    counts, posterior, clamp = _start(votes, known)
     identity = np.eye(n_classes)
-    posterior[clamp_items] = identity[clamp_classes]
     row_prior = identity * prior_correct + (1 - identity) * prior_wrong / (n_classes - 1)
     # Flat index of (worker, true class, answer) for every vote and every candidate true class.
-    cell = ((votes.worker_index[:, None] * n_classes + np.arange(n_classes)[None, :]) * n_classes
-            + votes.answer_index[:, None])
+    cell = (votes.worker_index[:, None] * n_classes + np.arange(n_classes)[None, :]) * n_classes + votes.answer_index[
+        :, None
+    ]
     class_share = np.full(n_classes, 1.0 / n_classes)
     confusion = np.tile(row_prior / row_prior.sum(axis=1, keepdims=True), (n_workers, 1, 1))
     for _ in range(max_iterations):
-        tallies = np.bincount(cell.ravel(), weights=posterior[votes.item_index].ravel(),
-                              minlength=n_workers * n_classes * n_classes)
+        tallies = np.bincount(
+            cell.ravel(), weights=posterior[votes.item_index].ravel(), minlength=n_workers * n_classes * n_classes
+        )
         confusion = tallies.reshape(n_workers, n_classes, n_classes) + row_prior
         confusion /= confusion.sum(axis=2, keepdims=True)
         class_share = (posterior.sum(axis=0) + 1.0) / (n_items + n_classes)
@@ -177,16 +194,18 @@ def dawid_skene(
         log_posterior = np.tile(np.log(class_share), (n_items, 1))
         for true_class in range(n_classes):
             log_posterior[:, true_class] += np.bincount(
-                votes.item_index, weights=contribution[:, true_class], minlength=n_items)
-        log_posterior -= log_posterior.max(axis=1, keepdims=True)
-        updated = np.exp(log_posterior)
-        updated /= updated.sum(axis=1, keepdims=True)
-        updated[clamp_items] = identity[clamp_classes]
+                votes.item_index, weights=contribution[:, true_class], minlength=n_items
+            )
+        updated = _normalised(log_posterior, clamp)
         change = float(np.abs(updated - posterior).max())
         posterior = updated
         if change < tolerance:
             break
     accuracy = np.einsum("wcc,c->w", confusion, class_share)
-    return Posterior(votes.items, votes.classes, posterior,
-                     {worker: float(accuracy[i]) for i, worker in enumerate(votes.workers)},
-                     counts.sum(axis=1).astype(np.int64))
+    return Posterior(
+        votes.items,
+        votes.classes,
+        posterior,
+        {worker: float(accuracy[i]) for i, worker in enumerate(votes.workers)},
+        counts.sum(axis=1).astype(np.int64),
+    )

@@ -33,8 +33,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def hub_checkpoint_path(weights: torchvision.models.WeightsEnum) -> Path:
     """Where ``torch.hub`` keeps a downloaded copy of these weights."""
-    filename = os.path.basename(urllib.parse.urlparse(weights.url).path)
-    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+    filename = os.path.basename(urllib.parse.urlparse(str(weights.url)).path)
+    hub: str = torch.hub.get_dir()
+    return Path(hub) / "checkpoints" / filename
 
 
 def load_state_dict(architecture: str, weights_setting: str) -> tuple[dict[str, Any] | None, str]:
@@ -50,14 +51,12 @@ def load_state_dict(architecture: str, weights_setting: str) -> tuple[dict[str, 
         weights = torchvision.models.get_model_weights(architecture)[weights_setting]
     except KeyError:
         names = ", ".join(["DEFAULT", *(w.name for w in torchvision.models.get_model_weights(architecture))])
-        raise EmbeddingError(
-            f"model.weights: {weights_setting!r} is not a weights file or one of {names}"
-        ) from None
+        raise EmbeddingError(f"model.weights: {weights_setting!r} is not a weights file or one of {names}") from None
     path = hub_checkpoint_path(weights)
     if not path.is_file():
         raise EmbeddingError(
             f"model.weights: {weights} is not in the local torch cache ({path}). lsun-crowd never "
-            "downloads: copy the file there, name a local .pth file, or set weights = \"none\""
+            'downloads: copy the file there, name a local .pth file, or set weights = "none"'
         )
     return torch.load(path, map_location="cpu", weights_only=True), str(path)
 
@@ -78,13 +77,15 @@ class TorchvisionBackbone:
                 setattr(network, attribute, torch.nn.Identity())
                 break
         self.network = network.eval().to(self.device)
-        self.transform = v2.Compose([
-            v2.PILToTensor(),
-            v2.Resize(config.image_size, antialias=True),
-            v2.CenterCrop(config.image_size),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ])
+        self.transform = v2.Compose(
+            [
+                v2.PILToTensor(),
+                v2.Resize(config.image_size, antialias=True),
+                v2.CenterCrop(config.image_size),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            ]
+        )
         with torch.inference_mode():
             probe = self.network(torch.zeros(1, 3, config.image_size, config.image_size, device=self.device))
         self.dim = int(probe.flatten(1).shape[1])
@@ -96,7 +97,7 @@ class TorchvisionBackbone:
         batch = torch.stack([self.transform(image.convert("RGB")) for image in images]).to(self.device)
         with torch.inference_mode():
             features = self.network(batch).flatten(1)
-        return features.float().cpu().numpy()
+        return np.asarray(features.float().cpu().numpy(), dtype=np.float32)
 
 
 def _torchvision_factory(architecture: str) -> Callable[[ModelConfig], EmbeddingModel]:
@@ -107,5 +108,6 @@ def _torchvision_factory(architecture: str) -> Callable[[ModelConfig], Embedding
 def register_backbones(register: RegisterBackbone) -> None:
     register(Backbone("pixels", "grayscale thumbnail pixels, for tiny images", PixelBackbone))
     for architecture in TORCHVISION_BACKBONES:
-        register(Backbone(architecture, f"torchvision {architecture}, pooled features",
-                          _torchvision_factory(architecture)))
+        register(
+            Backbone(architecture, f"torchvision {architecture}, pooled features", _torchvision_factory(architecture))
+        )

@@ -64,8 +64,11 @@ def train_head(
     features = ((features - mean) / scale).to(device)
     target = torch.as_tensor(targets, dtype=torch.float32, device=device)
     # Balance the classes so a rare category is not learned as "always negative".
-    balance = torch.where(target > 0.5, negatives / positives, 1.0) if positives < negatives else \
-        torch.where(target > 0.5, 1.0, positives / negatives)
+    balance = (
+        torch.where(target > 0.5, negatives / positives, 1.0)
+        if positives < negatives
+        else torch.where(target > 0.5, 1.0, positives / negatives)
+    )
     weight = torch.as_tensor(weights, dtype=torch.float32, device=device) * balance
     weight = weight / weight.mean()
 
@@ -73,7 +76,9 @@ def train_head(
     dim = features.shape[1]
     if config.hidden_units > 0:
         network: torch.nn.Module = torch.nn.Sequential(
-            torch.nn.Linear(dim, config.hidden_units), torch.nn.GELU(), torch.nn.Dropout(0.2),
+            torch.nn.Linear(dim, config.hidden_units),
+            torch.nn.GELU(),
+            torch.nn.Dropout(0.2),
             torch.nn.Linear(config.hidden_units, 1),
         )
     else:

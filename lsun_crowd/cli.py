@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TaskID
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from lsun_crowd import __version__
@@ -19,20 +18,32 @@ from lsun_crowd.config import CONFIG_FILE, DEFAULT_TOML, ConfigError
 from lsun_crowd.crowd import CrowdError
 from lsun_crowd.embed import EmbeddingError
 from lsun_crowd.export import export as export_labels
-from lsun_crowd.ingest import IngestError, ingest as ingest_sources, ingest_gold
+from lsun_crowd.ingest import IngestError, ingest_gold
+from lsun_crowd.ingest import ingest as ingest_sources
 from lsun_crowd.loop import Progress as CascadeProgress
 from lsun_crowd.plugins import PluginError, Plugins
 from lsun_crowd.project import INGEST_REPORT, Project
 from lsun_crowd.status import category_status
 from lsun_crowd.store import StoreError
 
-EXPECTED_ERRORS = (ConfigError, CrowdError, EmbeddingError, IngestError, PluginError, StoreError,
-                   FileNotFoundError, ValueError)
+EXPECTED_ERRORS = (
+    ConfigError,
+    CrowdError,
+    EmbeddingError,
+    IngestError,
+    PluginError,
+    StoreError,
+    FileNotFoundError,
+    ValueError,
+)
 
-app = typer.Typer(help="Build large, trustworthy image datasets with crowd votes and a classifier cascade.",
-                  no_args_is_help=True, add_completion=False)
-console = Console()
-errors = Console(stderr=True)
+app = typer.Typer(
+    help="Build large, trustworthy image datasets with crowd votes and a classifier cascade.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console(soft_wrap=True)
+errors = Console(stderr=True, soft_wrap=True, highlight=False)
 ProjectOption = Annotated[Path, typer.Option("--project", "-p", help="project directory")]
 
 
@@ -41,7 +52,8 @@ def reported_errors() -> Iterator[None]:
     try:
         yield
     except EXPECTED_ERRORS as error:
-        errors.print(f"[bold red]error:[/] {error}", highlight=False, markup=True)
+        errors.print("[bold red]error:[/] ", end="")
+        errors.print(str(error), markup=False)
         raise typer.Exit(2) from None
 
 
@@ -67,9 +79,17 @@ class RichCascadeProgress(CascadeProgress):
             self.bars.remove_task(self.tasks.pop(task))
 
 
-def progress_bars(quiet: bool = False) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=True, disable=quiet)
+def progress_bars(output: Console | None = None) -> Progress:
+    output = output or console
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=output,
+        transient=True,
+        disable=output.quiet,
+    )
 
 
 @app.command()
@@ -95,8 +115,9 @@ def ingest(
         opened = Project.open(project)
         report = ingest_sources(opened.store, sources, project / "downloads")
         report.write(project / INGEST_REPORT)
-        console.print(f"added {report.added} image(s), skipped {report.duplicates} duplicate(s), "
-                      f"rejected {len(report.rejected)}")
+        console.print(
+            f"added {report.added} image(s), skipped {report.duplicates} duplicate(s), rejected {len(report.rejected)}"
+        )
         for entry in report.rejected[:10]:
             errors.print(f"  rejected {entry.source}: {entry.reason}", highlight=False)
         if len(report.rejected) > 10:
@@ -127,11 +148,21 @@ def status(project: ProjectOption = Path(".")) -> None:
     """Where each category stands."""
     with reported_errors():
         opened = Project.open(project)
-        table = Table("category", "rounds", "state", "positive", "negative", "unlabeled", "by humans", "votes",
-                      "spent (USD)")
+        table = Table(
+            "category", "rounds", "state", "positive", "negative", "unlabeled", "by humans", "votes", "spent (USD)"
+        )
         for row in category_status(opened.store, opened.config.project.categories):
-            table.add_row(row.category, str(row.rounds), row.state, str(row.positive), str(row.negative),
-                          str(row.unlabeled), str(row.human_labeled), str(row.votes), f"{row.spent:.2f}")
+            table.add_row(
+                row.category,
+                str(row.rounds),
+                row.state,
+                str(row.positive),
+                str(row.negative),
+                str(row.unlabeled),
+                str(row.human_labeled),
+                str(row.votes),
+                f"{row.spent:.2f}",
+            )
         console.print(table)
 
 
@@ -187,4 +218,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Protocol, runtime_checkable
 
-
 YES = "yes"
 NO = "no"
 """The two answers of the binary question every cascade HIT asks: "is this image a <category>?"."""
@@ -128,9 +127,7 @@ class CrowdBackend(Protocol):
 
     def reject(self, assignment_id: str, feedback: str) -> None: ...
 
-    def pay_bonus(
-        self, worker_id: str, assignment_id: str, amount: Decimal, reason: str, token: str
-    ) -> None:
+    def pay_bonus(self, worker_id: str, assignment_id: str, amount: Decimal, reason: str, token: str) -> None:
         """Pay once per ``token``: a repeated token pays nothing more."""
         ...
 

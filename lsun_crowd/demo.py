@@ -29,7 +29,8 @@ GOLD_PER_CLASS = 10
 
 def demo_config(seed: int, digits: range = range(10), extra: str = "") -> str:
     categories = ", ".join(f'"digit-{digit}"' for digit in digits)
-    return f"""\
+    return (
+        f"""\
 # Written by `lsun-crowd demo`: the digits pool with a simulated crowd.
 [project]
 name = "digits-demo"
@@ -58,7 +59,9 @@ epochs = 150
 sample_per_round = 300
 finish_with_humans_below = 60
 budget = 500
-""" + extra
+"""
+        + extra
+    )
 
 
 def write_pool(out: Path, seed: int, limit: int | None = None, digits: range = range(10)) -> np.ndarray:
@@ -68,12 +71,12 @@ def write_pool(out: Path, seed: int, limit: int | None = None, digits: range = r
     targets = dataset.target[:limit]
     images_dir = out / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
+    paths: list[str] = []
     for index, pixels in enumerate(images):
-        path = (images_dir / f"{index:05d}.png").resolve()
-        if not path.exists():
-            Image.fromarray((pixels * 255 / 16).round().astype(np.uint8), mode="L").save(path)
-        paths.append(str(path))
+        image_path = (images_dir / f"{index:05d}.png").resolve()
+        if not image_path.exists():
+            Image.fromarray((pixels * 255 / 16).round().astype(np.uint8), mode="L").save(image_path)
+        paths.append(str(image_path))
     with (out / "truth.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["uri", "category", "label"])
@@ -100,6 +103,24 @@ class CategoryScore:
     unlabeled: int
     resolved: int
     votes: int
+
+    @classmethod
+    def combine(cls, name: str, scores: list[CategoryScore]) -> CategoryScore:
+        return cls(
+            name,
+            *(
+                sum(getattr(score, field) for score in scores)
+                for field in ("true_positive", "false_positive", "false_negative", "unlabeled", "resolved", "votes")
+            ),
+        )
+
+    @property
+    def votes_per_resolved(self) -> float:
+        return self.votes / max(self.resolved, 1)
+
+    @property
+    def unlabeled_share(self) -> float:
+        return self.unlabeled / max(self.unlabeled + self.resolved, 1)
 
     @property
     def precision(self) -> float:
@@ -141,32 +162,48 @@ def run_demo(out: Path, seed: int = 0, console: Console | None = None) -> list[C
     project = Project.open(out)
     report = ingest(project.store, [out / "images"], out / "downloads")
     ingest_gold(project.store, out / "gold.csv")
-    console.print(f"pool: {report.added} new image(s) from scikit-learn's load_digits(), "
-                  f"{report.duplicates} already ingested or duplicate, {len(report.rejected)} rejected")
-    with progress_bars() as bars:
+    console.print(
+        f"pool: {report.added} new image(s) from scikit-learn's load_digits(), "
+        f"{report.duplicates} already ingested or duplicate, {len(report.rejected)} rejected"
+    )
+    with progress_bars(console) as bars:
         cascade = project.cascade(project.crowd(), RichCascadeProgress(bars), bars)
         cascade.run()
     export(project.store, out / "export.jsonl")
     scores = score_export(out / "export.jsonl", targets)
-    print_scores(console, scores, len(targets), cascade.spent())
+    print_scores(console, scores, cascade.spent())
     project.close()
     return scores
 
 
-def print_scores(console: Console, scores: list[CategoryScore], pool: int, spent: object) -> None:
-    table = Table("category", "precision", "recall", "unlabeled", "votes", "votes / resolved image",
-                  title="demo results against the true digits")
+def print_scores(console: Console, scores: list[CategoryScore], spent: object) -> None:
+    table = Table(
+        "category",
+        "precision",
+        "recall",
+        "unlabeled",
+        "votes",
+        "votes / resolved image",
+        title="demo results against the true digits",
+    )
     for score in scores:
-        table.add_row(score.category, f"{score.precision:.3f}", f"{score.recall:.3f}", str(score.unlabeled),
-                      str(score.votes), f"{score.votes / max(score.resolved, 1):.3f}")
-    tp = sum(s.true_positive for s in scores)
-    fp = sum(s.false_positive for s in scores)
-    fn = sum(s.false_negative for s in scores)
-    unlabeled = sum(s.unlabeled for s in scores)
-    votes = sum(s.votes for s in scores)
-    resolved = sum(s.resolved for s in scores)
-    table.add_row("all", f"{tp / max(tp + fp, 1):.3f}", f"{tp / max(tp + fn, 1):.3f}",
-                  f"{unlabeled} ({unlabeled / (pool * len(scores)):.1%})", str(votes),
-                  f"{votes / max(resolved, 1):.3f}", style="bold")
+        table.add_row(
+            score.category,
+            f"{score.precision:.3f}",
+            f"{score.recall:.3f}",
+            str(score.unlabeled),
+            str(score.votes),
+            f"{score.votes_per_resolved:.3f}",
+        )
+    total = CategoryScore.combine("all", scores)
+    table.add_row(
+        "all",
+        f"{total.precision:.3f}",
+        f"{total.recall:.3f}",
+        f"{total.unlabeled} ({total.unlabeled_share:.1%})",
+        str(total.votes),
+        f"{total.votes_per_resolved:.3f}",
+        style="bold",
+    )
     console.print(table)
     console.print(f"spent {spent} USD on the simulated crowd; labels in export.jsonl")

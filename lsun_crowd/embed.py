@@ -140,8 +140,10 @@ class PixelBackbone:
 
     def embed(self, images: Sequence[Image.Image]) -> NDArray[np.float32]:
         rows = [
-            np.asarray(image.convert("L").resize((self.size, self.size), Image.Resampling.BILINEAR),
-                       dtype=np.float32).reshape(-1) / 255.0
+            np.asarray(
+                image.convert("L").resize((self.size, self.size), Image.Resampling.BILINEAR), dtype=np.float32
+            ).reshape(-1)
+            / 255.0
             for image in images
         ]
         return np.stack(rows) if rows else np.zeros((0, self.dim), dtype=np.float32)

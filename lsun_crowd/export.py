@@ -21,22 +21,44 @@ def records(store: Store) -> Iterator[dict[str, Any]]:
     with store.session() as session:
         categories = session.execute(select(Category.id, Category.name).order_by(Category.name)).all()
         items = session.execute(select(Item.id, Item.uri, Item.sha256).order_by(Item.id)).all()
-        labels = {(item, cat): (label, source, number, confidence, votes)
-                  for item, cat, label, source, number, confidence, votes in session.execute(
-                      select(Label.item_id, Label.category_id, Label.label, Label.source, Round.number,
-                             Label.confidence, Label.votes).outerjoin(Round, Round.id == Label.round_id))}
-        gold = {(item, cat): answer for item, cat, answer in
-                session.execute(select(Gold.item_id, Gold.category_id, Gold.answer))}
+        labels = {
+            (item, cat): (label, source, number, confidence, votes)
+            for item, cat, label, source, number, confidence, votes in session.execute(
+                select(
+                    Label.item_id,
+                    Label.category_id,
+                    Label.label,
+                    Label.source,
+                    Round.number,
+                    Label.confidence,
+                    Label.votes,
+                ).outerjoin(Round, Round.id == Label.round_id)
+            )
+        }
+        gold = {
+            (item, cat): answer
+            for item, cat, answer in session.execute(select(Gold.item_id, Gold.category_id, Gold.answer))
+        }
     for cat_id, category in categories:
         for item_id, uri, sha256 in items:
             record: dict[str, Any] = {"uri": uri, "sha256": sha256, "category": category}
             if (item_id, cat_id) in gold:
-                record |= {"label": LABEL_NAMES[gold[(item_id, cat_id)]], "source": "human", "round": 0,
-                           "confidence": 1.0, "votes": 0}
+                record |= {
+                    "label": LABEL_NAMES[gold[(item_id, cat_id)]],
+                    "source": "human",
+                    "round": 0,
+                    "confidence": 1.0,
+                    "votes": 0,
+                }
             elif (item_id, cat_id) in labels:
                 label, source, number, confidence, votes = labels[(item_id, cat_id)]
-                record |= {"label": LABEL_NAMES[label], "source": "model" if source == "model" else "human",
-                           "round": number, "confidence": round(confidence, 6), "votes": votes}
+                record |= {
+                    "label": LABEL_NAMES[label],
+                    "source": "model" if source == "model" else "human",
+                    "round": number,
+                    "confidence": round(confidence, 6),
+                    "votes": votes,
+                }
             else:
                 record |= {"label": "unlabeled", "source": None, "round": None, "confidence": None, "votes": 0}
             yield record

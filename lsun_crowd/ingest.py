@@ -92,8 +92,14 @@ def _manifest_entries(path: Path) -> Iterator[Candidate]:
                 except json.JSONDecodeError as error:
                     yield Candidate("", f"{origin} (not JSON: {error.msg})")
                     continue
-                value = next((record.get(k) for k in ("uri", "path", "url") if isinstance(record, dict)
-                              and isinstance(record.get(k), str)), None)
+                value = next(
+                    (
+                        record.get(k)
+                        for k in ("uri", "path", "url")
+                        if isinstance(record, dict) and isinstance(record.get(k), str)
+                    ),
+                    None,
+                )
                 yield Candidate(_resolve(value, base) if value else "", origin)
 
 
@@ -188,12 +194,15 @@ def _commit(store: Store, batch: list[dict[str, object]]) -> int:
     return count
 
 
-def ingest_gold(store: Store, path: Path) -> int:
-    """Read known answers from a CSV with columns ``uri,category,label`` (label 1/0 or yes/no).
+ANSWER_WORDS = {"1": 1, "yes": 1, "true": 1, "positive": 1, "0": 0, "no": 0, "false": 0, "negative": 0}
 
-    The images must already be in the pool, matched by path or by SHA-256 of the file.
+
+def read_answers(path: Path) -> list[tuple[str, str, int]]:
+    """Rows ``(uri, category, label)`` of a CSV with columns ``uri,category,label``.
+
+    Labels may be 1/0, yes/no, true/false or positive/negative; relative paths are resolved
+    against the CSV's folder. A bad row raises :class:`IngestError` naming the file and line.
     """
-    truthy = {"1": 1, "yes": 1, "true": 1, "positive": 1, "0": 0, "no": 0, "false": 0, "negative": 0}
     rows: list[tuple[str, str, int]] = []
     with path.open(encoding="utf-8", newline="") as handle:
         reader = csv.DictReader(handle)
@@ -201,10 +210,17 @@ def ingest_gold(store: Store, path: Path) -> int:
         if missing:
             raise IngestError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
         for number, row in enumerate(reader, start=2):
-            label = truthy.get((row["label"] or "").strip().lower())
+            label = ANSWER_WORDS.get((row["label"] or "").strip().lower())
             if label is None:
                 raise IngestError(f"{path}:{number}: label {row['label']!r} is not one of 1/0/yes/no")
-            rows.append((_resolve(row["uri"].strip(), path.parent), row["category"].strip(), label))
+            rows.append((_resolve((row["uri"] or "").strip(), path.parent), (row["category"] or "").strip(), label))
+    return rows
+
+
+def ingest_gold(store: Store, path: Path) -> int:
+    """Read known answers (see :func:`read_answers`) for images already in the pool, matched by
+    path or by SHA-256 of the file."""
+    rows = read_answers(path)
     with store.session() as session:
         by_uri = dict(session.execute(select(Item.uri, Item.id)).all())
         by_hash = dict(session.execute(select(Item.sha256, Item.id)).all())
@@ -215,7 +231,6 @@ def ingest_gold(store: Store, path: Path) -> int:
                 item_id = by_hash.get(hashlib.sha256(Path(uri).read_bytes()).hexdigest())
             if item_id is None:
                 raise IngestError(f"{path}:{number}: image {uri} is not in the pool; ingest it first")
-            gold_rows.append({"item_id": item_id, "category_id": category_id(session, category),
-                              "answer": label})
+            gold_rows.append({"item_id": item_id, "category_id": category_id(session, category), "answer": label})
         insert_ignoring_duplicates(session, Gold, gold_rows)
     return len(rows)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sqlalchemy import func, select, update
@@ -48,7 +49,14 @@ log = logging.getLogger(__name__)
 
 # Round states, in order. "stopped" ends a category without finishing the round (budget).
 SAMPLED, PUBLISHING, PUBLISHED, COLLECTED, REVIEWED, LABELED, DONE = (
-    "sampled", "publishing", "published", "collected", "reviewed", "labeled", "done")
+    "sampled",
+    "publishing",
+    "published",
+    "collected",
+    "reviewed",
+    "labeled",
+    "done",
+)
 STOPPED = "stopped"
 ANSWER_VALUES = {YES: 1, NO: 0}
 REJECTION_FEEDBACK = "Your answers on our check images were too often wrong, so this work was not accepted."
@@ -161,8 +169,11 @@ class Cascade:
         """Images with no label for the category and not waiting in an unfinished round."""
         labeled = select(Label.item_id).where(Label.category_id == cat_id)
         gold = select(Gold.item_id).where(Gold.category_id == cat_id)
-        waiting = (select(RoundItem.item_id).join(Round, Round.id == RoundItem.round_id)
-                   .where(Round.category_id == cat_id, Round.state.notin_([DONE, STOPPED])))
+        waiting = (
+            select(RoundItem.item_id)
+            .join(Round, Round.id == RoundItem.round_id)
+            .where(Round.category_id == cat_id, Round.state.notin_([DONE, STOPPED]))
+        )
         query = select(Item.id).where(Item.id.notin_(labeled), Item.id.notin_(gold), Item.id.notin_(waiting))
         return list(session.scalars(query.order_by(Item.id)))
 
@@ -187,8 +198,10 @@ class Cascade:
             round_ = Round(category_id=cat_id, number=number, state=SAMPLED, human_only=bool(human_only))
             session.add(round_)
             session.flush()
-            session.add_all(RoundItem(round_id=round_.id, item_id=int(item), role="calibration" if held else "train")
-                            for item, held in zip(chosen, calibration, strict=True))
+            session.add_all(
+                RoundItem(round_id=round_.id, item_id=int(item), role="calibration" if held else "train")
+                for item, held in zip(chosen, calibration, strict=True)
+            )
         kind = "the rest of the pool, all to humans" if human_only else f"{len(chosen)} of {len(pool)}"
         self.progress.message(f"{category}: round {number}: sampled {kind}")
         return round_
@@ -228,8 +241,11 @@ class Cascade:
 
     def _lay_out_hits(self, session: Session, category: str, cat_id: int, round_: Round) -> None:
         crowd = self.config.crowd
-        items = list(session.scalars(select(RoundItem.item_id).where(RoundItem.round_id == round_.id)
-                                     .order_by(RoundItem.item_id)))
+        items = list(
+            session.scalars(
+                select(RoundItem.item_id).where(RoundItem.round_id == round_.id).order_by(RoundItem.item_id)
+            )
+        )
         gold = list(session.scalars(select(Gold.item_id).where(Gold.category_id == cat_id).order_by(Gold.item_id)))
         rng = _rng(self.config.project.seed, cat_id, round_.number, 2)
         rng.shuffle(items)
@@ -241,12 +257,18 @@ class Cascade:
             if gold_count:
                 members += [(int(g), True) for g in rng.choice(gold, size=gold_count, replace=False)]
             order = rng.permutation(len(members))
-            hit = Hit(round_id=round_.id, batch_id=batch_id, hit_key=f"h{number:05d}",
-                      assignments_requested=crowd.votes_per_item)
+            hit = Hit(
+                round_id=round_.id,
+                batch_id=batch_id,
+                hit_key=f"h{number:05d}",
+                assignments_requested=crowd.votes_per_item,
+            )
             session.add(hit)
             session.flush()
-            session.add_all(HitItemRow(hit_id=hit.id, position=position, item_id=members[index][0],
-                                       is_gold=members[index][1]) for position, index in enumerate(order))
+            session.add_all(
+                HitItemRow(hit_id=hit.id, position=position, item_id=members[index][0], is_gold=members[index][1])
+                for position, index in enumerate(order)
+            )
 
     def spent(self) -> Decimal:
         with self.store.session() as session:
@@ -281,10 +303,14 @@ class Cascade:
             for hit in session.scalars(select(Hit).where(Hit.round_id == round_.id)):
                 hit.platform_hit_id = platform_ids[hit.hit_key]
                 hit.state = HitState.OPEN
-            insert_ignoring_duplicates(session, Spend, [
-                {"round_id": round_.id, "reference": batch.batch_id, "kind": "reward", "amount": cost.rewards},
-                {"round_id": round_.id, "reference": batch.batch_id, "kind": "fee", "amount": cost.fees},
-            ])
+            insert_ignoring_duplicates(
+                session,
+                Spend,
+                [
+                    {"round_id": round_.id, "reference": batch.batch_id, "kind": "reward", "amount": cost.rewards},
+                    {"round_id": round_.id, "reference": batch.batch_id, "kind": "fee", "amount": cost.fees},
+                ],
+            )
             state = self._set_state(session, round_, PUBLISHED)
         self.progress.message(f"{category}: round {round_.number}: published {len(published)} HITs ({cost.total} USD)")
         return state
@@ -295,7 +321,8 @@ class Cascade:
         crowd = self.config.crowd
         deadline = time.monotonic() + crowd.collect_timeout_seconds
         with self.store.session() as session:
-            hits = {hit.platform_hit_id: hit.id for hit in session.scalars(select(Hit).where(Hit.round_id == round_.id))}
+            round_hits = session.scalars(select(Hit).where(Hit.round_id == round_.id)).all()
+            hits = {hit.platform_hit_id: hit.id for hit in round_hits}
             total = sum(session.scalars(select(Hit.assignments_requested).where(Hit.round_id == round_.id)))
             have = session.scalar(select(func.count(AssignmentRow.id)).where(AssignmentRow.hit_id.in_(hits.values())))
         task = f"{category} r{round_.number}: assignments"
@@ -303,9 +330,13 @@ class Cascade:
         self.progress.advance(task, int(have or 0))
         while True:
             with self.store.session() as session:
-                open_ids = [pid for pid in session.scalars(
-                    select(Hit.platform_hit_id).where(Hit.round_id == round_.id, Hit.state == HitState.OPEN)
-                ).all() if pid]
+                open_ids = [
+                    pid
+                    for pid in session.scalars(
+                        select(Hit.platform_hit_id).where(Hit.round_id == round_.id, Hit.state == HitState.OPEN)
+                    ).all()
+                    if pid
+                ]
             if not open_ids:
                 break
             if time.monotonic() > deadline:
@@ -326,34 +357,69 @@ class Cascade:
         """Store a HIT's new assignments and their votes. Returns how many assignments were new."""
         assignments = self.crowd.list_assignments(platform_hit_id)
         with self.store.session() as session:
-            known = set(session.scalars(select(AssignmentRow.platform_assignment_id)
-                                        .where(AssignmentRow.hit_id == hit_row_id)))
+            known = set(
+                session.scalars(select(AssignmentRow.platform_assignment_id).where(AssignmentRow.hit_id == hit_row_id))
+            )
             fresh = [a for a in assignments if a.assignment_id not in known]
             if not fresh:
                 return 0
-            layout = dict(session.execute(select(HitItemRow.item_id, HitItemRow.is_gold)
-                                          .where(HitItemRow.hit_id == hit_row_id)).all())
+            layout = dict(
+                session.execute(
+                    select(HitItemRow.item_id, HitItemRow.is_gold).where(HitItemRow.hit_id == hit_row_id)
+                ).all()
+            )
             insert_ignoring_duplicates(session, Worker, [{"platform_worker_id": a.worker_id} for a in fresh])
-            worker_ids = dict(session.execute(select(Worker.platform_worker_id, Worker.id).where(
-                Worker.platform_worker_id.in_({a.worker_id for a in fresh}))).all())
-            insert_ignoring_duplicates(session, AssignmentRow, [
-                {"platform_assignment_id": a.assignment_id, "hit_id": hit_row_id, "worker_id": worker_ids[a.worker_id],
-                 "status": a.status.value, "accepted_at": a.accepted_at, "submitted_at": a.submitted_at}
-                for a in fresh
-            ])
-            row_ids = dict(session.execute(select(AssignmentRow.platform_assignment_id, AssignmentRow.id).where(
-                AssignmentRow.platform_assignment_id.in_([a.assignment_id for a in fresh]))).all())
+            worker_ids = dict(
+                session.execute(
+                    select(Worker.platform_worker_id, Worker.id).where(
+                        Worker.platform_worker_id.in_({a.worker_id for a in fresh})
+                    )
+                ).all()
+            )
+            insert_ignoring_duplicates(
+                session,
+                AssignmentRow,
+                [
+                    {
+                        "platform_assignment_id": a.assignment_id,
+                        "hit_id": hit_row_id,
+                        "worker_id": worker_ids[a.worker_id],
+                        "status": a.status.value,
+                        "accepted_at": a.accepted_at,
+                        "submitted_at": a.submitted_at,
+                    }
+                    for a in fresh
+                ],
+            )
+            row_ids = dict(
+                session.execute(
+                    select(AssignmentRow.platform_assignment_id, AssignmentRow.id).where(
+                        AssignmentRow.platform_assignment_id.in_([a.assignment_id for a in fresh])
+                    )
+                ).all()
+            )
             votes = []
             for assignment in fresh:
                 for key, answer in assignment.answers.items():
                     item_id = int(key) if key.isdigit() else None
                     if item_id not in layout or answer not in ANSWER_VALUES:
-                        log.warning("assignment %s: ignored answer %r for %r, not an image of this HIT or "
-                                    "not yes/no", assignment.assignment_id, answer, key)
+                        log.warning(
+                            "assignment %s: ignored answer %r for %r, not an image of this HIT or not yes/no",
+                            assignment.assignment_id,
+                            answer,
+                            key,
+                        )
                         continue
-                    votes.append({"assignment_id": row_ids[assignment.assignment_id], "item_id": item_id,
-                                  "category_id": cat_id, "worker_id": worker_ids[assignment.worker_id],
-                                  "answer": ANSWER_VALUES[answer], "is_gold": layout[item_id]})
+                    votes.append(
+                        {
+                            "assignment_id": row_ids[assignment.assignment_id],
+                            "item_id": item_id,
+                            "category_id": cat_id,
+                            "worker_id": worker_ids[assignment.worker_id],
+                            "answer": ANSWER_VALUES[answer],
+                            "is_gold": layout[item_id],
+                        }
+                    )
             insert_ignoring_duplicates(session, Vote, votes)
         return len(fresh)
 
@@ -361,30 +427,41 @@ class Cascade:
 
     def _review(self, category: str, cat_id: int, round_: Round) -> str:
         policy = self.config.quality
-        round_assignments = (select(AssignmentRow.id).join(Hit, Hit.id == AssignmentRow.hit_id)
-                             .where(Hit.round_id == round_.id))
+        round_assignments = (
+            select(AssignmentRow.id).join(Hit, Hit.id == AssignmentRow.hit_id).where(Hit.round_id == round_.id)
+        )
         with self.store.session() as session:
             # Score gold answers exactly once per assignment, in the same transaction as the flag.
-            unscored = select(Vote.worker_id, Vote.answer, Gold.answer).join(
-                Gold, (Gold.item_id == Vote.item_id) & (Gold.category_id == Vote.category_id)
-            ).join(AssignmentRow, AssignmentRow.id == Vote.assignment_id).where(
-                Vote.is_gold, AssignmentRow.gold_scored.is_(False), AssignmentRow.id.in_(round_assignments))
+            unscored = (
+                select(Vote.worker_id, Vote.answer, Gold.answer)
+                .join(Gold, (Gold.item_id == Vote.item_id) & (Gold.category_id == Vote.category_id))
+                .join(AssignmentRow, AssignmentRow.id == Vote.assignment_id)
+                .where(Vote.is_gold, AssignmentRow.gold_scored.is_(False), AssignmentRow.id.in_(round_assignments))
+            )
             tallies: dict[int, list[int]] = {}
             for worker_id, answer, truth in session.execute(unscored):
                 tallies.setdefault(worker_id, [0, 0])[0 if answer == truth else 1] += 1
             for worker_id, (correct, wrong) in tallies.items():
-                session.execute(update(Worker).where(Worker.id == worker_id).values(
-                    gold_correct=Worker.gold_correct + correct, gold_wrong=Worker.gold_wrong + wrong))
-            session.execute(update(AssignmentRow).where(AssignmentRow.id.in_(round_assignments))
-                            .values(gold_scored=True))
+                session.execute(
+                    update(Worker)
+                    .where(Worker.id == worker_id)
+                    .values(gold_correct=Worker.gold_correct + correct, gold_wrong=Worker.gold_wrong + wrong)
+                )
+            session.execute(
+                update(AssignmentRow).where(AssignmentRow.id.in_(round_assignments)).values(gold_scored=True)
+            )
         with self.store.session() as session:
             workers = session.scalars(select(Worker).where(Worker.blocked.is_(False))).all()
             to_block = [w for w in workers if assess(w.gold_correct, w.gold_wrong, policy).blocked]
         for worker in to_block:
             quality = assess(worker.gold_correct, worker.gold_wrong, policy)
-            self.crowd.block_worker(worker.platform_worker_id, (
-                f"gold accuracy {worker.gold_correct}/{worker.gold_correct + worker.gold_wrong}; "
-                f"P(accuracy < {policy.accuracy_bar}) = {quality.below_bar:.3f}"))
+            self.crowd.block_worker(
+                worker.platform_worker_id,
+                (
+                    f"gold accuracy {worker.gold_correct}/{worker.gold_correct + worker.gold_wrong}; "
+                    f"P(accuracy < {policy.accuracy_bar}) = {quality.below_bar:.3f}"
+                ),
+            )
             with self.store.session() as session:
                 session.execute(update(Worker).where(Worker.id == worker.id).values(blocked=True))
         if to_block:
@@ -394,15 +471,19 @@ class Cascade:
                 select(AssignmentRow.id, AssignmentRow.platform_assignment_id, Worker.blocked)
                 .join(Worker, Worker.id == AssignmentRow.worker_id)
                 .where(AssignmentRow.id.in_(round_assignments), AssignmentRow.status == "submitted")
-                .order_by(AssignmentRow.id)).all()
+                .order_by(AssignmentRow.id)
+            ).all()
         for row_id, platform_id, blocked in pending:
             if blocked:
                 self.crowd.reject(platform_id, REJECTION_FEEDBACK)
             else:
                 self.crowd.approve(platform_id, "Thank you!")
             with self.store.session() as session:
-                session.execute(update(AssignmentRow).where(AssignmentRow.id == row_id)
-                                .values(status="rejected" if blocked else "approved"))
+                session.execute(
+                    update(AssignmentRow)
+                    .where(AssignmentRow.id == row_id)
+                    .values(status="rejected" if blocked else "approved")
+                )
         with self.store.session() as session:
             return self._set_state(session, round_, REVIEWED)
 
@@ -415,12 +496,14 @@ class Cascade:
         quality = self.config.quality
         with self.store.session() as session:
             rows = session.execute(
-                select(Vote.item_id, Vote.worker_id, Vote.answer).join(Worker, Worker.id == Vote.worker_id)
-                .where(Vote.category_id == cat_id, Worker.blocked.is_(False)).order_by(Vote.id)).all()
-            gold = dict(session.execute(select(Gold.item_id, Gold.answer).where(Gold.category_id == cat_id))
-                        .all())
+                select(Vote.item_id, Vote.worker_id, Vote.answer)
+                .join(Worker, Worker.id == Vote.worker_id)
+                .where(Vote.category_id == cat_id, Worker.blocked.is_(False))
+                .order_by(Vote.id)
+            ).all()
+            gold = dict(session.execute(select(Gold.item_id, Gold.answer).where(Gold.category_id == cat_id)).all())
             in_round = set(session.scalars(select(RoundItem.item_id).where(RoundItem.round_id == round_.id)))
-            labels = []
+            labels: list[dict[str, Any]] = []
             if rows:
                 votes = Votes.from_triples(rows, classes=(0, 1))
                 known = {index: gold[item] for index, item in enumerate(votes.items) if item in gold}
@@ -430,13 +513,23 @@ class Cascade:
                     count = int(posterior.vote_counts[index])
                     if item not in in_round or count < minimum or confidence[index] < quality.min_label_confidence:
                         continue  # not this round's, too few votes, or too uncertain: back to the pool
-                    labels.append({"item_id": item, "category_id": cat_id, "label": int(winners[index]),
-                                   "source": "human", "round_id": round_.id,
-                                   "confidence": float(confidence[index]), "votes": count})
+                    labels.append(
+                        {
+                            "item_id": item,
+                            "category_id": cat_id,
+                            "label": int(winners[index]),
+                            "source": "human",
+                            "round_id": round_.id,
+                            "confidence": float(confidence[index]),
+                            "votes": count,
+                        }
+                    )
             insert_ignoring_duplicates(session, Label, labels)
             state = self._set_state(session, round_, LABELED)
-        self.progress.message(f"{category}: round {round_.number}: {len(labels)} images labeled by humans "
-                              f"({sum(label['label'] for label in labels)} positive)")
+        self.progress.message(
+            f"{category}: round {round_.number}: {len(labels)} images labeled by humans "
+            f"({sum(label['label'] for label in labels)} positive)"
+        )
         return state
 
     # -- train and split ----------------------------------------------------------------------
@@ -447,22 +540,42 @@ class Cascade:
             with self.store.session() as session:
                 return self._set_state(session, round_, DONE, finished_at=utc_now())
         with self.store.session() as session:
-            calibration_role = (select(RoundItem.item_id).join(Round, Round.id == RoundItem.round_id)
-                                .where(Round.category_id == cat_id, RoundItem.role == "calibration"))
-            training = session.execute(
-                select(Item.sha256, Label.label, Label.confidence).join(Label, Label.item_id == Item.id)
-                .where(Label.category_id == cat_id, Label.source == "human", Item.id.notin_(calibration_role))
-                .order_by(Item.id)).all()
-            training += session.execute(
-                select(Item.sha256, Gold.answer, 1.0).join(Gold, Gold.item_id == Item.id)
-                .where(Gold.category_id == cat_id).order_by(Item.id)).all()
+            calibration_role = (
+                select(RoundItem.item_id)
+                .join(Round, Round.id == RoundItem.round_id)
+                .where(Round.category_id == cat_id, RoundItem.role == "calibration")
+            )
+            training: list[tuple[str, int, float]] = [
+                (sha, label, confidence)
+                for sha, label, confidence in session.execute(
+                    select(Item.sha256, Label.label, Label.confidence)
+                    .join(Label, Label.item_id == Item.id)
+                    .where(Label.category_id == cat_id, Label.source == "human", Item.id.notin_(calibration_role))
+                    .order_by(Item.id)
+                )
+            ]
+            training += [
+                (sha, answer, 1.0)
+                for sha, answer in session.execute(
+                    select(Item.sha256, Gold.answer)
+                    .join(Gold, Gold.item_id == Item.id)
+                    .where(Gold.category_id == cat_id)
+                    .order_by(Item.id)
+                )
+            ]
             calibration = session.execute(
                 select(RoundItem.round_id, RoundItem.item_id, Item.sha256, Label.label)
-                .join(Round, Round.id == RoundItem.round_id).join(Item, Item.id == RoundItem.item_id)
+                .join(Round, Round.id == RoundItem.round_id)
+                .join(Item, Item.id == RoundItem.item_id)
                 .join(Label, (Label.item_id == RoundItem.item_id) & (Label.category_id == cat_id))
-                .where(Round.category_id == cat_id, RoundItem.role == "calibration", RoundItem.active,
-                       Label.source == "human")
-                .order_by(RoundItem.item_id)).all()
+                .where(
+                    Round.category_id == cat_id,
+                    RoundItem.role == "calibration",
+                    RoundItem.active,
+                    Label.source == "human",
+                )
+                .order_by(RoundItem.item_id)
+            ).all()
             pool = self._pool_ids(session, cat_id)
             pool_hashes = dict(session.execute(select(Item.id, Item.sha256).where(Item.id.in_(pool))).all())
         targets = np.array([label for _, label, _ in training], dtype=np.float64)
@@ -472,39 +585,65 @@ class Cascade:
             with self.store.session() as session:
                 return self._set_state(session, round_, DONE, notes=note, finished_at=utc_now())
         head = train_head(
-            self.embeddings.get([sha for sha, _, _ in training]), targets,
+            self.embeddings.get([sha for sha, _, _ in training]),
+            targets,
             np.array([confidence for _, _, confidence in training], dtype=np.float64),
-            self.config.model, seed=self.config.project.seed * 1_000_003 + cat_id * 101 + round_.number,
+            self.config.model,
+            seed=self.config.project.seed * 1_000_003 + cat_id * 101 + round_.number,
         )
         calibration_scores = head.logits(self.embeddings.get([sha for _, _, sha, _ in calibration]))
         thresholds = choose_thresholds(
-            calibration_scores, np.array([label for _, _, _, label in calibration]),
-            cascade.target_precision, cascade.target_npv, cascade.confidence)
+            calibration_scores,
+            np.array([label for _, _, _, label in calibration]),
+            cascade.target_precision,
+            cascade.target_npv,
+            cascade.confidence,
+        )
         pool_scores = head.logits(self.embeddings.get([pool_hashes[item] for item in pool]))
         decisions = thresholds.decide(pool_scores)
         retired = thresholds.decide(calibration_scores) >= 0
         positive_probability = probability(pool_scores)
-        labels = [{"item_id": item, "category_id": cat_id, "label": int(decision), "source": "model",
-                   "round_id": round_.id, "confidence": float(p if decision == 1 else 1 - p), "votes": 0}
-                  for item, p, decision in zip(pool, positive_probability, decisions, strict=True)
-                  if decision >= 0]
+        labels = [
+            {
+                "item_id": item,
+                "category_id": cat_id,
+                "label": int(decision),
+                "source": "model",
+                "round_id": round_.id,
+                "confidence": float(p if decision == 1 else 1 - p),
+                "votes": 0,
+            }
+            for item, p, decision in zip(pool, positive_probability, decisions, strict=True)
+            if decision >= 0
+        ]
         with self.store.session() as session:
             insert_ignoring_duplicates(session, Label, labels)
             for (round_id, item_id, _, _), gone in zip(calibration, retired, strict=True):
                 if gone:
-                    session.execute(update(RoundItem).where(RoundItem.round_id == round_id,
-                                                            RoundItem.item_id == item_id).values(active=False))
+                    session.execute(
+                        update(RoundItem)
+                        .where(RoundItem.round_id == round_id, RoundItem.item_id == item_id)
+                        .values(active=False)
+                    )
             state = self._set_state(
-                session, round_, DONE, finished_at=utc_now(),
-                high_threshold=_finite(thresholds.high), low_threshold=_finite(thresholds.low),
-                notes=(f"calibration {thresholds.calibration_size}, precision bound {thresholds.precision_bound:.3f}, "
-                       f"NPV bound {thresholds.npv_bound:.3f}"))
+                session,
+                round_,
+                DONE,
+                finished_at=utc_now(),
+                high_threshold=_finite(thresholds.high),
+                low_threshold=_finite(thresholds.low),
+                notes=(
+                    f"calibration {thresholds.calibration_size}, precision bound {thresholds.precision_bound:.3f}, "
+                    f"NPV bound {thresholds.npv_bound:.3f}"
+                ),
+            )
         positives = int((decisions == 1).sum())
         negatives = int((decisions == 0).sum())
         self.progress.message(
             f"{category}: round {round_.number}: model labeled {positives} positive, {negatives} negative; "
             f"{len(pool) - positives - negatives} left (logit thresholds {thresholds.low:.2f}/{thresholds.high:.2f}, "
-            f"calibration {thresholds.calibration_size})")
+            f"calibration {thresholds.calibration_size})"
+        )
         return state
 
 

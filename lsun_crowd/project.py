@@ -30,8 +30,7 @@ class Project:
     @classmethod
     def open(cls, directory: Path, plugins: Plugins | None = None) -> Project:
         config = load_config(directory)
-        return cls(directory, config, Store.for_project(directory, config.project.database_url),
-                   plugins or Plugins())
+        return cls(directory, config, Store.for_project(directory, config.project.database_url), plugins or Plugins())
 
     def crowd(self, name: str | None = None) -> CrowdBackend:
         adapter = name or self.config.crowd.adapter
@@ -47,14 +46,17 @@ class Project:
         if missing:
             task = progress.add_task("embedding images", total=len(missing)) if progress else None
             advance: Callable[[int], None] | None = (
-                (lambda n: progress.advance(task, n)) if progress is not None and task is not None else None)
+                (lambda n: progress.advance(task, n)) if progress is not None and task is not None else None
+            )
             embed_items(model, cache, missing, self.config.model.batch_size, advance)
         return cache
 
-    def cascade(self, crowd: CrowdBackend, progress: Progress | None = None,
-                rich_progress: RichProgress | None = None) -> Cascade:
-        return Cascade(self.directory, self.config, self.store, crowd,
-                       lambda: self.embedding_cache(rich_progress), progress)
+    def cascade(
+        self, crowd: CrowdBackend, progress: Progress | None = None, rich_progress: RichProgress | None = None
+    ) -> Cascade:
+        return Cascade(
+            self.directory, self.config, self.store, crowd, lambda: self.embedding_cache(rich_progress), progress
+        )
 
     def close(self) -> None:
         self.store.close()

@@ -34,20 +34,42 @@ def category_status(store: Store, categories: list[str]) -> list[CategoryStatus]
             if cat_id is None:
                 result.append(CategoryStatus(name, 0, "not started", 0, 0, pool, 0, 0, Decimal(0)))
                 continue
-            latest = session.execute(select(Round.number, Round.state).where(Round.category_id == cat_id)
-                                     .order_by(Round.number.desc()).limit(1)).first()
-            counts = dict(session.execute(select(Label.label, func.count()).where(Label.category_id == cat_id)
-                                          .group_by(Label.label)).all())
-            gold = dict(session.execute(select(Gold.answer, func.count()).where(Gold.category_id == cat_id)
-                                        .group_by(Gold.answer)).all())
+            latest = session.execute(
+                select(Round.number, Round.state)
+                .where(Round.category_id == cat_id)
+                .order_by(Round.number.desc())
+                .limit(1)
+            ).first()
+            counts = dict(
+                session.execute(
+                    select(Label.label, func.count()).where(Label.category_id == cat_id).group_by(Label.label)
+                ).all()
+            )
+            gold = dict(
+                session.execute(
+                    select(Gold.answer, func.count()).where(Gold.category_id == cat_id).group_by(Gold.answer)
+                ).all()
+            )
             human = session.scalar(select(func.count()).where(Label.category_id == cat_id, Label.source == "human"))
             votes = session.scalar(select(func.count(Vote.id)).where(Vote.category_id == cat_id))
-            spent = session.scalar(select(func.coalesce(func.sum(Spend.amount), 0))
-                                   .join(Round, Round.id == Spend.round_id).where(Round.category_id == cat_id))
+            spent = session.scalar(
+                select(func.coalesce(func.sum(Spend.amount), 0))
+                .join(Round, Round.id == Spend.round_id)
+                .where(Round.category_id == cat_id)
+            )
             positive = counts.get(1, 0) + gold.get(1, 0)
             negative = counts.get(0, 0) + gold.get(0, 0)
-            result.append(CategoryStatus(
-                name, latest[0] if latest else 0, latest[1] if latest else "not started", positive, negative,
-                pool - positive - negative, int(human or 0) + sum(gold.values()), int(votes or 0),
-                Decimal(spent or 0)))
+            result.append(
+                CategoryStatus(
+                    name,
+                    latest[0] if latest else 0,
+                    latest[1] if latest else "not started",
+                    positive,
+                    negative,
+                    pool - positive - negative,
+                    int(human or 0) + sum(gold.values()),
+                    int(votes or 0),
+                    Decimal(spent or 0),
+                )
+            )
     return result

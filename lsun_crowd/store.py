@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, Table, create_engine, event, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -83,7 +83,7 @@ def insert_ignoring_duplicates(session: Session, model: type[Base], rows: Sequen
     """Insert rows, skipping any that a unique constraint says exist already. Returns rows added."""
     if not rows:
         return 0
-    table = model.__table__
+    table = cast(Table, model.__table__)
     dialect = session.get_bind().dialect.name
     if dialect == "sqlite":
         statement: Any = sqlite.insert(table).on_conflict_do_nothing()
@@ -92,7 +92,7 @@ def insert_ignoring_duplicates(session: Session, model: type[Base], rows: Sequen
     else:
         raise StoreError(f"unsupported database dialect {dialect!r}: use SQLite or PostgreSQL")
     result = session.execute(statement, [dict(row) for row in rows])
-    return int(result.rowcount or 0) if result.rowcount is not None else 0
+    return max(int(getattr(result, "rowcount", 0) or 0), 0)
 
 
 def category_id(session: Session, name: str) -> int:

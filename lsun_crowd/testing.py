@@ -63,12 +63,18 @@ class CrowdBackendConformance:
 
     def make_batch(self, batch_id: str = "conformance-batch-1") -> HitBatch:
         hits = tuple(
-            HitSpec(f"h{h}", tuple(HitItem(str(h * 100 + i), conformance_uri(h * self.items_per_hit + i))
-                                   for i in range(self.items_per_hit)))
+            HitSpec(
+                f"h{h}",
+                tuple(
+                    HitItem(str(h * 100 + i), conformance_uri(h * self.items_per_hit + i))
+                    for i in range(self.items_per_hit)
+                ),
+            )
             for h in range(self.hits_per_batch)
         )
-        return HitBatch(batch_id, CONFORMANCE_CATEGORY, "Is this image positive?", hits,
-                        self.assignments_per_hit, Decimal("0.05"))
+        return HitBatch(
+            batch_id, CONFORMANCE_CATEGORY, "Is this image positive?", hits, self.assignments_per_hit, Decimal("0.05")
+        )
 
     @pytest.fixture
     def backend(self, tmp_path: Path) -> CrowdBackend:
@@ -104,8 +110,9 @@ class CrowdBackendConformance:
 
     def test_assignments_answer_every_item(self, backend: CrowdBackend) -> None:
         batch, hit_ids, assignments = self._published_assignments(backend)
-        items_by_hit = {hit_id: {item.item_key for item in spec.items}
-                        for hit_id, spec in zip(hit_ids, batch.hits, strict=True)}
+        items_by_hit = {
+            hit_id: {item.item_key for item in spec.items} for hit_id, spec in zip(hit_ids, batch.hits, strict=True)
+        }
         for assignment in assignments:
             assert assignment.hit_id in items_by_hit
             assert set(assignment.answers) == items_by_hit[assignment.hit_id]

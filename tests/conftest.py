@@ -14,8 +14,9 @@ from lsun_crowd.project import Project
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-def make_digits_project(directory: Path, limit: int = 600, digits: range = range(2), seed: int = 0,
-                        extra: str = "", sample: int = 150) -> np.ndarray:
+def make_digits_project(
+    directory: Path, limit: int = 600, digits: range = range(2), seed: int = 0, extra: str = "", sample: int = 150
+) -> np.ndarray:
     """A small digits project with the simulated crowd, ingested and ready to run."""
     directory.mkdir(parents=True, exist_ok=True)
     targets = write_pool(directory, seed, limit, digits)

@@ -7,8 +7,9 @@ from lsun_crowd.aggregate import Votes, majority_vote, one_coin_dawid_skene
 
 
 def test_majority_vote_by_hand() -> None:
-    votes = Votes.from_triples([("a", "w1", "cat"), ("a", "w2", "cat"), ("a", "w3", "dog"),
-                                ("b", "w1", "dog"), ("b", "w2", "cat")])
+    votes = Votes.from_triples(
+        [("a", "w1", "cat"), ("a", "w2", "cat"), ("a", "w3", "dog"), ("b", "w1", "dog"), ("b", "w2", "cat")]
+    )
     posterior = majority_vote(votes)
     assert posterior.classes == ("cat", "dog")
     np.testing.assert_allclose(posterior.probabilities, [[2 / 3, 1 / 3], [0.5, 0.5]])
@@ -48,8 +49,12 @@ def test_one_coin_recovers_worker_accuracy_and_beats_majority() -> None:
     votes = Votes.from_triples(triples, classes=(0, 1))
     posterior = one_coin_dawid_skene(votes)
     estimated = np.array([posterior.worker_accuracy[w] for w in range(len(accuracy))])
-    realised = np.array([np.mean([answer == truth[item] for item, worker, answer in triples if worker == w])
-                         for w in range(len(accuracy))])
+    realised = np.array(
+        [
+            np.mean([answer == truth[item] for item, worker, answer in triples if worker == w])
+            for w in range(len(accuracy))
+        ]
+    )
     assert np.abs(estimated - realised).max() < 0.05
     assert np.abs(estimated[:6] - 0.5).max() < 0.1  # spammers are found
     items = np.array(posterior.items)

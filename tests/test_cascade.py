@@ -24,8 +24,12 @@ from .conftest import make_digits_project
 
 def answer_slots(session: Any) -> int:
     """Images shown, summed over submitted assignments."""
-    return int(session.scalar(select(func.count()).select_from(AssignmentRow).join(
-        HitItem, HitItem.hit_id == AssignmentRow.hit_id)) or 0)
+    return int(
+        session.scalar(
+            select(func.count()).select_from(AssignmentRow).join(HitItem, HitItem.hit_id == AssignmentRow.hit_id)
+        )
+        or 0
+    )
 
 
 def run(directory: Path, crowd: CrowdBackend | None = None, **kwargs: Any) -> tuple[Project, list]:
@@ -50,9 +54,11 @@ def test_cascade_labels_digits_with_checked_precision(digits_project: tuple[Path
     with project.store.session() as session:
         # Every vote belongs to an assignment of a stored HIT and to an image of that HIT.
         orphan_votes = session.scalar(
-            select(func.count(Vote.id)).join(AssignmentRow, AssignmentRow.id == Vote.assignment_id)
+            select(func.count(Vote.id))
+            .join(AssignmentRow, AssignmentRow.id == Vote.assignment_id)
             .outerjoin(HitItem, (HitItem.hit_id == AssignmentRow.hit_id) & (HitItem.item_id == Vote.item_id))
-            .where(HitItem.item_id.is_(None)))
+            .where(HitItem.item_id.is_(None))
+        )
         assert orphan_votes == 0
         votes = session.scalar(select(func.count(Vote.id)))
         assert votes == answer_slots(session)  # every image of every submitted HIT answered once
@@ -104,8 +110,9 @@ def test_balance_stops_before_publishing(tmp_path: Path) -> None:
     directory = tmp_path / "p"
     make_digits_project(directory, limit=300, digits=range(1), sample=100)
     config = (directory / "lsun-crowd.toml").read_text()
-    (directory / "lsun-crowd.toml").write_text(config.replace('truth_file = "truth.csv"',
-                                                              'truth_file = "truth.csv"\nbalance = 0.30'))
+    (directory / "lsun-crowd.toml").write_text(
+        config.replace('truth_file = "truth.csv"', 'truth_file = "truth.csv"\nbalance = 0.30')
+    )
     project, outcomes = run(directory)
     assert outcomes[0].reason == "balance"
     with project.store.session() as session:
@@ -134,8 +141,9 @@ class FlakyDelivery:
         return mangled + mangled
 
 
-def test_duplicate_and_malformed_deliveries(digits_project: tuple[Path, np.ndarray],
-                                            caplog: pytest.LogCaptureFixture) -> None:
+def test_duplicate_and_malformed_deliveries(
+    digits_project: tuple[Path, np.ndarray], caplog: pytest.LogCaptureFixture
+) -> None:
     directory, _ = digits_project
     project = Project.open(directory)
     flaky = FlakyDelivery(project.crowd())

@@ -108,8 +108,7 @@ def test_torchvision_weights_enum_from_the_local_hub_cache(
     torch.save(resnet_weights, target)
     backbone = TorchvisionBackbone("resnet18", config)
     assert backbone.weights_source == str(target)
-    assert torch.equal(backbone.network.state_dict()["conv1.weight"],
-                       resnet_weights["conv1.weight"])
+    assert torch.equal(backbone.network.state_dict()["conv1.weight"], resnet_weights["conv1.weight"])
 
 
 def test_bad_weights_setting_is_explained(tmp_path: Path) -> None:

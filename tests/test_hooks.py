@@ -15,8 +15,9 @@ from lsun_crowd.hookspecs import hookimpl
 from lsun_crowd.plugins import Backbone, CrowdAdapter, PluginError, Plugins, get_plugin_manager
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
-HOOKS = sorted(name for name, value in vars(hookspecs).items()
-               if name.startswith("register_") and inspect.isfunction(value))
+HOOKS = sorted(
+    name for name, value in vars(hookspecs).items() if name.startswith("register_") and inspect.isfunction(value)
+)
 
 
 def _signature(name: str) -> str:

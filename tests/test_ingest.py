@@ -85,8 +85,12 @@ def test_manifests_txt_csv_jsonl_with_row_numbers(tmp_path: Path, store: Store) 
         image(tmp_path / "img" / f"{number}.png", number)
     (tmp_path / "list.txt").write_text("# comment\nimg/0.png\n\nimg/missing.png\n")
     (tmp_path / "list.csv").write_text("uri,label\nimg/1.png,x\n,y\n")
-    (tmp_path / "list.jsonl").write_text(json.dumps({"path": "img/2.png"}) + "\n{broken\n"
-                                         + json.dumps({"url": (tmp_path / "img/3.png").as_uri()}) + "\n")
+    (tmp_path / "list.jsonl").write_text(
+        json.dumps({"path": "img/2.png"})
+        + "\n{broken\n"
+        + json.dumps({"url": (tmp_path / "img/3.png").as_uri()})
+        + "\n"
+    )
     report = ingest(store, [tmp_path / "list.txt", tmp_path / "list.csv", tmp_path / "list.jsonl"], tmp_path / "dl")
     assert report.added == 4
     sources = sorted(entry.source for entry in report.rejected)

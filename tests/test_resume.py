@@ -26,8 +26,11 @@ def configure(directory: Path) -> None:
 
 
 def start(directory: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "lsun_crowd.cli", "run", "--project", str(directory)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "lsun_crowd.cli", "run", "--project", str(directory)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def query(directory: Path, sql: str) -> int:
@@ -50,8 +53,9 @@ def kill_when(process: subprocess.Popen[bytes], directory: Path, sql: str, timeo
 
 
 def finish(directory: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "lsun_crowd.cli", "run", "--project", str(directory)],
-                            capture_output=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "lsun_crowd.cli", "run", "--project", str(directory)], capture_output=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr.decode()
 
 
@@ -61,21 +65,26 @@ def snapshot(directory: Path) -> dict[str, list[tuple[object, ...]]]:
             "hits": db.execute(
                 "SELECT h.batch_id, h.hit_key, h.platform_hit_id, h.state, group_concat(i.sha256) FROM hits h "
                 "JOIN hit_items hi ON hi.hit_id = h.id JOIN items i ON i.id = hi.item_id "
-                "GROUP BY h.id ORDER BY h.batch_id, h.hit_key").fetchall(),
+                "GROUP BY h.id ORDER BY h.batch_id, h.hit_key"
+            ).fetchall(),
             "assignments": db.execute(
                 "SELECT a.platform_assignment_id, w.platform_worker_id, a.status FROM assignments a "
-                "JOIN workers w ON w.id = a.worker_id ORDER BY 1").fetchall(),
+                "JOIN workers w ON w.id = a.worker_id ORDER BY 1"
+            ).fetchall(),
             "votes": db.execute(
                 "SELECT a.platform_assignment_id, i.sha256, c.name, v.answer, v.is_gold FROM votes v "
                 "JOIN assignments a ON a.id = v.assignment_id JOIN items i ON i.id = v.item_id "
-                "JOIN categories c ON c.id = v.category_id ORDER BY 1, 2").fetchall(),
+                "JOIN categories c ON c.id = v.category_id ORDER BY 1, 2"
+            ).fetchall(),
             "labels": db.execute(
                 "SELECT i.sha256, c.name, l.label, l.source, r.number, round(l.confidence, 6), l.votes "
                 "FROM labels l JOIN items i ON i.id = l.item_id JOIN categories c ON c.id = l.category_id "
-                "LEFT JOIN rounds r ON r.id = l.round_id ORDER BY 1, 2").fetchall(),
+                "LEFT JOIN rounds r ON r.id = l.round_id ORDER BY 1, 2"
+            ).fetchall(),
             "rounds": db.execute(
                 "SELECT c.name, r.number, r.state, r.high_threshold, r.low_threshold FROM rounds r "
-                "JOIN categories c ON c.id = r.category_id ORDER BY 1, 2").fetchall(),
+                "JOIN categories c ON c.id = r.category_id ORDER BY 1, 2"
+            ).fetchall(),
             "spend": db.execute("SELECT reference, kind, amount FROM spend ORDER BY 1, 2").fetchall(),
             "blocked": db.execute("SELECT platform_worker_id FROM workers WHERE blocked ORDER BY 1").fetchall(),
         }
@@ -90,11 +99,15 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(tmp_path: Path) -> 
     # Kill 1: mid-collection of the first round, some votes stored, the round not finished.
     kill_when(run, interrupted, "SELECT COUNT(*) FROM votes v JOIN rounds r ON r.state = 'published'")
     killed_votes = query(interrupted, "SELECT COUNT(*) FROM votes")
-    assert 0 < killed_votes
+    assert killed_votes > 0
     run = start(interrupted)
     # Kill 2: a later round mid-collection, after the model has labeled images.
-    kill_when(run, interrupted, "SELECT COUNT(*) FROM rounds r WHERE r.number >= 2 AND r.state = 'published' "
-                                "AND EXISTS (SELECT 1 FROM labels WHERE source = 'model')")
+    kill_when(
+        run,
+        interrupted,
+        "SELECT COUNT(*) FROM rounds r WHERE r.number >= 2 AND r.state = 'published' "
+        "AND EXISTS (SELECT 1 FROM labels WHERE source = 'model')",
+    )
     finish(interrupted)
     finish(reference)
 

@@ -23,8 +23,14 @@ def seeded(tmp_path: Path) -> tuple[Store, dict[str, int]]:
         worker = Worker(platform_worker_id="W1")
         session.add_all([hit, worker])
         session.flush()
-        assignment = AssignmentRow(platform_assignment_id="A1", hit_id=hit.id, worker_id=worker.id,
-                                   status="submitted", accepted_at=0, submitted_at=1)
+        assignment = AssignmentRow(
+            platform_assignment_id="A1",
+            hit_id=hit.id,
+            worker_id=worker.id,
+            status="submitted",
+            accepted_at=0,
+            submitted_at=1,
+        )
         session.add(assignment)
         session.flush()
         ids = {"item": item.id, "cat": cat, "assignment": assignment.id, "worker": worker.id, "hit": hit.id}
@@ -41,8 +47,14 @@ def test_sqlite_file_in_wal_mode(tmp_path: Path) -> None:
 
 def test_an_assignment_delivered_twice_never_duplicates_votes(tmp_path: Path) -> None:
     store, ids = seeded(tmp_path)
-    vote = {"assignment_id": ids["assignment"], "item_id": ids["item"], "category_id": ids["cat"],
-            "worker_id": ids["worker"], "answer": 1, "is_gold": False}
+    vote = {
+        "assignment_id": ids["assignment"],
+        "item_id": ids["item"],
+        "category_id": ids["cat"],
+        "worker_id": ids["worker"],
+        "answer": 1,
+        "is_gold": False,
+    }
     for _ in range(3):
         with store.session() as session:
             insert_ignoring_duplicates(session, Vote, [vote, vote])
@@ -51,9 +63,20 @@ def test_an_assignment_delivered_twice_never_duplicates_votes(tmp_path: Path) ->
     with pytest.raises(IntegrityError), store.session() as session:
         session.add(Vote(**vote))
     with store.session() as session:
-        insert_ignoring_duplicates(session, AssignmentRow, [{
-            "platform_assignment_id": "A1", "hit_id": ids["hit"], "worker_id": ids["worker"],
-            "status": "submitted", "accepted_at": 0, "submitted_at": 1}])
+        insert_ignoring_duplicates(
+            session,
+            AssignmentRow,
+            [
+                {
+                    "platform_assignment_id": "A1",
+                    "hit_id": ids["hit"],
+                    "worker_id": ids["worker"],
+                    "status": "submitted",
+                    "accepted_at": 0,
+                    "submitted_at": 1,
+                }
+            ],
+        )
         assert session.scalar(select(func.count(AssignmentRow.id))) == 1
 
 

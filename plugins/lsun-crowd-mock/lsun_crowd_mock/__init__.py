@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from lsun_crowd.hookspecs import hookimpl
 from lsun_crowd.plugins import CrowdAdapter, RegisterCrowdAdapter
-
 from lsun_crowd_mock.simulated import CrowdMix, SimulatedCrowd, load_truth_file
 
 __all__ = ["CrowdMix", "SimulatedCrowd", "load_truth_file"]

@@ -14,7 +14,6 @@ depend on how often or in which order the platform is polled.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import sqlite3
@@ -38,6 +37,7 @@ from lsun_crowd.crowd import (
     HitStatus,
     PublishedHit,
 )
+from lsun_crowd.ingest import IngestError, read_answers
 
 Truth = Callable[[str, str], bool]
 EPOCH = 1_700_000_000.0
@@ -86,17 +86,11 @@ class CrowdMix(BaseModel):
 
 
 def load_truth_file(path: Path) -> Truth:
-    """Ground truth from a CSV with columns ``uri,category,label`` (label 1/0)."""
-    table: dict[tuple[str, str], bool] = {}
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"uri", "category", "label"} - set(reader.fieldnames or [])
-        if missing:
-            raise CrowdError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
-        for number, row in enumerate(reader, start=2):
-            if row["label"].strip() not in {"0", "1"}:
-                raise CrowdError(f"{path}:{number}: label must be 0 or 1, not {row['label']!r}")
-            table[(row["uri"].strip(), row["category"].strip())] = row["label"].strip() == "1"
+    """Ground truth from a CSV with columns ``uri,category,label``, as gold files are written."""
+    try:
+        table = {(uri, category): bool(label) for uri, category, label in read_answers(path)}
+    except IngestError as error:
+        raise CrowdError(str(error)) from None
 
     def truth(uri: str, category: str) -> bool:
         try:
@@ -164,8 +158,11 @@ class SimulatedCrowd:
         # Largest remainders get the workers rounding left over, so the mix is as close as it can be.
         for kind in np.argsort(-(exact - counts), kind="stable")[: mix.workers - counts.sum()]:
             counts[kind] += 1
-        kinds = [kind for kind, count in zip(("honest", "random", "constant", "adversary"), counts, strict=True)
-                 for _ in range(count)]
+        kinds = [
+            kind
+            for kind, count in zip(("honest", "random", "constant", "adversary"), counts, strict=True)
+            for _ in range(count)
+        ]
         rng.shuffle(kinds)
         skills = rng.beta(mix.honest_accuracy_alpha, mix.honest_accuracy_beta, size=mix.workers)
         return kinds, np.maximum(skills, 0.5)
@@ -197,8 +194,9 @@ class SimulatedCrowd:
 
     def _tick(self) -> float:
         with self._db:
-            self._db.execute("UPDATE meta SET value = CAST(value AS REAL) + ? WHERE key='clock'",
-                             (self.mix.tick_seconds,))
+            self._db.execute(
+                "UPDATE meta SET value = CAST(value AS REAL) + ? WHERE key='clock'", (self.mix.tick_seconds,)
+            )
         return self._clock()
 
     def _balance(self) -> Decimal:
@@ -237,8 +235,9 @@ class SimulatedCrowd:
                 published.append(PublishedHit(spec.hit_key, hit_id))
         return published
 
-    def _simulate_hit(self, hit_id: str, batch: HitBatch, hit_key: str, items: Sequence[Any],
-                      blocked: set[str], now: float) -> None:
+    def _simulate_hit(
+        self, hit_id: str, batch: HitBatch, hit_key: str, items: Sequence[Any], blocked: set[str], now: float
+    ) -> None:
         mix = self.mix
         rng = _rng(mix.seed, "hit", hit_id)
         eligible = [w for w in range(mix.workers) if self.worker_id(w) not in blocked]
@@ -251,7 +250,7 @@ class SimulatedCrowd:
             expires_at = now + mix.latency_seconds * 4
         abandoned = returned = 0
         queue = iter(eligible)
-        rows = []
+        rows: list[tuple[str, str, str, float, float, str, str]] = []
         start = now
         while len(rows) < filled:
             worker = next(queue, None)
@@ -268,8 +267,17 @@ class SimulatedCrowd:
             start += float(rng.exponential(mix.latency_seconds / 3))
             accepted = start
             submitted = accepted + float(rng.exponential(mix.latency_seconds))
-            rows.append((f"{hit_id}A{len(rows):02d}", hit_id, self.worker_id(worker), EPOCH + accepted,
-                         EPOCH + submitted, json.dumps(answers, sort_keys=True), AssignmentStatus.SUBMITTED))
+            rows.append(
+                (
+                    f"{hit_id}A{len(rows):02d}",
+                    hit_id,
+                    self.worker_id(worker),
+                    EPOCH + accepted,
+                    EPOCH + submitted,
+                    json.dumps(answers, sort_keys=True),
+                    AssignmentStatus.SUBMITTED,
+                )
+            )
         if len(rows) < requested:
             # Work already accepted is still submitted after the HIT stops taking workers, so the
             # HIT only reads as expired once every drawn assignment is in, whenever it is polled.
@@ -277,16 +285,19 @@ class SimulatedCrowd:
             expires_at = max(now + mix.latency_seconds * 4, last_submission)
         else:
             expires_at = None
-        self._db.execute("INSERT INTO hits VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
-                         (hit_id, batch.batch_id, hit_key, requested, expires_at, abandoned, returned))
+        self._db.execute(
+            "INSERT INTO hits VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
+            (hit_id, batch.batch_id, hit_key, requested, expires_at, abandoned, returned),
+        )
         self._db.executemany("INSERT INTO assignments VALUES (?, ?, ?, ?, ?, ?, ?, NULL)", rows)
 
     def hit_status(self, hit_ids: Sequence[str]) -> list[HitStatus]:
         now = EPOCH + self._tick()
         statuses = []
         for hit_id in hit_ids:
-            row = self._db.execute("SELECT requested, expires_at, expired FROM hits WHERE hit_id=?",
-                                   (hit_id,)).fetchone()
+            row = self._db.execute(
+                "SELECT requested, expires_at, expired FROM hits WHERE hit_id=?", (hit_id,)
+            ).fetchone()
             if row is None:
                 raise CrowdError(f"no HIT {hit_id} on the simulated platform")
             requested, expires_at, expired = row
@@ -306,14 +317,19 @@ class SimulatedCrowd:
         now = EPOCH + self._clock()
         rows = self._db.execute(
             "SELECT assignment_id, worker_id, accepted_at, submitted_at, answers, status FROM assignments "
-            "WHERE hit_id=? AND submitted_at<=? ORDER BY assignment_id", (hit_id, now)
+            "WHERE hit_id=? AND submitted_at<=? ORDER BY assignment_id",
+            (hit_id, now),
         ).fetchall()
-        return [Assignment(aid, hit_id, worker, AssignmentStatus(status), json.loads(answers), accepted, submitted)
-                for aid, worker, accepted, submitted, answers, status in rows]
+        return [
+            Assignment(aid, hit_id, worker, AssignmentStatus(status), json.loads(answers), accepted, submitted)
+            for aid, worker, accepted, submitted, answers, status in rows
+        ]
 
     def _review(self, assignment_id: str, status: AssignmentStatus, feedback: str | None) -> None:
-        row = self._db.execute("SELECT status FROM assignments WHERE assignment_id=? AND submitted_at<=?",
-                               (assignment_id, EPOCH + self._clock())).fetchone()
+        row = self._db.execute(
+            "SELECT status FROM assignments WHERE assignment_id=? AND submitted_at<=?",
+            (assignment_id, EPOCH + self._clock()),
+        ).fetchone()
         if row is None:
             raise CrowdError(f"no submitted assignment {assignment_id}")
         if row[0] == status:
@@ -321,8 +337,9 @@ class SimulatedCrowd:
         if row[0] == AssignmentStatus.APPROVED and status == AssignmentStatus.REJECTED:
             raise CrowdError(f"assignment {assignment_id} is approved and can no longer be rejected")
         with self._db:
-            self._db.execute("UPDATE assignments SET status=?, feedback=? WHERE assignment_id=?",
-                             (status, feedback, assignment_id))
+            self._db.execute(
+                "UPDATE assignments SET status=?, feedback=? WHERE assignment_id=?", (status, feedback, assignment_id)
+            )
 
     def approve(self, assignment_id: str, feedback: str | None = None) -> None:
         self._review(assignment_id, AssignmentStatus.APPROVED, feedback)
@@ -337,14 +354,14 @@ class SimulatedCrowd:
             raise CrowdError(f"a bonus must be positive, not {amount}")
         if self._db.execute("SELECT 1 FROM bonuses WHERE token=?", (token,)).fetchone():
             return
-        owner = self._db.execute("SELECT worker_id FROM assignments WHERE assignment_id=?",
-                                 (assignment_id,)).fetchone()
+        owner = self._db.execute("SELECT worker_id FROM assignments WHERE assignment_id=?", (assignment_id,)).fetchone()
         if owner is None or owner[0] != worker_id:
             raise CrowdError(f"worker {worker_id} did not submit assignment {assignment_id}")
         with self._db:
             self._debit(amount)
-            self._db.execute("INSERT INTO bonuses VALUES (?, ?, ?, ?, ?)",
-                             (token, worker_id, assignment_id, str(amount), reason))
+            self._db.execute(
+                "INSERT INTO bonuses VALUES (?, ?, ?, ?, ?)", (token, worker_id, assignment_id, str(amount), reason)
+            )
 
     def block_worker(self, worker_id: str, reason: str) -> None:
         with self._db:

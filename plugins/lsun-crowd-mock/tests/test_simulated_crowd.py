@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from lsun_crowd_mock import CrowdMix, SimulatedCrowd
+
 from lsun_crowd.crowd import NO, YES, CrowdError, HitBatch, HitItem, HitSpec, HitState
 from lsun_crowd.testing import CrowdBackendConformance, conformance_truth
-from lsun_crowd_mock import CrowdMix, SimulatedCrowd
 
 
 class TestSimulatedCrowdConformance(CrowdBackendConformance):
@@ -21,8 +22,10 @@ def truth_even(uri: str, category: str) -> bool:
 
 
 def big_batch(batch_id: str = "b1", hits: int = 200, per_hit: int = 10, assignments: int = 5) -> HitBatch:
-    specs = tuple(HitSpec(f"h{h}", tuple(HitItem(f"{h}-{i}", f"img-{h * per_hit + i}") for i in range(per_hit)))
-                  for h in range(hits))
+    specs = tuple(
+        HitSpec(f"h{h}", tuple(HitItem(f"{h}-{i}", f"img-{h * per_hit + i}") for i in range(per_hit)))
+        for h in range(hits)
+    )
     return HitBatch(batch_id, "even", "Is it even?", specs, assignments, Decimal("0.01"))
 
 
@@ -69,8 +72,17 @@ def test_worker_mix_is_realistic(tmp_path: Path) -> None:
 
 
 def test_ambiguous_images_split_good_workers(tmp_path: Path) -> None:
-    mix = CrowdMix(seed=2, honest=1, random_spammers=0, constant_spammers=0, adversaries=0,
-                   ambiguous_fraction=0.2, abandon_rate=0, return_rate=0, expire_rate=0)
+    mix = CrowdMix(
+        seed=2,
+        honest=1,
+        random_spammers=0,
+        constant_spammers=0,
+        adversaries=0,
+        ambiguous_fraction=0.2,
+        abandon_rate=0,
+        return_rate=0,
+        expire_rate=0,
+    )
     crowd = SimulatedCrowd(truth_even, mix, tmp_path / "s.sqlite")
     hit_ids = [h.hit_id for h in crowd.publish(big_batch(hits=100, assignments=9))]
     votes: dict[str, list[str]] = {}
@@ -147,5 +159,5 @@ def test_settings_errors_name_the_field(tmp_path: Path) -> None:
     with pytest.raises(CrowdError, match="crowd.settings.workers"):
         SimulatedCrowd.from_settings({"workers": 1, "truth_file": "x.csv"}, tmp_path)
     (tmp_path / "truth.csv").write_text("uri,category,label\na.png,cat,maybe\n")
-    with pytest.raises(CrowdError, match=r"truth.csv:2: label must be 0 or 1"):
+    with pytest.raises(CrowdError, match=r"truth.csv:2: label 'maybe' is not one of 1/0/yes/no"):
         SimulatedCrowd.from_settings({"truth_file": "truth.csv"}, tmp_path)

@@ -1,0 +1,123 @@
+"""ACME Annotations: an in-house labeling vendor whose staff answer from a reference CSV."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from lsun_crowd.crowd import (
+    NO,
+    YES,
+    Assignment,
+    AssignmentStatus,
+    CostEstimate,
+    CrowdError,
+    HitBatch,
+    HitState,
+    HitStatus,
+    PublishedHit,
+)
+from lsun_crowd.hookspecs import hookimpl
+from lsun_crowd.plugins import CrowdAdapter, RegisterCrowdAdapter
+
+
+class AcmeCrowd:
+    """Staff who never err, work instantly, and bill a flat 10% fee; no account balance."""
+
+    name = "acme"
+
+    def __init__(self, answers: Mapping[tuple[str, str], bool]) -> None:
+        self.answers = answers
+        self.batches: dict[str, list[PublishedHit]] = {}
+        self.hits: dict[str, tuple[HitBatch, int]] = {}
+        self.reviews: dict[str, AssignmentStatus] = {}
+        self.expired: set[str] = set()
+        self.bonus_tokens: set[str] = set()
+        self.blocked: set[str] = set()
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], project_dir: Path) -> AcmeCrowd:
+        path = project_dir / str(settings.get("reference", "truth.csv"))
+        with path.open(newline="") as handle:
+            return cls({(row["uri"], row["category"]): row["label"] == "1" for row in csv.DictReader(handle)})
+
+    def publish(self, batch: HitBatch) -> list[PublishedHit]:
+        if batch.batch_id not in self.batches:
+            published = []
+            for index, spec in enumerate(batch.hits):
+                hit_id = "ACME-" + hashlib.sha1(f"{batch.batch_id}/{spec.hit_key}".encode()).hexdigest()[:12]
+                self.hits[hit_id] = (batch, index)
+                published.append(PublishedHit(spec.hit_key, hit_id))
+            self.batches[batch.batch_id] = published
+        return self.batches[batch.batch_id]
+
+    def hit_status(self, hit_ids: Sequence[str]) -> list[HitStatus]:
+        statuses = []
+        for hit_id in hit_ids:
+            batch, _ = self.hits[hit_id]
+            done = 0 if hit_id in self.expired else batch.assignments_per_hit
+            statuses.append(
+                HitStatus(
+                    hit_id,
+                    HitState.EXPIRED if hit_id in self.expired else HitState.COMPLETE,
+                    done,
+                    batch.assignments_per_hit,
+                )
+            )
+        return statuses
+
+    def list_assignments(self, hit_id: str) -> list[Assignment]:
+        if hit_id in self.expired:
+            return []
+        batch, index = self.hits[hit_id]
+        answers = {
+            item.item_key: YES if self.answers[(item.uri, batch.category)] else NO for item in batch.hits[index].items
+        }
+        return [
+            Assignment(
+                f"{hit_id}-{n}",
+                hit_id,
+                f"ACME-STAFF-{n}",
+                self.reviews.get(f"{hit_id}-{n}", AssignmentStatus.SUBMITTED),
+                answers,
+                0.0,
+                1.0,
+            )
+            for n in range(batch.assignments_per_hit)
+        ]
+
+    def approve(self, assignment_id: str, feedback: str | None = None) -> None:
+        self.reviews[assignment_id] = AssignmentStatus.APPROVED
+
+    def reject(self, assignment_id: str, feedback: str) -> None:
+        if self.reviews.get(assignment_id) == AssignmentStatus.APPROVED:
+            raise CrowdError("approved work cannot be rejected")
+        self.reviews[assignment_id] = AssignmentStatus.REJECTED
+
+    def pay_bonus(self, worker_id: str, assignment_id: str, amount: Decimal, reason: str, token: str) -> None:
+        self.bonus_tokens.add(token)
+
+    def block_worker(self, worker_id: str, reason: str) -> None:
+        self.blocked.add(worker_id)
+
+    def unblock_worker(self, worker_id: str, reason: str) -> None:
+        self.blocked.discard(worker_id)
+
+    def expire(self, hit_ids: Sequence[str]) -> None:
+        self.expired.update(hit_ids)
+
+    def estimate_cost(self, batch: HitBatch) -> CostEstimate:
+        rewards = batch.reward_per_assignment * batch.assignments_per_hit * len(batch.hits)
+        return CostEstimate(rewards, rewards / 10)
+
+    def balance(self) -> Decimal | None:
+        return None
+
+
+@hookimpl
+def register_crowd_adapters(register: RegisterCrowdAdapter) -> None:
+    register(CrowdAdapter("acme", "ACME Annotations in-house staff", AcmeCrowd.from_settings))
