@@ -1,0 +1,129 @@
+"""Publishing a round: its HITs laid out from the seed, the money checked, the batch posted.
+
+The layout is stored before anything is posted, and the platform publishes idempotently by batch
+id, so a crash anywhere here is resumed by simply publishing again.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from lsun_crowd.context import PUBLISHED, PUBLISHING, STOPPED, Context, RoundRef, rng, set_state
+from lsun_crowd.crowd import HitBatch, HitItem, HitSpec, HitState
+from lsun_crowd.schema import Gold, Hit, Item, RoundItem, Spend
+from lsun_crowd.schema import HitItem as HitItemRow
+from lsun_crowd.store import Store, insert_ignoring_duplicates
+
+
+def batch_id(ctx: Context, ref: RoundRef) -> str:
+    return f"{ctx.config.project.name}:{ref.category}:r{ref.number}"
+
+
+def spent_so_far(store: Store) -> Decimal:
+    with store.session() as session:
+        return Decimal(session.scalar(select(func.coalesce(func.sum(Spend.amount), 0))) or 0)
+
+
+def batch_for(ctx: Context, ref: RoundRef) -> HitBatch:
+    """The round's HITs, laid out the same way every time they are asked for."""
+    crowd = ctx.config.crowd
+    with ctx.store.session() as session:
+        hits = session.scalars(select(Hit).where(Hit.round_id == ref.id).order_by(Hit.hit_key)).all()
+        if not hits:
+            _lay_out_hits(ctx, session, ref)
+            hits = session.scalars(select(Hit).where(Hit.round_id == ref.id).order_by(Hit.hit_key)).all()
+        rows = session.execute(
+            select(HitItemRow.hit_id, HitItemRow.item_id, Item.uri)
+            .join(Item, Item.id == HitItemRow.item_id)
+            .where(HitItemRow.hit_id.in_([hit.id for hit in hits]))
+            .order_by(HitItemRow.hit_id, HitItemRow.position)
+        ).all()
+    items_by_hit: dict[int, list[HitItem]] = {}
+    for hit_id, item_id, uri in rows:
+        items_by_hit.setdefault(hit_id, []).append(HitItem(str(item_id), uri))
+    specs = tuple(HitSpec(hit.hit_key, tuple(items_by_hit[hit.id])) for hit in hits)
+    return HitBatch(
+        batch_id=batch_id(ctx, ref),
+        category=ref.category,
+        question=f"Does the image show: {ref.category}?",
+        hits=specs,
+        assignments_per_hit=crowd.votes_per_item,
+        reward_per_assignment=crowd.reward_per_assignment,
+        lifetime_seconds=crowd.hit_lifetime_seconds,
+    )
+
+
+def _lay_out_hits(ctx: Context, session: Session, ref: RoundRef) -> None:
+    crowd = ctx.config.crowd
+    items = list(
+        session.scalars(select(RoundItem.item_id).where(RoundItem.round_id == ref.id).order_by(RoundItem.item_id))
+    )
+    gold = list(session.scalars(select(Gold.item_id).where(Gold.category_id == ref.category_id).order_by(Gold.item_id)))
+    generator = rng(ctx.config.project.seed, ref.category_id, ref.number, 2)
+    generator.shuffle(items)
+    gold_count = min(crowd.gold_per_hit, len(gold))
+    per_hit = crowd.items_per_hit - gold_count
+    round_batch = batch_id(ctx, ref)
+    for number, start in enumerate(range(0, len(items), per_hit)):
+        members = [(item, False) for item in items[start : start + per_hit]]
+        if gold_count:
+            members += [(int(g), True) for g in generator.choice(gold, size=gold_count, replace=False)]
+        order = generator.permutation(len(members))
+        hit = Hit(
+            round_id=ref.id,
+            batch_id=round_batch,
+            hit_key=f"h{number:05d}",
+            assignments_requested=crowd.votes_per_item,
+        )
+        session.add(hit)
+        session.flush()
+        session.add_all(
+            HitItemRow(hit_id=hit.id, position=position, item_id=members[index][0], is_gold=members[index][1])
+            for position, index in enumerate(order)
+        )
+
+
+def check_money(ctx: Context, ref: RoundRef) -> str:
+    """Stop the round (state ``stopped``) if the budget or the platform balance cannot pay for it."""
+    batch = batch_for(ctx, ref)
+    cost = ctx.crowd.estimate_cost(batch)
+    spent = spent_so_far(ctx.store)
+    budget = ctx.config.cascade.budget
+    reason = None
+    if spent + cost.total > budget:
+        reason = f"budget: round {ref.number} would cost {cost.total}, {budget - spent} of {budget} left"
+    else:
+        balance = ctx.crowd.balance()
+        if balance is not None and balance < cost.total:
+            reason = f"balance: round {ref.number} would cost {cost.total}, the account holds {balance}"
+    with ctx.store.session() as session:
+        if reason is not None:
+            ctx.progress.message(f"{ref.category}: stopped, {reason}")
+            return set_state(session, ref, STOPPED, notes=reason)
+        # Past this commit the checks are done: a crash during publish resumes the publish itself.
+        return set_state(session, ref, PUBLISHING)
+
+
+def publish(ctx: Context, ref: RoundRef) -> str:
+    batch = batch_for(ctx, ref)
+    cost = ctx.crowd.estimate_cost(batch)
+    published = ctx.crowd.publish(batch)
+    platform_ids = {hit.hit_key: hit.hit_id for hit in published}
+    with ctx.store.session() as session:
+        for hit in session.scalars(select(Hit).where(Hit.round_id == ref.id)):
+            hit.platform_hit_id = platform_ids[hit.hit_key]
+            hit.state = HitState.OPEN
+        insert_ignoring_duplicates(
+            session,
+            Spend,
+            [
+                {"round_id": ref.id, "reference": batch.batch_id, "kind": "reward", "amount": cost.rewards},
+                {"round_id": ref.id, "reference": batch.batch_id, "kind": "fee", "amount": cost.fees},
+            ],
+        )
+        state = set_state(session, ref, PUBLISHED)
+    ctx.progress.message(f"{ref.category}: round {ref.number}: published {len(published)} HITs ({cost.total} USD)")
+    return state
