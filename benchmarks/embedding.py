@@ -9,6 +9,7 @@ JPEG decoding. Weights are random ("none"): speed does not depend on their value
 from __future__ import annotations
 
 import argparse
+import hashlib
 import tempfile
 import time
 from pathlib import Path
@@ -41,7 +42,7 @@ def main() -> None:
         for index in range(args.images):
             path = Path(folder) / f"{index}.jpg"
             Image.fromarray(rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)).save(path, quality=90)
-            items.append((f"{index:064d}", str(path)))
+            items.append((hashlib.sha256(path.read_bytes()).hexdigest(), str(path)))
         cache = EmbeddingCache(Path(folder) / "cache", model.dim)
         embed_items(model, cache, items[: args.batch], args.batch)  # warm-up
         start = time.perf_counter()

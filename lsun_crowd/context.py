@@ -96,5 +96,7 @@ def pool_ids(session: Session, category_id: int) -> list[int]:
         .join(Round, Round.id == RoundItem.round_id)
         .where(Round.category_id == category_id, Round.state.notin_([DONE, STOPPED]))
     )
-    query = select(Item.id).where(Item.id.notin_(labeled), Item.id.notin_(gold), Item.id.notin_(waiting))
+    query = select(Item.id).where(
+        Item.problem.is_(None), Item.id.notin_(labeled), Item.id.notin_(gold), Item.id.notin_(waiting)
+    )
     return list(session.scalars(query.order_by(Item.id)))

@@ -7,8 +7,10 @@ batch is ignored on the next open), is shared by every category and round, and i
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -104,12 +106,24 @@ def cache_directory(cache_root: Path, model_key: str) -> Path:
     return cache_root / f"{readable}-{hashlib.sha256(model_key.encode()).hexdigest()[:12]}"
 
 
-def load_image(uri: str) -> Image.Image:
+def load_image(uri: str, sha256: str | None = None) -> Image.Image:
+    """Decode an image; with ``sha256``, also check the file is still the one that was ingested."""
     try:
-        with Image.open(uri) as image:
+        data = Path(uri).read_bytes()
+        if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+            raise EmbeddingError(f"{uri}: the file changed since it was ingested (SHA-256 differs)")
+        with Image.open(io.BytesIO(data)) as image:
             return image.convert("RGB")
+    except EmbeddingError:
+        raise
     except Exception as error:
         raise EmbeddingError(f"{uri}: cannot read image: {type(error).__name__}: {error}") from error
+
+
+@dataclass
+class EmbedReport:
+    computed: int = 0
+    failed: dict[str, str] = field(default_factory=dict)  # sha256 -> reason
 
 
 def embed_items(
@@ -118,16 +132,25 @@ def embed_items(
     items: Sequence[tuple[str, str]],
     batch_size: int,
     progress: Progress | None = None,
-) -> int:
-    """Embed every ``(sha256, uri)`` not yet cached. Returns how many were computed."""
+) -> EmbedReport:
+    """Embed every ``(sha256, uri)`` not yet cached. An image that is gone, corrupt or changed since
+    ingest is reported with the reason and skipped; the rest are embedded."""
+    report = EmbedReport()
     todo = [(sha, uri) for sha, uri in dict(items).items() if sha not in cache]
     for start in range(0, len(todo), batch_size):
         chunk = todo[start : start + batch_size]
-        vectors = model.embed([load_image(uri) for _, uri in chunk])
-        cache.append([sha for sha, _ in chunk], vectors)
+        loaded: list[tuple[str, Image.Image]] = []
+        for sha, uri in chunk:
+            try:
+                loaded.append((sha, load_image(uri, sha)))
+            except EmbeddingError as error:
+                report.failed[sha] = str(error)
+        if loaded:
+            cache.append([sha for sha, _ in loaded], model.embed([image for _, image in loaded]))
+            report.computed += len(loaded)
         if progress is not None:
             progress(len(chunk))
-    return len(todo)
+    return report
 
 
 class PixelBackbone:

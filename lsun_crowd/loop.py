@@ -90,6 +90,8 @@ class Cascade:
         names = categories or self.config.project.categories
         if not names:
             raise ValueError("no categories: list them in [project] categories of lsun-crowd.toml")
+        # Embed the pool first: an image that cannot be read leaves the pool before anyone sees it.
+        self.context.embeddings()
         return [self.run_category(name, max_rounds) for name in names]
 
     def run_category(self, category: str, max_rounds: int | None = None) -> CategoryOutcome:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from rich.progress import Progress as RichProgress
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from lsun_crowd.config import Config, load_config
 from lsun_crowd.context import Progress
@@ -19,6 +20,7 @@ from lsun_crowd.schema import Item
 from lsun_crowd.store import Store
 
 INGEST_REPORT = "ingest-report.jsonl"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -42,14 +44,20 @@ class Project:
         model = self.plugins.backbones.get(self.config.model.backbone).create(self.config.model)
         cache = EmbeddingCache(cache_directory(self.directory / "cache" / "embeddings", model.key), model.dim)
         with self.store.session() as session:
-            items = session.execute(select(Item.sha256, Item.uri).order_by(Item.id)).all()
-        missing = [item for item in items if item[0] not in cache]
+            items = session.execute(select(Item.sha256, Item.uri).where(Item.problem.is_(None)).order_by(Item.id)).all()
+        missing = [(sha, uri) for sha, uri in items if sha not in cache]
         if missing:
             task = progress.add_task("embedding images", total=len(missing)) if progress else None
             advance: Callable[[int], None] | None = (
                 (lambda n: progress.advance(task, n)) if progress is not None and task is not None else None
             )
-            embed_items(model, cache, missing, self.config.model.batch_size, advance)
+            report = embed_items(model, cache, missing, self.config.model.batch_size, advance)
+            if report.failed:
+                with self.store.session() as session:
+                    for sha, reason in report.failed.items():
+                        session.execute(update(Item).where(Item.sha256 == sha).values(problem=reason))
+                for reason in list(report.failed.values())[:10]:
+                    log.warning("left out of the pool: %s", reason)
         return cache
 
     def cascade(

@@ -42,6 +42,8 @@ class Item(Base):
     uri: Mapped[str] = mapped_column(Text)
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
+    # Set when the image can no longer be read (gone, corrupt, changed): it leaves the pool.
+    problem: Mapped[str | None] = mapped_column(Text, nullable=True)
     added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
 
 

@@ -16,7 +16,7 @@ from lsun_crowd.crowd import Assignment, CrowdBackend
 from lsun_crowd.demo import score_export
 from lsun_crowd.export import export
 from lsun_crowd.project import Project
-from lsun_crowd.schema import AssignmentRow, Hit, HitItem, Label, Round, Spend, Vote
+from lsun_crowd.schema import AssignmentRow, Hit, HitItem, Item, Label, Round, Spend, Vote
 from lsun_crowd.status import category_status
 
 from .conftest import make_digits_project
@@ -172,6 +172,29 @@ def test_blocked_workers_votes_are_discounted(digits_project: tuple[Path, np.nda
     assert all(kinds[worker] != "honest" for worker in blocked)
     assert all(crowd.is_blocked(worker) for worker in blocked)  # type: ignore[attr-defined]
     assert rejected and rejected > 0
+
+
+def test_an_image_gone_after_ingest_leaves_the_pool_not_the_run(
+    digits_project: tuple[Path, np.ndarray], caplog: pytest.LogCaptureFixture
+) -> None:
+    directory, _ = digits_project
+    (directory / "images" / "00007.png").unlink()
+    (directory / "images" / "00011.png").write_bytes(b"garbage")
+    project, outcomes = run(directory, categories=["digit-0"])
+    assert outcomes[0].reason == "resolved"
+    with project.store.session() as session:
+        problems = dict(session.execute(select(Item.uri, Item.problem).where(Item.problem.is_not(None))).all())
+    assert {Path(uri).name for uri in problems} == {"00007.png", "00011.png"}
+    assert "FileNotFoundError" in problems[str((directory / "images" / "00007.png").resolve())]
+    assert "left out of the pool" in caplog.text
+    records = [json.loads(line) for line in export_lines(project, directory)]
+    gone = [r for r in records if Path(r["uri"]).name in {"00007.png", "00011.png"} and r["category"] == "digit-0"]
+    assert [r["label"] for r in gone] == ["unlabeled", "unlabeled"]  # never sampled, never model-labeled
+
+
+def export_lines(project: Project, directory: Path) -> list[str]:
+    export(project.store, directory / "export.jsonl")
+    return (directory / "export.jsonl").read_text().splitlines()
 
 
 def test_unknown_crowd_adapter_is_named(digits_project: tuple[Path, np.ndarray]) -> None:

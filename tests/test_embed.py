@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -47,23 +48,33 @@ class CountingModel:
         return np.array([[float(np.asarray(image).mean())] for image in images], dtype=np.float32)
 
 
+def png(path: Path, shade: int) -> tuple[str, str]:
+    Image.new("RGB", (4, 4), (shade,) * 3).save(path)
+    return hashlib.sha256(path.read_bytes()).hexdigest(), str(path)
+
+
 def test_images_are_embedded_once(tmp_path: Path) -> None:
-    items = []
-    for number in range(5):
-        path = tmp_path / f"{number}.png"
-        Image.new("RGB", (4, 4), (number * 10,) * 3).save(path)
-        items.append((f"sha{number}", str(path)))
+    items = [png(tmp_path / f"{number}.png", number * 10) for number in range(5)]
     model, cache = CountingModel(), EmbeddingCache(tmp_path / "cache", 1)
-    assert embed_items(model, cache, items[:3], batch_size=2) == 3
-    assert embed_items(model, cache, items, batch_size=2) == 2
+    assert embed_items(model, cache, items[:3], batch_size=2).computed == 3
+    assert embed_items(model, cache, items, batch_size=2).computed == 2
     assert model.seen == 5
-    np.testing.assert_allclose(cache.get(["sha4"]), [[40.0]])
+    np.testing.assert_allclose(cache.get([items[4][0]]), [[40.0]])
 
 
-def test_unreadable_image_names_the_file(tmp_path: Path) -> None:
+def test_unreadable_missing_or_changed_images_are_reported_and_skipped(tmp_path: Path) -> None:
+    good = png(tmp_path / "good.png", 1)
     (tmp_path / "bad.png").write_text("not a png")
-    with pytest.raises(EmbeddingError, match="bad.png: cannot read image"):
-        embed_items(CountingModel(), EmbeddingCache(tmp_path / "c", 1), [("x", str(tmp_path / "bad.png"))], 4)
+    changed = png(tmp_path / "changed.png", 2)
+    png(tmp_path / "changed.png", 3)  # rewritten after "ingest"
+    bad = (hashlib.sha256(b"not a png").hexdigest(), str(tmp_path / "bad.png"))
+    items = [good, bad, ("c" * 64, str(tmp_path / "gone.png")), changed]
+    cache = EmbeddingCache(tmp_path / "c", 1)
+    report = embed_items(CountingModel(), cache, items, 4)
+    assert report.computed == 1 and good[0] in cache and len(cache) == 1
+    assert "bad.png: cannot read image" in report.failed[bad[0]]
+    assert "gone.png: cannot read image: FileNotFoundError" in report.failed["c" * 64]
+    assert "changed.png: the file changed since it was ingested" in report.failed[changed[0]]
 
 
 def test_pixel_backbone() -> None:
