@@ -6,7 +6,7 @@ item and class, plus an estimate per worker.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -159,17 +159,19 @@ def one_coin_dawid_skene(
 def dawid_skene(
     votes: Votes,
     known: dict[int, int] | None = None,
-    prior_correct: float = 4.0,
-    prior_wrong: float = 1.0,
+    prior_correct: float = 0.1,
+    prior_wrong: float = 0.1,
     tolerance: float = 1e-6,
     max_iterations: int = 200,
 ) -> Posterior:
     """Dawid–Skene with a full confusion matrix per worker, fitted by EM.
 
     Unlike one coin, it tells a worker who always answers "no" on a rare class (right 90% of the
-    time, and useless) from one who reads the images. Each confusion row has a Dirichlet prior:
-    ``prior_correct`` pseudo-votes on the diagonal and ``prior_wrong`` spread over the rest, so a
-    worker seen once stays near the prior. ``known`` clamps gold items to their answers.
+    time, and useless) from one who reads the images. Each confusion row gets pseudo-votes:
+    ``prior_correct`` on the diagonal and ``prior_wrong`` spread over the rest. The defaults are
+    a light smoothing that keeps a worker seen once, or a class never answered, finite; the
+    cascade, which fits on few votes per worker early on, passes a stronger prior from
+    ``[quality]``. ``known`` clamps gold items to their answers.
     The worker estimate reported is the expected accuracy under the fitted class shares.
     """
     n_items, n_classes, n_workers = len(votes.items), len(votes.classes), len(votes.workers)
@@ -209,3 +211,12 @@ def dawid_skene(
         {worker: float(accuracy[i]) for i, worker in enumerate(votes.workers)},
         counts.sum(axis=1).astype(np.int64),
     )
+
+
+Aggregator = Callable[[Votes], Posterior]
+METHODS: dict[str, Aggregator] = {
+    "majority": majority_vote,
+    "dawid-skene": dawid_skene,
+    "one-coin": one_coin_dawid_skene,
+}
+DEFAULT_METHOD = "dawid-skene"

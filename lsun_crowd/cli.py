@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from lsun_crowd import __version__
+from lsun_crowd.aggregate import DEFAULT_METHOD, METHODS
 from lsun_crowd.config import CONFIG_FILE, DEFAULT_TOML, ConfigError
 from lsun_crowd.context import Progress as CascadeProgress
 from lsun_crowd.crowd import CrowdError
@@ -25,6 +26,7 @@ from lsun_crowd.plugins import PluginError, Plugins
 from lsun_crowd.project import INGEST_REPORT, Project
 from lsun_crowd.status import category_status
 from lsun_crowd.store import StoreError
+from lsun_crowd.votes_io import read_votes, write_labels
 
 EXPECTED_ERRORS = (
     ConfigError,
@@ -176,6 +178,23 @@ def export(
     with reported_errors():
         count = export_labels(Project.open(project).store, out, format)
         console.print(f"wrote {count} record(s) to {out}")
+
+
+@app.command()
+def aggregate(
+    votes: Annotated[Path, typer.Argument(help="CSV with columns question,worker,answer")],
+    out: Annotated[Path, typer.Option(help="labels CSV to write")],
+    method: Annotated[str, typer.Option(help=f"one of: {', '.join(METHODS)}")] = DEFAULT_METHOD,
+) -> None:
+    """Aggregate any vote file into labels with their probabilities."""
+    with reported_errors():
+        if method not in METHODS:
+            raise ValueError(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
+        table = read_votes(votes)
+        count = write_labels(out, METHODS[method](table))
+        console.print(
+            f"{method}: {len(table.item_index)} votes by {len(table.workers)} workers → {count} labels in {out}"
+        )
 
 
 @app.command()
