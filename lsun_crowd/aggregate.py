@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -47,11 +48,42 @@ class Votes:
             np.array([class_position[t[2]] for t in triples], dtype=np.int64),
         )
 
+    @classmethod
+    def from_arrays(
+        cls,
+        items: NDArray[Any],
+        workers: NDArray[Any],
+        answers: NDArray[Any],
+        classes: Sequence[Hashable] | None = None,
+    ) -> Votes:
+        """Build from parallel arrays of item keys, worker keys and answers (any sortable dtype)."""
+        item_keys, item_index = np.unique(items, return_inverse=True)
+        worker_keys, worker_index = np.unique(workers, return_inverse=True)
+        class_keys, answer_index = np.unique(answers, return_inverse=True)
+        if classes is not None:
+            position = {label: i for i, label in enumerate(classes)}
+            unknown = [label for label in class_keys.tolist() if label not in position]
+            if unknown:
+                raise ValueError(f"answer {unknown[0]!r} is not one of the classes {tuple(classes)}")
+            answer_index = np.array([position[label] for label in class_keys.tolist()], dtype=np.int64)[answer_index]
+            class_keys = np.array(list(classes), dtype=object)
+        return cls(
+            tuple(item_keys.tolist()),
+            tuple(worker_keys.tolist()),
+            tuple(class_keys.tolist()),
+            item_index.astype(np.int64),
+            worker_index.astype(np.int64),
+            answer_index.astype(np.int64),
+        )
+
     def counts(self) -> NDArray[np.float64]:
         """Votes per item and class."""
-        table = np.zeros((len(self.items), len(self.classes)))
-        np.add.at(table, (self.item_index, self.answer_index), 1.0)
-        return table
+        cells = self.item_index * len(self.classes) + self.answer_index
+        return (
+            np.bincount(cells, minlength=len(self.items) * len(self.classes))
+            .reshape(len(self.items), len(self.classes))
+            .astype(np.float64)
+        )
 
 
 @dataclass(frozen=True)
@@ -178,31 +210,47 @@ def dawid_skene(
     counts, posterior, clamp = _start(votes, known)
     identity = np.eye(n_classes)
     row_prior = identity * prior_correct + (1 - identity) * prior_wrong / (n_classes - 1)
-    # Flat index of (worker, true class, answer) for every vote and every candidate true class.
-    cell = (votes.worker_index[:, None] * n_classes + np.arange(n_classes)[None, :]) * n_classes + votes.answer_index[
-        :, None
-    ]
+    # Each vote's (worker, answer) cell: the M-step sums posteriors into these cells, and the
+    # E-step reads each vote's log-likelihood back out of them, one small table per true class.
+    cells = n_workers * n_classes
+    vote_cell = votes.worker_index * n_classes + votes.answer_index
+    cell_votes = np.bincount(vote_cell, minlength=cells).astype(np.float64)
+    # Class-major from here on: each class's probabilities contiguous, so every pass over the
+    # votes reads one flat array and the per-item reductions run across a handful of rows.
+    probability = np.ascontiguousarray(posterior.T)
+    clamp_items, clamp_rows = clamp[0], np.ascontiguousarray(clamp[1].T)
     class_share = np.full(n_classes, 1.0 / n_classes)
     confusion = np.tile(row_prior / row_prior.sum(axis=1, keepdims=True), (n_workers, 1, 1))
+    log_odds = np.zeros((n_classes - 1, n_items))
     for _ in range(max_iterations):
-        tallies = np.bincount(
-            cell.ravel(), weights=posterior[votes.item_index].ravel(), minlength=n_workers * n_classes * n_classes
-        )
-        confusion = tallies.reshape(n_workers, n_classes, n_classes) + row_prior
-        confusion /= confusion.sum(axis=2, keepdims=True)
-        class_share = (posterior.sum(axis=0) + 1.0) / (n_items + n_classes)
-        log_confusion = np.log(confusion)
-        contribution = log_confusion[votes.worker_index, :, votes.answer_index]  # votes × true classes
-        log_posterior = np.tile(np.log(class_share), (n_items, 1))
-        for true_class in range(n_classes):
-            log_posterior[:, true_class] += np.bincount(
-                votes.item_index, weights=contribution[:, true_class], minlength=n_items
+        tallies = np.empty((n_classes, cells))
+        for true_class in range(n_classes - 1):
+            tallies[true_class] = np.bincount(
+                vote_cell, weights=probability[true_class][votes.item_index], minlength=cells
             )
-        updated = _normalised(log_posterior, clamp)
-        change = float(np.abs(updated - posterior).max())
-        posterior = updated
+        tallies[-1] = np.clip(cell_votes - tallies[:-1].sum(axis=0), 0.0, None)  # posteriors sum to one
+        confusion = tallies.reshape(n_classes, n_workers, n_classes).transpose(1, 0, 2) + row_prior
+        confusion /= confusion.sum(axis=2, keepdims=True)  # worker × true class × answer
+        class_share = (probability.sum(axis=1) + 1.0) / (n_items + n_classes)
+        # Only differences between classes matter: each class is measured against the last,
+        # which saves one pass over the votes.
+        log_by_cell = np.log(confusion).transpose(1, 0, 2).reshape(n_classes, cells)
+        log_by_cell -= log_by_cell[-1]
+        for true_class in range(n_classes - 1):
+            log_odds[true_class] = np.log(class_share[true_class] / class_share[-1]) + np.bincount(
+                votes.item_index, weights=log_by_cell[true_class][vote_cell], minlength=n_items
+            )
+        shift = np.maximum(log_odds.max(axis=0), 0.0)  # keeps every exponent at or below zero
+        updated = np.empty_like(probability)
+        np.exp(log_odds - shift, out=updated[:-1])
+        np.exp(-shift, out=updated[-1])
+        updated /= updated.sum(axis=0)
+        updated[:, clamp_items] = clamp_rows
+        change = float(np.abs(updated - probability).max())
+        probability = updated
         if change < tolerance:
             break
+    posterior = np.ascontiguousarray(probability.T)
     accuracy = np.einsum("wcc,c->w", confusion, class_share)
     return Posterior(
         votes.items,
