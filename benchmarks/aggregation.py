@@ -28,7 +28,7 @@ def real_sets() -> None:
     import pandas as pd
     from crowdkit import aggregation as ck
 
-    from lsun_crowd.aggregate import METHODS, Votes
+    from lsun_crowd.methods import METHODS, Votes
 
     ours = {"ours majority": "majority", "ours dawid-skene": "dawid-skene", "ours one-coin": "one-coin"}
     theirs = {
@@ -55,7 +55,7 @@ def real_sets() -> None:
             results.setdefault(label, {})[name] = float((predicted.reindex(truth.index) == truth).mean())
     print(f"{'method':<30} {'duck':>7} {'product':>8}")
     for label, scores in results.items():
-        print(f"{label:<30} {scores['duck']:>7.3f} {scores['product']:>8.3f}")
+        print(f"{label:<30} {scores['duck']:>7.4f} {scores['product']:>8.4f}")
 
 
 def synthetic_votes(count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -81,7 +81,8 @@ def fit_one(library: str, count: int) -> dict[str, float]:
     """Runs inside a fresh process: build the votes, reset the peak, fit, report."""
     item, worker, answer, truth = synthetic_votes(count)
     if library == "ours":
-        from lsun_crowd.aggregate import Votes, dawid_skene
+        from lsun_crowd.aggregate import Votes
+        from lsun_crowd.dawid_skene import dawid_skene
 
         votes = Votes(tuple(range(len(truth))), tuple(range(2000)), (0, 1), item, worker, answer)
         fit = lambda: dawid_skene(votes).labels()  # noqa: E731
@@ -118,7 +119,7 @@ def synthetic(count: int) -> None:
     ours, theirs = rows["ours"], rows["crowd-kit"]
     print(
         f"speed-up {theirs['seconds'] / ours['seconds']:.1f}×, memory {ours['peak_mib'] / theirs['peak_mib']:.2f} of "
-        f"crowd-kit's, accuracy {ours['accuracy'] - theirs['accuracy']:+.4f}"
+        f"crowd-kit's, accuracy {ours['accuracy'] - theirs['accuracy']:+.6f}"
     )
 
 

@@ -14,7 +14,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from lsun_crowd import __version__
-from lsun_crowd.aggregate import DEFAULT_METHOD, METHODS
 from lsun_crowd.config import CONFIG_FILE, DEFAULT_TOML, ConfigError
 from lsun_crowd.context import Progress as CascadeProgress
 from lsun_crowd.crowd import CrowdError
@@ -22,6 +21,7 @@ from lsun_crowd.embed import EmbeddingError
 from lsun_crowd.export import export as export_labels
 from lsun_crowd.ingest import IngestError, ingest_gold
 from lsun_crowd.ingest import ingest as ingest_sources
+from lsun_crowd.methods import DEFAULT_METHOD, METHODS
 from lsun_crowd.plugins import PluginError, Plugins
 from lsun_crowd.project import INGEST_REPORT, Project
 from lsun_crowd.status import category_status

@@ -7,8 +7,9 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from lsun_crowd.aggregate import Votes, dawid_skene
+from lsun_crowd.aggregate import Votes
 from lsun_crowd.context import LABELED, REVIEWED, Context, RoundRef, set_state
+from lsun_crowd.dawid_skene import dawid_skene
 from lsun_crowd.quality import assess
 from lsun_crowd.schema import AssignmentRow, Gold, Hit, Label, RoundItem, Vote, Worker
 from lsun_crowd.store import insert_ignoring_duplicates
@@ -82,10 +83,12 @@ def label_by_humans(ctx: Context, ref: RoundRef) -> str:
     quality = ctx.config.quality
     with ctx.store.session() as session:
         rows = session.execute(
-            select(Vote.item_id, Vote.worker_id, Vote.answer)
+            select(Vote.item_id, Worker.platform_worker_id, Vote.answer)
             .join(Worker, Worker.id == Vote.worker_id)
             .where(Vote.category_id == ref.category_id, Worker.blocked.is_(False))
-            .order_by(Vote.id)
+            # An order that does not depend on when each vote arrived, so that a resumed run
+            # sums in the same order as an uninterrupted one, to the last bit.
+            .order_by(Vote.item_id, Worker.platform_worker_id, Vote.answer)
         ).all()
         gold = dict(session.execute(select(Gold.item_id, Gold.answer).where(Gold.category_id == ref.category_id)).all())
         in_round = set(session.scalars(select(RoundItem.item_id).where(RoundItem.round_id == ref.id)))

@@ -3,7 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lsun_crowd.aggregate import Votes, majority_vote, one_coin_dawid_skene
+from lsun_crowd.aggregate import Votes, majority_vote
+from lsun_crowd.dawid_skene import dawid_skene, one_coin_dawid_skene
 
 
 def test_majority_vote_by_hand() -> None:
@@ -79,3 +80,49 @@ def test_one_coin_is_deterministic() -> None:
     votes = Votes.from_triples(triples, classes=(0, 1))
     first = one_coin_dawid_skene(votes).probabilities
     np.testing.assert_array_equal(first, one_coin_dawid_skene(votes).probabilities)
+
+
+def test_dawid_skene_recovers_known_confusion_matrices() -> None:
+    rng = np.random.default_rng(3)
+    items, workers = 4000, 30
+    truth = (rng.random(items) < 0.25).astype(int)
+    # Each worker: P(answer 1 | true 1) and P(answer 0 | true 0), deliberately lopsided for some.
+    sensitivity = rng.uniform(0.5, 0.98, workers)
+    specificity = rng.uniform(0.6, 0.99, workers)
+    sensitivity[:3], specificity[:3] = 0.0, 1.0  # always "no"
+    triples = []
+    for item in range(items):
+        for worker in rng.choice(workers, 6, replace=False):
+            says_yes = rng.random() < (sensitivity[worker] if truth[item] else 1 - specificity[worker])
+            triples.append((item, int(worker), int(says_yes)))
+    votes = Votes.from_triples(triples, classes=(0, 1))
+    posterior = dawid_skene(votes)
+    assert posterior.confusion is not None
+    order = [votes.workers.index(w) for w in range(workers)]
+    fitted = posterior.confusion[order]
+    assert np.abs(fitted[:, 1, 1] - sensitivity).max() < 0.08
+    assert np.abs(fitted[:, 0, 0] - specificity).max() < 0.05
+    items_order = np.array(votes.items)
+    ds_accuracy = (posterior.labels() == truth[items_order]).mean()
+    mv_accuracy = (majority_vote(votes).labels() == truth[items_order]).mean()
+    assert ds_accuracy > mv_accuracy + 0.03, (ds_accuracy, mv_accuracy)
+
+
+def test_dawid_skene_by_hand_and_degenerate_inputs() -> None:
+    # Two reliable workers agree against a third on every item: the third's errors are learned.
+    triples = [(item, worker, item % 2) for item in range(40) for worker in ("a", "b")]
+    triples += [(item, "c", 1 - item % 2) for item in range(40)]
+    posterior = dawid_skene(Votes.from_triples(triples, classes=(0, 1)))
+    assert posterior.labels().tolist() == [item % 2 for item in range(40)]
+    assert posterior.worker_accuracy["c"] < 0.05 < 0.95 < posterior.worker_accuracy["a"]
+    # A class nobody answered, a worker seen once, an item with one vote: all finite.
+    lonely = dawid_skene(Votes.from_triples([("x", "w", "cat")], classes=("cat", "dog", "emu")))
+    assert np.all(np.isfinite(lonely.probabilities)) and lonely.labels().tolist() == [0]
+    assert np.allclose(lonely.probabilities.sum(axis=1), 1.0)
+
+
+def test_dawid_skene_runs_on_an_explicit_device_and_is_repeatable() -> None:
+    _, _, triples = simulate(2, items=500)
+    votes = Votes.from_triples(triples, classes=(0, 1))
+    first = dawid_skene(votes, device="cpu").probabilities
+    np.testing.assert_array_equal(first, dawid_skene(votes, device="cpu").probabilities)

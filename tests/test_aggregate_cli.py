@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from lsun_crowd.aggregate import METHODS
 from lsun_crowd.cli import app
+from lsun_crowd.methods import METHODS
 from lsun_crowd.votes_io import VotesFileError, read_votes
 
 from .conftest import SHARED_DATA

@@ -1,0 +1,16 @@
+"""The aggregation methods by the names the command line and the config use."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from lsun_crowd.aggregate import Posterior, Votes, majority_vote
+from lsun_crowd.dawid_skene import dawid_skene, one_coin_dawid_skene
+
+Aggregator = Callable[[Votes], Posterior]
+METHODS: dict[str, Aggregator] = {
+    "majority": majority_vote,
+    "dawid-skene": dawid_skene,
+    "one-coin": one_coin_dawid_skene,
+}
+DEFAULT_METHOD = "dawid-skene"
