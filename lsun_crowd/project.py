@@ -32,6 +32,7 @@ class Project:
 
     @classmethod
     def open(cls, directory: Path, plugins: Plugins | None = None) -> Project:
+        directory = directory.resolve()
         config = load_config(directory)
         return cls(directory, config, Store.for_project(directory, config.project.database_url), plugins or Plugins())
 

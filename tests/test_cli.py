@@ -78,6 +78,14 @@ def test_run_status_export_on_a_small_project(tmp_path: Path) -> None:
     assert code == 2 and "--format must be jsonl or csv" in output
 
 
+def test_a_relative_project_directory_works(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_digits_project(tmp_path / "p", limit=200, digits=range(1), sample=60)
+    monkeypatch.chdir(tmp_path)
+    code, output = invoke("run", "--project", "p", "--rounds", "1")
+    assert code == 0, output
+    assert (tmp_path / "p" / "mock-crowd.sqlite").is_file() and not (tmp_path / "p" / "p").exists()
+
+
 def test_plugins_lists_versions(tmp_path: Path) -> None:
     code, output = invoke("plugins")
     assert code == 0 and "lsun-crowd-mock" in output and "0.1.0" in output

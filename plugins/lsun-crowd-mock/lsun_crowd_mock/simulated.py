@@ -142,8 +142,8 @@ class SimulatedCrowd:
         truth_path = truth_path if truth_path.is_absolute() else project_dir / truth_path
         if not truth_path.is_file():
             raise CrowdError(f"crowd.settings.truth_file: {truth_path} does not exist")
-        state = Path(mix.state_file) if mix.state_file else project_dir / "mock-crowd.sqlite"
-        return cls(load_truth_file(truth_path), mix, state if state.is_absolute() else project_dir / state)
+        state = project_dir / (mix.state_file or "mock-crowd.sqlite")  # an absolute state_file wins
+        return cls(load_truth_file(truth_path), mix, state)
 
     # -- the simulated population -------------------------------------------------------------
 

@@ -161,3 +161,12 @@ def test_settings_errors_name_the_field(tmp_path: Path) -> None:
     (tmp_path / "truth.csv").write_text("uri,category,label\na.png,cat,maybe\n")
     with pytest.raises(CrowdError, match=r"truth.csv:2: label 'maybe' is not one of 1/0/yes/no"):
         SimulatedCrowd.from_settings({"truth_file": "truth.csv"}, tmp_path)
+
+
+def test_relative_project_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "truth.csv").write_text("uri,category,label\na.png,cat,1\n")
+    monkeypatch.chdir(tmp_path)
+    crowd = SimulatedCrowd.from_settings({"truth_file": "truth.csv"}, Path("p"))
+    crowd.block_worker("SIMW00000", "test")
+    assert (tmp_path / "p" / "mock-crowd.sqlite").is_file()
