@@ -25,7 +25,7 @@ def collect(ctx: Context, ref: RoundRef) -> str:
     with ctx.store.session() as session:
         round_hits = session.scalars(select(Hit).where(Hit.round_id == ref.id)).all()
         hits = {hit.platform_hit_id: hit.id for hit in round_hits}
-        total = sum(session.scalars(select(Hit.assignments_requested).where(Hit.round_id == ref.id)))
+        total = sum(hit.assignments_requested for hit in round_hits)
         have = session.scalar(select(func.count(AssignmentRow.id)).where(AssignmentRow.hit_id.in_(hits.values())))
     task = f"{ref.category} r{ref.number}: assignments"
     ctx.progress.start(task, total)
