@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from lsun_crowd.crowd import Assignment, CrowdBackend
+from lsun_crowd.crowd import Assignment, CrowdBackend, CrowdError
 from lsun_crowd.demo import score_export
 from lsun_crowd.export import export
 from lsun_crowd.project import Project
@@ -195,6 +195,38 @@ def test_an_image_gone_after_ingest_leaves_the_pool_not_the_run(
 def export_lines(project: Project, directory: Path) -> list[str]:
     export(project.store, directory / "export.jsonl")
     return (directory / "export.jsonl").read_text().splitlines()
+
+
+class FailingPlatform:
+    """Wraps a crowd whose status calls fail (throttling, an outage) after a few polls."""
+
+    def __init__(self, inner: CrowdBackend, fail_after: int) -> None:
+        self.inner, self.calls, self.fail_after, self.name = inner, 0, fail_after, "failing"
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def hit_status(self, hit_ids: Any) -> Any:
+        self.calls += 1
+        if self.calls > self.fail_after:
+            raise CrowdError("ThrottlingException: rate exceeded")
+        return self.inner.hit_status(hit_ids)
+
+
+def test_a_platform_fault_mid_round_loses_nothing_and_resumes(digits_project: tuple[Path, np.ndarray]) -> None:
+    directory, _ = digits_project
+    project = Project.open(directory)
+    failing = FailingPlatform(project.crowd(), fail_after=2)
+    with pytest.raises(CrowdError, match="ThrottlingException"):
+        project.cascade(failing).run(categories=["digit-0"])  # type: ignore[arg-type]
+    with project.store.session() as session:
+        assert session.scalar(select(Round.state)) == "published"
+        stored = session.scalar(select(func.count(Vote.id)))
+    assert stored and stored > 0  # what arrived before the fault is kept
+    _, outcomes = run(directory, categories=["digit-0"])
+    assert outcomes[0].reason == "resolved"
+    with project.store.session() as session:
+        assert session.scalar(select(func.count(Vote.id))) == answer_slots(session)
 
 
 def test_unknown_crowd_adapter_is_named(digits_project: tuple[Path, np.ndarray]) -> None:
