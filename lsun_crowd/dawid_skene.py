@@ -20,12 +20,7 @@ import numpy as np
 import torch
 
 from lsun_crowd.aggregate import Posterior, Votes
-
-
-def pick_device(device: str | None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+from lsun_crowd.embed import pick_device
 
 
 @dataclass
@@ -70,6 +65,18 @@ class _Fit:
         updated[:, self.clamp_items] = self.clamp_rows
         return updated
 
+    def class_share(self) -> torch.Tensor:
+        """Each class's share of the items, with one pseudo-item per class."""
+        n_classes, n_items = self.probability.shape
+        return (self.probability.sum(dim=1) + 1.0) / (n_items + n_classes)
+
+    def update(self, log_odds: torch.Tensor) -> float:
+        """Take the E-step's log-odds as the new posterior; return how far any probability moved."""
+        updated = self.normalise(log_odds)
+        change = float((updated - self.probability).abs().max())
+        self.probability = updated
+        return change
+
     def posterior(self, votes: Votes, accuracy: torch.Tensor, confusion: torch.Tensor | None = None) -> Posterior:
         return Posterior(
             votes.items,
@@ -106,7 +113,7 @@ def dawid_skene(
     prior from ``[quality]``. The worker estimate is the expected accuracy under the fitted
     class shares.
     """
-    where = pick_device(device)
+    where = pick_device(device or "auto")
     fit = _Fit.start(votes, known, where, torch.float32)
     n_items, n_classes, n_workers = len(votes.items), len(votes.classes), len(votes.workers)
     cells = n_workers * n_classes
@@ -126,7 +133,7 @@ def dawid_skene(
         tallies[-1] = (cell_votes - tallies[:-1].sum(dim=0)).clamp_min(0.0)  # posteriors sum to one
         confusion = tallies.reshape(n_classes, n_workers, n_classes).permute(1, 0, 2) + row_prior
         confusion = confusion / confusion.sum(dim=2, keepdim=True)  # worker × true class × answer
-        class_share = (fit.probability.sum(dim=1) + 1.0) / (n_items + n_classes)
+        class_share = fit.class_share()
         # Only differences between classes matter: each is measured against the last class,
         # which saves one pass over the votes.
         log_by_cell = torch.log(confusion).permute(1, 0, 2).reshape(n_classes, cells)
@@ -135,10 +142,7 @@ def dawid_skene(
             log_odds[true_class] = torch.log(class_share[true_class] / class_share[-1]) + _sum_by(
                 fit.item, log_by_cell[true_class][vote_cell], n_items
             )
-        updated = fit.normalise(log_odds)
-        change = float((updated - fit.probability).abs().max())
-        fit.probability = updated
-        if change < tolerance:
+        if fit.update(log_odds) < tolerance:
             break
     accuracy = torch.einsum("wcc,c->w", confusion, class_share)
     return fit.posterior(votes, accuracy, confusion)
@@ -155,21 +159,21 @@ def one_coin_dawid_skene(
 ) -> Posterior:
     """Dawid–Skene with one accuracy per worker ("one coin"); a Beta(``prior_correct``,
     ``prior_wrong``) prior on each accuracy, fitted as its posterior mode."""
-    where = pick_device(device)
+    where = pick_device(device or "auto")
     fit = _Fit.start(votes, known, where, torch.float32)
     n_items, n_classes, n_workers = len(votes.items), len(votes.classes), len(votes.workers)
     worker_votes = _sum_by(fit.worker, torch.ones_like(fit.worker, dtype=torch.float32), n_workers)
     accuracy = torch.full((n_workers,), prior_correct / (prior_correct + prior_wrong), device=where)
     log_odds = torch.zeros((n_classes - 1, n_items), device=where)
+    answered = fit.answer * n_items + fit.item  # each vote's (answer, item) in the flat posterior
     for _ in range(max_iterations):
         # M-step: accuracy is the expected share of a worker's votes that match the true class.
-        flat = fit.probability.reshape(-1)
-        agreement = flat[fit.answer * n_items + fit.item]
+        agreement = fit.probability.reshape(-1)[answered]
         expected = _sum_by(fit.worker, agreement, n_workers)
         accuracy = ((prior_correct - 1 + expected) / (prior_correct + prior_wrong - 2 + worker_votes)).clamp(
             1e-4, 1 - 1e-4
         )
-        class_share = (fit.probability.sum(dim=1) + 1.0) / (n_items + n_classes)
+        class_share = fit.class_share()
         # E-step: a vote adds log(acc) to its answer and log((1 - acc) / (K - 1)) to each other
         # class; against the last class only the votes for a class or for the last one count.
         right = torch.log(accuracy)[fit.worker]
@@ -181,9 +185,6 @@ def one_coin_dawid_skene(
             log_odds[true_class] = torch.log(class_share[true_class] / class_share[-1]) + _sum_by(
                 fit.item, signed, n_items
             )
-        updated = fit.normalise(log_odds)
-        change = float((updated - fit.probability).abs().max())
-        fit.probability = updated
-        if change < tolerance:
+        if fit.update(log_odds) < tolerance:
             break
     return fit.posterior(votes, accuracy)

@@ -39,7 +39,7 @@ class EmbeddingModel(Protocol):
 
 def pick_device(setting: str) -> torch.device:
     if setting == "cuda" and not torch.cuda.is_available():
-        raise EmbeddingError("model.device is 'cuda' but no CUDA device is available")
+        raise EmbeddingError("the device is 'cuda' but no CUDA device is available")
     if setting == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(setting)

@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 
 import numpy as np
 from sqlalchemy import select
@@ -63,7 +62,6 @@ class CategoryOutcome:
 class Cascade:
     def __init__(
         self,
-        project_dir: Path,
         config: Config,
         store: Store,
         crowd: CrowdBackend,
@@ -71,7 +69,6 @@ class Cascade:
         progress: Progress | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.project_dir = project_dir
         self.config = config
         self.store = store
         cache: list[EmbeddingCache] = []

@@ -64,9 +64,7 @@ class Project:
     def cascade(
         self, crowd: CrowdBackend, progress: Progress | None = None, rich_progress: RichProgress | None = None
     ) -> Cascade:
-        return Cascade(
-            self.directory, self.config, self.store, crowd, lambda: self.embedding_cache(rich_progress), progress
-        )
+        return Cascade(self.config, self.store, crowd, lambda: self.embedding_cache(rich_progress), progress)
 
     def close(self) -> None:
         self.store.close()

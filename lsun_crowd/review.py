@@ -40,9 +40,9 @@ def review(ctx: Context, ref: RoundRef) -> str:
         session.execute(update(AssignmentRow).where(AssignmentRow.id.in_(round_assignments)).values(gold_scored=True))
     with ctx.store.session() as session:
         workers = session.scalars(select(Worker).where(Worker.blocked.is_(False))).all()
-        to_block = [w for w in workers if assess(w.gold_correct, w.gold_wrong, policy).blocked]
-    for worker in to_block:
-        quality = assess(worker.gold_correct, worker.gold_wrong, policy)
+        judged = [(worker, assess(worker.gold_correct, worker.gold_wrong, policy)) for worker in workers]
+        to_block = [(worker, quality) for worker, quality in judged if quality.blocked]
+    for worker, quality in to_block:
         ctx.crowd.block_worker(
             worker.platform_worker_id,
             (
