@@ -30,7 +30,12 @@ def real_sets() -> None:
 
     from lsun_crowd.methods import METHODS, Votes
 
-    ours = {"ours majority": "majority", "ours dawid-skene": "dawid-skene", "ours one-coin": "one-coin"}
+    ours = {
+        "ours majority": "majority",
+        "ours dawid-skene": "dawid-skene",
+        "ours one-coin": "one-coin",
+        "ours glad": "glad",
+    }
     theirs = {
         "crowd-kit MajorityVote": ck.MajorityVote(),
         "crowd-kit DawidSkene": ck.DawidSkene(n_iter=100),

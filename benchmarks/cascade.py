@@ -1,4 +1,5 @@
-"""The demo cascade over several seeds: precision, recall, unlabeled share, votes, time.
+"""The demo cascade over several seeds, adaptive and fixed redundancy: precision, recall, unlabeled
+share, votes, human-label accuracy, money, time (per run).
 
 python benchmarks/cascade.py [--seeds 0 1 2]
 """
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from lsun_crowd.demo import CategoryScore, run_demo
+from lsun_crowd.demo import run_demo
 
 
 def main() -> None:
@@ -20,17 +21,32 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = parser.parse_args()
     quiet = Console(quiet=True)
-    print(f"{'seed':>4} {'precision':>9} {'recall':>7} {'unlabeled':>9} {'votes':>7} {'votes/img':>9} {'seconds':>8}")
+    runs = {}
+    print("whole cascade (the demo's defaults: adaptive redundancy):")
+    print(
+        f"{'seed':>4} {'precision':>9} {'recall':>7} {'unlabeled':>9} {'votes':>7} {'votes/img':>9} "
+        f"{'human':>6} {'human acc':>9} {'USD':>7} {'seconds':>8}"
+    )
     for seed in args.seeds:
         with tempfile.TemporaryDirectory() as out:
             start = time.perf_counter()
-            scores = run_demo(Path(out), seed=seed, console=quiet)
+            runs[seed] = run_demo(Path(out), seed=seed, console=quiet)
             seconds = time.perf_counter() - start
-        total = CategoryScore.combine("all", scores)
+        run = runs[seed][0]
+        total = run.total
         print(
             f"{seed:>4} {total.precision:>9.3f} {total.recall:>7.3f} {total.unlabeled_share:>9.2%} "
-            f"{total.votes:>7} {total.votes_per_resolved:>9.3f} {seconds:>8.1f}"
+            f"{total.votes:>7} {total.votes_per_resolved:>9.3f} {run.humans.labeled:>6} "
+            f"{run.humans.accuracy:>9.4f} {run.spent:>7.2f} {seconds:>8.1f}"
         )
+    print("\nhumans alone on the first 300 digits, every category, adaptive against fixed redundancy:")
+    print(f"{'seed':>4} {'redundancy':<24} {'labeled':>7} {'wrong':>5} {'accuracy':>8} {'votes':>6} {'USD':>6}")
+    for seed, (_, comparison) in runs.items():
+        for name, result in comparison.items():
+            print(
+                f"{seed:>4} {name:<24} {result.labeled:>7} {result.wrong:>5} {result.accuracy:>8.4f} "
+                f"{result.votes:>6} {result.spent:>6.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -151,7 +151,16 @@ def status(project: ProjectOption = Path(".")) -> None:
     with reported_errors():
         opened = Project.open(project)
         table = Table(
-            "category", "rounds", "state", "positive", "negative", "unlabeled", "by humans", "votes", "spent (USD)"
+            "category",
+            "rounds",
+            "state",
+            "positive",
+            "negative",
+            "unlabeled",
+            "by humans",
+            "votes",
+            "votes saved",
+            "spent (USD)",
         )
         for row in category_status(opened.store, opened.config.project.categories):
             table.add_row(
@@ -163,6 +172,7 @@ def status(project: ProjectOption = Path(".")) -> None:
                 str(row.unlabeled),
                 str(row.human_labeled),
                 str(row.votes),
+                str(row.votes_saved),
                 f"{row.spent:.2f}",
             )
         console.print(table)
@@ -214,12 +224,15 @@ def plugins(all: Annotated[bool, typer.Option("--all", help="include built-in pl
 def demo(
     out: Annotated[Path, typer.Option(help="where the demo project goes")] = Path("lsun-crowd-demo"),
     seed: int = 0,
+    compare: Annotated[
+        bool, typer.Option(help="run the pool again with fixed redundancy and print both side by side")
+    ] = True,
 ) -> None:
     """The whole cascade, offline, on scikit-learn's digits with a simulated crowd."""
     from lsun_crowd.demo import run_demo
 
     with reported_errors():
-        run_demo(out, seed=seed, console=console)
+        run_demo(out, seed=seed, console=console, compare=compare)
 
 
 @app.callback()

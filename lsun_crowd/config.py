@@ -33,7 +33,9 @@ class ProjectConfig(_Section):
 
 class CrowdConfig(_Section):
     adapter: str = "mock"
-    votes_per_item: int = Field(default=3, ge=1, le=50)
+    votes_per_item: int = Field(default=2, ge=1, le=50)
+    max_votes_per_item: int = Field(default=5, ge=1, le=50)
+    follow_up_votes: int = Field(default=1, ge=1, le=50)
     min_votes_per_item: int = Field(default=2, ge=1)
     items_per_hit: int = Field(default=10, ge=1, le=200)
     gold_per_hit: int = Field(default=1, ge=0)
@@ -45,8 +47,10 @@ class CrowdConfig(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> CrowdConfig:
-        if self.min_votes_per_item > self.votes_per_item:
-            raise ValueError("min_votes_per_item cannot exceed votes_per_item")
+        if self.max_votes_per_item < self.votes_per_item:
+            raise ValueError("max_votes_per_item cannot be below votes_per_item")
+        if self.min_votes_per_item > self.max_votes_per_item:
+            raise ValueError("min_votes_per_item cannot exceed max_votes_per_item")
         if self.gold_per_hit >= self.items_per_hit:
             raise ValueError("gold_per_hit must leave room for at least one pool item in each HIT")
         return self
@@ -57,7 +61,7 @@ class QualityConfig(_Section):
     block_confidence: float = Field(default=0.95, gt=0.5, lt=1)
     prior_correct: float = Field(default=4.0, gt=0)
     prior_wrong: float = Field(default=1.0, gt=0)
-    min_label_confidence: float = Field(default=0.9, ge=0.5, lt=1)
+    min_label_confidence: float = Field(default=0.997, ge=0.5, lt=1)
 
 
 class ModelConfig(_Section):
@@ -124,8 +128,11 @@ database_url = ""             # empty: SQLite file lsun-crowd.db here; or postgr
 
 [crowd]
 adapter = "mock"              # a crowd adapter; `lsun-crowd plugins` lists the installed ones
-votes_per_item = 3            # assignments per HIT, so votes per image
-min_votes_per_item = 2        # an image with fewer votes (expired HIT) goes back to the pool
+votes_per_item = 2            # votes each image starts with (assignments per HIT)
+max_votes_per_item = 5        # adaptive redundancy: an image whose label is still uncertain gets
+follow_up_votes = 1           #   this many more votes at a time, up to this cap; equal to
+                              #   votes_per_item for fixed redundancy
+min_votes_per_item = 2        # an image with fewer votes after its round goes back to the pool
 items_per_hit = 10            # images in one HIT grid, gold included
 gold_per_hit = 1              # hidden gold images per HIT, drawn from the category's gold labels
 reward_per_assignment = 0.05  # USD paid for one submitted HIT
@@ -140,7 +147,8 @@ accuracy_bar = 0.7            # a worker confidently below this accuracy on gold
 block_confidence = 0.95       # how sure we must be that a worker is below the bar
 prior_correct = 4.0           # Beta prior on a worker's gold accuracy (pseudo-counts)
 prior_wrong = 1.0
-min_label_confidence = 0.9    # a human label needs this posterior; a less certain image goes back to the pool
+min_label_confidence = 0.997  # a human label needs this posterior; a less certain image gets more votes,
+                              # or goes back to the pool once it has max_votes_per_item
 
 [model]
 backbone = "resnet18"         # `pixels` for tiny images; any registered backbone

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -17,17 +18,27 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 from sklearn.datasets import load_digits
+from sqlalchemy import func, select
 
 from lsun_crowd.cli import RichCascadeProgress, progress_bars
 from lsun_crowd.config import CONFIG_FILE
 from lsun_crowd.export import export
 from lsun_crowd.ingest import ingest, ingest_gold
 from lsun_crowd.project import Project
+from lsun_crowd.schema import Category, Gold, Item, Label, Spend, Vote
+from lsun_crowd.store import Store
 
 GOLD_PER_CLASS = 10
 
 
-def demo_config(seed: int, digits: range = range(10), extra: str = "") -> str:
+FIXED_REDUNDANCY = "votes_per_item = 3\nmax_votes_per_item = 3\n"
+
+
+def demo_config(
+    seed: int, digits: range = range(10), extra: str = "", redundancy: str = "", humans_below: int = 60
+) -> str:
+    """The demo project's configuration; ``redundancy`` holds [crowd] lines that replace the
+    default adaptive redundancy, e.g. :data:`FIXED_REDUNDANCY`."""
     categories = ", ".join(f'"digit-{digit}"' for digit in digits)
     return (
         f"""\
@@ -39,8 +50,7 @@ categories = [{categories}]
 
 [crowd]
 adapter = "mock"
-votes_per_item = 3
-items_per_hit = 10
+{redundancy}items_per_hit = 10
 gold_per_hit = 1
 reward_per_assignment = 0.02
 poll_seconds = 0
@@ -57,7 +67,7 @@ epochs = 150
 
 [cascade]
 sample_per_round = 300
-finish_with_humans_below = 60
+finish_with_humans_below = {humans_below}
 budget = 500
 """
         + extra
@@ -103,6 +113,8 @@ class CategoryScore:
     unlabeled: int
     resolved: int
     votes: int
+    human_labels: int = 0  # labeled by the crowd's votes (gold not counted)
+    human_wrong: int = 0
 
     @classmethod
     def combine(cls, name: str, scores: list[CategoryScore]) -> CategoryScore:
@@ -110,13 +122,26 @@ class CategoryScore:
             name,
             *(
                 sum(getattr(score, field) for score in scores)
-                for field in ("true_positive", "false_positive", "false_negative", "unlabeled", "resolved", "votes")
+                for field in (
+                    "true_positive",
+                    "false_positive",
+                    "false_negative",
+                    "unlabeled",
+                    "resolved",
+                    "votes",
+                    "human_labels",
+                    "human_wrong",
+                )
             ),
         )
 
     @property
     def votes_per_resolved(self) -> float:
         return self.votes / max(self.resolved, 1)
+
+    @property
+    def human_accuracy(self) -> float:
+        return 1 - self.human_wrong / max(self.human_labels, 1)
 
     @property
     def unlabeled_share(self) -> float:
@@ -139,7 +164,7 @@ def score_export(path: Path, targets: np.ndarray) -> list[CategoryScore]:
         index = int(Path(record["uri"]).stem)
         digit = int(record["category"].split("-")[1])
         truth = targets[index] == digit
-        tally = tallies.setdefault(record["category"], [0] * 6)
+        tally = tallies.setdefault(record["category"], [0] * 8)
         label = record["label"]
         if label == "positive":
             tally[0 if truth else 1] += 1
@@ -151,14 +176,75 @@ def score_export(path: Path, targets: np.ndarray) -> list[CategoryScore]:
                 tally[2] += 1
         tally[4] += label != "unlabeled"
         tally[5] += int(record["votes"])
+        if record["source"] == "human" and record["round"]:
+            tally[6] += 1
+            tally[7] += (label == "positive") != truth
     return [CategoryScore(name, *values) for name, values in sorted(tallies.items())]
 
 
-def run_demo(out: Path, seed: int = 0, console: Console | None = None) -> list[CategoryScore]:
+COMPARISON_IMAGES = 300
+
+
+@dataclass(frozen=True)
+class HumanLabeling:
+    """Humans alone labeling the same images under one redundancy policy, to completion."""
+
+    pairs: int  # (image, category) pairs to label
+    labeled: int
+    wrong: int
+    votes: int  # on the pairs, gold not counted
+    spent: Decimal
+
+    @property
+    def accuracy(self) -> float:
+        return 1 - self.wrong / max(self.labeled, 1)
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    scores: list[CategoryScore]
+    spent: Decimal
+    humans: HumanLabeling
+
+    @property
+    def total(self) -> CategoryScore:
+        return CategoryScore.combine("all", self.scores)
+
+
+def run_demo(
+    out: Path, seed: int = 0, console: Console | None = None, compare: bool = True
+) -> tuple[DemoRun, dict[str, HumanLabeling]]:
+    """The demo project in ``out``, then (with ``compare``) adaptive against fixed redundancy."""
     console = console or Console()
+    run = _run_project(out, seed, console)
+    print_scores(console, run.scores, run.spent)
+    comparison = compare_redundancy(out / "redundancy", seed, console) if compare else {}
+    return run, comparison
+
+
+def compare_redundancy(out: Path, seed: int, console: Console) -> dict[str, HumanLabeling]:
+    """The first :data:`COMPARISON_IMAGES` digits, every category, labeled by humans alone until
+    done (rounds re-ask what is still uncertain), once with adaptive and once with fixed
+    redundancy: same images, same crowd, same label bar."""
+    console.print(f"adaptive against fixed redundancy: humans alone label the first {COMPARISON_IMAGES} digits")
+    policies = {"adaptive, 2 to 5 votes": "", "fixed, 3 votes": FIXED_REDUNDANCY}
+    results = {}
+    for number, (name, redundancy) in enumerate(policies.items()):
+        directory = out / f"policy-{number}"
+        results[name] = _run_project(directory, seed, console, redundancy, COMPARISON_IMAGES).humans
+    print_comparison(console, results)
+    return results
+
+
+def _run_project(
+    out: Path, seed: int, console: Console, redundancy: str = "", humans_only_on: int | None = None
+) -> DemoRun:
+    """The demo project in ``out``; with ``humans_only_on``, only that many images, all labeled by
+    the crowd."""
     out.mkdir(parents=True, exist_ok=True)
-    targets = write_pool(out, seed)
-    (out / CONFIG_FILE).write_text(demo_config(seed))
+    targets = write_pool(out, seed, humans_only_on)
+    humans_below = humans_only_on or 60
+    (out / CONFIG_FILE).write_text(demo_config(seed, redundancy=redundancy, humans_below=humans_below))
     project = Project.open(out)
     report = ingest(project.store, [out / "images"], out / "downloads")
     ingest_gold(project.store, out / "gold.csv")
@@ -170,13 +256,58 @@ def run_demo(out: Path, seed: int = 0, console: Console | None = None) -> list[C
         cascade = project.cascade(project.crowd(), RichCascadeProgress(bars), bars)
         cascade.run()
     export(project.store, out / "export.jsonl")
-    scores = score_export(out / "export.jsonl", targets)
-    print_scores(console, scores, cascade.spent())
+    run = DemoRun(
+        score_export(out / "export.jsonl", targets), cascade.spent(), score_human_labeling(project.store, targets)
+    )
     project.close()
-    return scores
+    return run
 
 
-def print_scores(console: Console, scores: list[CategoryScore], spent: object) -> None:
+def score_human_labeling(store: Store, targets: np.ndarray) -> HumanLabeling:
+    """The crowd's labels (gold aside) against the true digits, and the votes and money they took."""
+    with store.session() as session:
+        labels = session.execute(
+            select(Item.uri, Category.name, Label.label)
+            .join(Label, Label.item_id == Item.id)
+            .join(Category, Category.id == Label.category_id)
+            .where(Label.source == "human")
+        ).all()
+        categories = session.scalar(select(func.count(Category.id))) or 0
+        items = session.scalar(select(func.count(Item.id)).where(Item.problem.is_(None))) or 0
+        gold = session.scalar(select(func.count(Gold.id))) or 0
+        votes = session.scalar(select(func.count(Vote.id)).where(Vote.is_gold.is_(False))) or 0
+        spent = session.scalar(select(func.coalesce(func.sum(Spend.amount), 0)))
+    wrong = sum(
+        (targets[int(Path(uri).stem)] == int(category.split("-")[1])) != bool(label) for uri, category, label in labels
+    )
+    return HumanLabeling(items * categories - gold, len(labels), wrong, votes, Decimal(spent or 0))
+
+
+def print_comparison(console: Console, results: dict[str, HumanLabeling]) -> None:
+    table = Table(
+        "redundancy",
+        "images × categories",
+        "labeled",
+        "label accuracy",
+        "votes",
+        "votes / label",
+        "spent (USD)",
+        title="humans alone, same images, same crowd, same label bar",
+    )
+    for name, result in results.items():
+        table.add_row(
+            name,
+            str(result.pairs),
+            str(result.labeled),
+            f"{result.accuracy:.4f} ({result.wrong} wrong)",
+            str(result.votes),
+            f"{result.votes / max(result.labeled, 1):.3f}",
+            f"{result.spent:.2f}",
+        )
+    console.print(table)
+
+
+def print_scores(console: Console, scores: list[CategoryScore], spent: Decimal) -> None:
     table = Table(
         "category",
         "precision",

@@ -1,7 +1,8 @@
 """Publishing a round: its HITs laid out from the seed, the money checked, the batch posted.
 
 The layout is stored before anything is posted, and the platform publishes idempotently by batch
-id, so a crash anywhere here is resumed by simply publishing again.
+id, so a crash anywhere here is resumed by simply publishing again. A round publishes its first
+batch, then (adaptive redundancy) one follow-up batch per pass for the images still uncertain.
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ from sqlalchemy.orm import Session
 
 from lsun_crowd.context import PUBLISHED, PUBLISHING, STOPPED, Context, RoundRef, rng, set_state
 from lsun_crowd.crowd import HitBatch, HitItem, HitSpec, HitState
-from lsun_crowd.schema import Gold, Hit, Item, RoundItem, Spend
+from lsun_crowd.schema import Gold, Hit, Item, Round, RoundItem, Spend
 from lsun_crowd.schema import HitItem as HitItemRow
 from lsun_crowd.store import Store, insert_ignoring_duplicates
 
 
-def batch_id(ctx: Context, ref: RoundRef) -> str:
-    return f"{ctx.config.project.name}:{ref.category}:r{ref.number}"
+def batch_id(ctx: Context, ref: RoundRef, follow_up: int = 0) -> str:
+    """The round's first batch, or its ``follow_up``-th batch of extra votes."""
+    base = f"{ctx.config.project.name}:{ref.category}:r{ref.number}"
+    return f"{base}:f{follow_up}" if follow_up else base
 
 
 def spent_so_far(store: Store) -> Decimal:
@@ -28,13 +31,19 @@ def spent_so_far(store: Store) -> Decimal:
 
 
 def batch_for(ctx: Context, ref: RoundRef) -> HitBatch:
-    """The round's HITs, laid out the same way every time they are asked for."""
+    """The round's current batch of HITs, laid out the same way every time it is asked for."""
     crowd = ctx.config.crowd
     with ctx.store.session() as session:
-        hits = session.scalars(select(Hit).where(Hit.round_id == ref.id).order_by(Hit.hit_key)).all()
-        if not hits:
-            _lay_out_hits(ctx, session, ref)
-            hits = session.scalars(select(Hit).where(Hit.round_id == ref.id).order_by(Hit.hit_key)).all()
+        follow_up = session.scalar(select(Round.follow_up).where(Round.id == ref.id)) or 0
+        current = batch_id(ctx, ref, follow_up)
+        if follow_up == 0 and session.scalar(select(func.count(Hit.id)).where(Hit.batch_id == current)) == 0:
+            items = list(
+                session.scalars(
+                    select(RoundItem.item_id).where(RoundItem.round_id == ref.id).order_by(RoundItem.item_id)
+                )
+            )
+            lay_out_hits(ctx, session, ref, items, follow_up=0, assignments=crowd.votes_per_item)
+        hits = session.scalars(select(Hit).where(Hit.batch_id == current).order_by(Hit.hit_key)).all()
         rows = session.execute(
             select(HitItemRow.hit_id, HitItemRow.item_id, Item.uri)
             .join(Item, Item.id == HitItemRow.item_id)
@@ -46,44 +55,43 @@ def batch_for(ctx: Context, ref: RoundRef) -> HitBatch:
         items_by_hit.setdefault(hit_id, []).append(HitItem(str(item_id), uri))
     specs = tuple(HitSpec(hit.hit_key, tuple(items_by_hit[hit.id])) for hit in hits)
     return HitBatch(
-        batch_id=batch_id(ctx, ref),
+        batch_id=current,
         category=ref.category,
         question=f"Does the image show: {ref.category}?",
         hits=specs,
-        assignments_per_hit=crowd.votes_per_item,
+        assignments_per_hit=hits[0].assignments_requested if hits else crowd.votes_per_item,
         reward_per_assignment=crowd.reward_per_assignment,
         lifetime_seconds=crowd.hit_lifetime_seconds,
     )
 
 
-def _lay_out_hits(ctx: Context, session: Session, ref: RoundRef) -> None:
+def lay_out_hits(
+    ctx: Context, session: Session, ref: RoundRef, items: list[int], follow_up: int, assignments: int
+) -> int:
+    """Store one batch of HITs for ``items``, each HIT with its hidden gold, in an order drawn from
+    the seed. Returns the number of HITs."""
     crowd = ctx.config.crowd
-    items = list(
-        session.scalars(select(RoundItem.item_id).where(RoundItem.round_id == ref.id).order_by(RoundItem.item_id))
-    )
+    items = list(items)
     gold = list(session.scalars(select(Gold.item_id).where(Gold.category_id == ref.category_id).order_by(Gold.item_id)))
-    generator = rng(ctx.config.project.seed, ref.category_id, ref.number, 2)
+    generator = rng(ctx.config.project.seed, ref.category_id, ref.number, 2, follow_up)
     generator.shuffle(items)
     gold_count = min(crowd.gold_per_hit, len(gold))
     per_hit = crowd.items_per_hit - gold_count
-    round_batch = batch_id(ctx, ref)
-    for number, start in enumerate(range(0, len(items), per_hit)):
+    batch = batch_id(ctx, ref, follow_up)
+    starts = range(0, len(items), per_hit)
+    for number, start in enumerate(starts):
         members = [(item, False) for item in items[start : start + per_hit]]
         if gold_count:
             members += [(int(g), True) for g in generator.choice(gold, size=gold_count, replace=False)]
         order = generator.permutation(len(members))
-        hit = Hit(
-            round_id=ref.id,
-            batch_id=round_batch,
-            hit_key=f"h{number:05d}",
-            assignments_requested=crowd.votes_per_item,
-        )
+        hit = Hit(round_id=ref.id, batch_id=batch, hit_key=f"h{number:05d}", assignments_requested=assignments)
         session.add(hit)
         session.flush()
         session.add_all(
             HitItemRow(hit_id=hit.id, position=position, item_id=members[index][0], is_gold=members[index][1])
             for position, index in enumerate(order)
         )
+    return len(starts)
 
 
 def check_money(ctx: Context, ref: RoundRef) -> str:
@@ -113,7 +121,7 @@ def publish(ctx: Context, ref: RoundRef) -> str:
     published = ctx.crowd.publish(batch)
     platform_ids = {hit.hit_key: hit.hit_id for hit in published}
     with ctx.store.session() as session:
-        for hit in session.scalars(select(Hit).where(Hit.round_id == ref.id)):
+        for hit in session.scalars(select(Hit).where(Hit.batch_id == batch.batch_id)):
             hit.platform_hit_id = platform_ids[hit.hit_key]
             hit.state = HitState.OPEN
         insert_ignoring_duplicates(
@@ -125,5 +133,8 @@ def publish(ctx: Context, ref: RoundRef) -> str:
             ],
         )
         state = set_state(session, ref, PUBLISHED)
-    ctx.progress.message(f"{ref.category}: round {ref.number}: published {len(published)} HITs ({cost.total} USD)")
+    extra = f", follow-up {batch.batch_id.rsplit(':f', 1)[1]}" if batch.batch_id != batch_id(ctx, ref) else ""
+    ctx.progress.message(
+        f"{ref.category}: round {ref.number}{extra}: published {len(published)} HITs ({cost.total} USD)"
+    )
     return state

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
-from lsun_crowd.aggregate import Votes
-from lsun_crowd.context import LABELED, REVIEWED, Context, RoundRef, set_state
+from lsun_crowd.aggregate import Posterior, Votes
+from lsun_crowd.config import QualityConfig
+from lsun_crowd.context import LABELED, REVIEWED, SAMPLED, Context, RoundRef, set_state
 from lsun_crowd.dawid_skene import dawid_skene
+from lsun_crowd.publish import lay_out_hits
 from lsun_crowd.quality import assess
-from lsun_crowd.schema import AssignmentRow, Gold, Hit, Label, RoundItem, Vote, Worker
+from lsun_crowd.schema import AssignmentRow, Gold, Hit, Label, Round, Vote, Worker
+from lsun_crowd.schema import HitItem as HitItemRow
 from lsun_crowd.store import insert_ignoring_duplicates
 
 REJECTION_FEEDBACK = "Your answers on our check images were too often wrong, so this work was not accepted."
@@ -77,46 +81,110 @@ def review(ctx: Context, ref: RoundRef) -> str:
 
 
 def label_by_humans(ctx: Context, ref: RoundRef) -> str:
-    """Aggregate every vote of the ref.category (earlier rounds and gold too, which measure the
-    workers) and label this round's images whose posterior is confident enough."""
-    minimum = ctx.config.crowd.min_votes_per_item
+    """Aggregate every vote of the category (earlier rounds and gold too, which measure the
+    workers) and label this round's images whose posterior is confident enough.
+
+    Adaptive redundancy: the round's images still below ``min_label_confidence`` go out again in a
+    follow-up batch (state ``sampled``) for ``follow_up_votes`` more votes each, as long as that
+    keeps the votes asked for them within ``max_votes_per_item``. Images still uncertain then go
+    back to the pool. With ``max_votes_per_item == votes_per_item`` this is fixed redundancy.
+    """
+    crowd = ctx.config.crowd
     quality = ctx.config.quality
     with ctx.store.session() as session:
-        rows = session.execute(
-            select(Vote.item_id, Worker.platform_worker_id, Vote.answer)
-            .join(Worker, Worker.id == Vote.worker_id)
-            .where(Vote.category_id == ref.category_id, Worker.blocked.is_(False))
-            # An order that does not depend on when each vote arrived, so that a resumed run
-            # sums in the same order as an uninterrupted one, to the last bit.
-            .order_by(Vote.item_id, Worker.platform_worker_id, Vote.answer)
-        ).all()
-        gold = dict(session.execute(select(Gold.item_id, Gold.answer).where(Gold.category_id == ref.category_id)).all())
-        in_round = set(session.scalars(select(RoundItem.item_id).where(RoundItem.round_id == ref.id)))
+        posterior = human_posterior(session, ref.category_id, quality)
+        # Votes asked for each of the round's images so far; the cap bounds these, so the money
+        # an image can cost is known before the round starts.
+        asked: dict[int, int] = {
+            item: int(total)
+            for item, total in session.execute(
+                select(HitItemRow.item_id, func.sum(Hit.assignments_requested))
+                .join(Hit, Hit.id == HitItemRow.hit_id)
+                .where(Hit.round_id == ref.id, HitItemRow.is_gold.is_(False))
+                .group_by(HitItemRow.item_id)
+            )
+        }
+        labeled = set(
+            session.scalars(
+                select(Label.item_id).where(Label.category_id == ref.category_id, Label.item_id.in_(list(asked)))
+            )
+        )
+        confidence = dict.fromkeys(asked, 0.0)  # an image without a single vote is uncertain too
         labels: list[dict[str, Any]] = []
-        if rows:
-            votes = Votes.from_triples(rows, classes=(0, 1))
-            known = {index: gold[item] for index, item in enumerate(votes.items) if item in gold}
-            posterior = dawid_skene(votes, known, quality.prior_correct, quality.prior_wrong)
-            winners, confidence = posterior.labels(), posterior.confidence()
+        if posterior is not None:
+            winners, certainty = posterior.labels(), posterior.confidence()
             for index, item in enumerate(posterior.items):
+                if item not in asked or item in labeled:
+                    continue  # not this round's, or labeled in an earlier pass
+                confidence[item] = float(certainty[index])
                 count = int(posterior.vote_counts[index])
-                if item not in in_round or count < minimum or confidence[index] < quality.min_label_confidence:
-                    continue  # not this round's, too few votes, or too uncertain: back to the pool
-                labels.append(
-                    {
-                        "item_id": item,
-                        "category_id": ref.category_id,
-                        "label": int(winners[index]),
-                        "source": "human",
-                        "round_id": ref.id,
-                        "confidence": float(confidence[index]),
-                        "votes": count,
-                    }
-                )
+                if certainty[index] >= quality.min_label_confidence and count >= crowd.min_votes_per_item:
+                    labels.append(
+                        {
+                            "item_id": item,
+                            "category_id": ref.category_id,
+                            "label": int(winners[index]),
+                            "source": "human",
+                            "round_id": ref.id,
+                            "confidence": float(certainty[index]),
+                            "votes": count,
+                        }
+                    )
         insert_ignoring_duplicates(session, Label, labels)
-        state = set_state(session, ref, LABELED)
-    ctx.progress.message(
-        f"{ref.category}: round {ref.number}: {len(labels)} images labeled by humans "
-        f"({sum(label['label'] for label in labels)} positive)"
-    )
+        newly = {label["item_id"] for label in labels}
+        uncertain = sorted(
+            item
+            for item, votes in asked.items()
+            if item not in labeled
+            and item not in newly
+            and votes + crowd.follow_up_votes <= crowd.max_votes_per_item
+            and confidence[item] < quality.min_label_confidence
+        )
+        message = (
+            f"{ref.category}: round {ref.number}: {len(labels)} images labeled by humans "
+            f"({sum(label['label'] for label in labels)} positive)"
+        )
+        if uncertain:
+            follow_up = int(session.scalar(select(Round.follow_up).where(Round.id == ref.id)) or 0) + 1
+            lay_out_hits(ctx, session, ref, uncertain, follow_up, crowd.follow_up_votes)
+            session.execute(update(Round).where(Round.id == ref.id).values(follow_up=follow_up))
+            state = set_state(session, ref, SAMPLED)
+            message += f"; {len(uncertain)} still uncertain get {crowd.follow_up_votes} more vote(s) each"
+        else:
+            requested = sum(asked.values())
+            fixed = len(asked) * crowd.max_votes_per_item
+            state = set_state(session, ref, LABELED, votes_requested=requested, votes_fixed=fixed)
+            if crowd.max_votes_per_item > crowd.votes_per_item:
+                message += f"; {requested} votes asked where fixed redundancy asks {fixed}"
+    ctx.progress.message(message)
     return state
+
+
+def human_posterior(session: Session, category_id: int, quality: QualityConfig) -> Posterior | None:
+    """Gold-anchored Dawid–Skene over every vote of a category from workers not blocked.
+
+    A worker who saw an image in two HITs (a follow-up can reach the same worker) counts once
+    there, with the first answer; repeated gold answers all count, as evidence of the worker.
+    """
+    rows = session.execute(
+        select(Vote.item_id, Worker.platform_worker_id, Vote.answer, Vote.is_gold, AssignmentRow.hit_id)
+        .join(Worker, Worker.id == Vote.worker_id)
+        .join(AssignmentRow, AssignmentRow.id == Vote.assignment_id)
+        .where(Vote.category_id == category_id, Worker.blocked.is_(False))
+    ).all()
+    if not rows:
+        return None
+    seen: set[tuple[int, str]] = set()
+    triples = []
+    for item, worker, answer, is_gold, _ in sorted(rows, key=lambda row: (row[0], row[1], row[4])):
+        if not is_gold and (item, worker) in seen:
+            continue
+        seen.add((item, worker))
+        triples.append((item, worker, answer))
+    # An order that does not depend on when each vote arrived, so that a resumed run sums in the
+    # same order as an uninterrupted one, to the last bit.
+    triples.sort()
+    gold = dict(session.execute(select(Gold.item_id, Gold.answer).where(Gold.category_id == category_id)).all())
+    votes = Votes.from_triples(triples, classes=(0, 1))
+    known = {index: gold[item] for index, item in enumerate(votes.items) if item in gold}
+    return dawid_skene(votes, known, quality.prior_correct, quality.prior_wrong)

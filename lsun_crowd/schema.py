@@ -18,7 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def utc_now() -> datetime:
@@ -64,6 +64,11 @@ class Round(Base):
     high_threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
     low_threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
     notes: Mapped[str] = mapped_column(Text, default="")
+    # Adaptive redundancy: follow-up batches published so far, and once the round is labeled,
+    # the votes asked for its images against what fixed redundancy at the cap would have asked.
+    follow_up: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    votes_requested: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    votes_fixed: Mapped[int | None] = mapped_column(Integer, nullable=True)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 

@@ -22,6 +22,7 @@ class CategoryStatus:
     human_labeled: int
     votes: int
     spent: Decimal
+    votes_saved: int = 0  # against fixed redundancy at the cap, over the labeled rounds
 
 
 def category_status(store: Store, categories: list[str]) -> list[CategoryStatus]:
@@ -32,7 +33,7 @@ def category_status(store: Store, categories: list[str]) -> list[CategoryStatus]
         for name in sorted(set(categories) | set(known)):
             cat_id = known.get(name)
             if cat_id is None:
-                result.append(CategoryStatus(name, 0, "not started", 0, 0, pool, 0, 0, Decimal(0)))
+                result.append(CategoryStatus(name, 0, "not started", 0, 0, pool, 0, 0, Decimal(0), 0))
                 continue
             latest = session.execute(
                 select(Round.number, Round.state)
@@ -57,6 +58,11 @@ def category_status(store: Store, categories: list[str]) -> list[CategoryStatus]
                 .join(Round, Round.id == Spend.round_id)
                 .where(Round.category_id == cat_id)
             )
+            asked, fixed = session.execute(
+                select(
+                    func.coalesce(func.sum(Round.votes_requested), 0), func.coalesce(func.sum(Round.votes_fixed), 0)
+                ).where(Round.category_id == cat_id)
+            ).one()
             positive = counts.get(1, 0) + gold.get(1, 0)
             negative = counts.get(0, 0) + gold.get(0, 0)
             result.append(
@@ -70,6 +76,7 @@ def category_status(store: Store, categories: list[str]) -> list[CategoryStatus]
                     int(human or 0) + sum(gold.values()),
                     int(votes or 0),
                     Decimal(spent or 0),
+                    int(fixed or 0) - int(asked or 0),
                 )
             )
     return result

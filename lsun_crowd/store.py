@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Engine, Table, create_engine, event, select
+from sqlalchemy import Engine, Table, create_engine, event, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -15,8 +15,14 @@ from lsun_crowd.schema import SCHEMA_VERSION, Base, Category, Meta
 
 DATABASE_FILE = "lsun-crowd.db"
 
-# Upgrades from version N to N+1, run in order inside one transaction each.
-MIGRATIONS: dict[int, Any] = {}
+
+def _add_adaptive_redundancy(session: Session) -> None:
+    for column in ("follow_up INTEGER NOT NULL DEFAULT 0", "votes_requested INTEGER", "votes_fixed INTEGER"):
+        session.execute(text(f"ALTER TABLE rounds ADD COLUMN {column}"))
+
+
+# Upgrades from version N to N+1, run in order inside the same transaction.
+MIGRATIONS: dict[int, Callable[[Session], None]] = {1: _add_adaptive_redundancy}
 
 
 class StoreError(RuntimeError):

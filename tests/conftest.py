@@ -15,12 +15,20 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def make_digits_project(
-    directory: Path, limit: int = 600, digits: range = range(2), seed: int = 0, extra: str = "", sample: int = 150
+    directory: Path,
+    limit: int = 600,
+    digits: range = range(2),
+    seed: int = 0,
+    extra: str = "",
+    sample: int = 150,
+    redundancy: str = "",
 ) -> np.ndarray:
     """A small digits project with the simulated crowd, ingested and ready to run."""
     directory.mkdir(parents=True, exist_ok=True)
     targets = write_pool(directory, seed, limit, digits)
-    config = demo_config(seed, digits, extra).replace("sample_per_round = 300", f"sample_per_round = {sample}")
+    config = demo_config(seed, digits, extra, redundancy).replace(
+        "sample_per_round = 300", f"sample_per_round = {sample}"
+    )
     (directory / CONFIG_FILE).write_text(config)
     project = Project.open(directory)
     ingest(project.store, [directory / "images"], directory / "downloads")

@@ -5,6 +5,7 @@ import pytest
 
 from lsun_crowd.aggregate import Votes, majority_vote
 from lsun_crowd.dawid_skene import dawid_skene, one_coin_dawid_skene
+from lsun_crowd.glad import glad
 
 
 def test_majority_vote_by_hand() -> None:
@@ -126,3 +127,37 @@ def test_dawid_skene_runs_on_an_explicit_device_and_is_repeatable() -> None:
     votes = Votes.from_triples(triples, classes=(0, 1))
     first = dawid_skene(votes, device="cpu").probabilities
     np.testing.assert_array_equal(first, dawid_skene(votes, device="cpu").probabilities)
+
+
+def test_glad_by_hand_unanimous_and_single_vote() -> None:
+    votes = Votes.from_triples([("a", "w1", 1), ("a", "w2", 1), ("b", "w1", 0), ("c", "w3", 0)], classes=(0, 1))
+    posterior = glad(votes)
+    assert np.all(np.isfinite(posterior.probabilities))
+    np.testing.assert_allclose(posterior.probabilities.sum(axis=1), 1.0, rtol=1e-6)
+    assert posterior.labels().tolist() == [1, 0, 0]
+    # Two agreeing votes say more than one.
+    assert posterior.probabilities[0, 1] > posterior.probabilities[2, 0] > 0.5
+
+
+def test_glad_finds_adversaries_and_beats_majority() -> None:
+    truth, accuracy, triples = simulate(2)
+    adversaries = {int(w) for w in np.argsort(accuracy)[-3:]}  # the best readers, answering the opposite
+    triples = [(i, w, 1 - a if w in adversaries else a) for i, w, a in triples]
+    votes = Votes.from_triples(triples, classes=(0, 1))
+    posterior = glad(votes)
+    items = np.array(posterior.items)
+    glad_accuracy = float((posterior.labels() == truth[items]).mean())
+    mv_accuracy = float((majority_vote(votes).labels() == truth[items]).mean())
+    assert glad_accuracy > mv_accuracy + 0.02, (glad_accuracy, mv_accuracy)
+    assert all(posterior.worker_accuracy[w] < 0.3 for w in adversaries)
+    honest = [w for w in range(len(accuracy)) if w not in adversaries and accuracy[w] > 0.85]
+    assert honest and all(posterior.worker_accuracy[w] > 0.75 for w in honest)
+
+
+def test_glad_clamps_gold_and_is_deterministic() -> None:
+    triples = [(item, worker, 1 - (item % 2)) for item in range(40) for worker in range(3)]
+    votes = Votes.from_triples(triples, classes=(0, 1))
+    known = {index: int(item % 2) for index, item in enumerate(votes.items) if item < 24}
+    first = glad(votes, known)
+    assert first.labels().tolist() == [item % 2 for item in votes.items]
+    np.testing.assert_array_equal(first.probabilities, glad(votes, known).probabilities)

@@ -89,6 +89,8 @@ def accuracy(name: str, method: str, tmp_path: Path) -> float:
         ("product", "majority", 0.896),
         ("duck", "dawid-skene", 0.889),
         ("product", "dawid-skene", 0.9397),
+        ("duck", "glad", 0.72),
+        ("product", "glad", 0.899),
     ],
 )
 def test_accuracy_on_real_crowd_votes(name: str, method: str, at_least: float, tmp_path: Path) -> None:

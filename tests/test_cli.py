@@ -118,3 +118,15 @@ def test_demo_meets_its_numbers(tmp_path: Path) -> None:
     assert unlabeled < 0.05 * 10 * len(targets)
     # Each image shows exactly one digit, so the positives over all categories number about the pool.
     assert np.isclose(true_positive + false_positive, len(targets), rtol=0.1)
+    # Adaptive against fixed redundancy on the same images: fewer votes, no more wrong labels.
+    assert "humans alone, same images, same crowd, same label bar" in result.stdout
+    from lsun_crowd.demo import score_human_labeling
+    from lsun_crowd.project import Project
+
+    adaptive, fixed = (
+        score_human_labeling(Project.open(out / "redundancy" / f"policy-{n}").store, targets) for n in (0, 1)
+    )
+    assert adaptive.pairs == fixed.pairs == 300 * 10 - 200  # gold pairs aside
+    assert adaptive.labeled >= 0.99 * adaptive.pairs and fixed.labeled >= 0.99 * fixed.pairs
+    assert adaptive.votes < 0.9 * fixed.votes
+    assert adaptive.wrong <= fixed.wrong

@@ -42,8 +42,12 @@ def test_unknown_field_is_an_error(tmp_path: Path) -> None:
 
 
 def test_cross_field_rules(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="min_votes_per_item cannot exceed votes_per_item"):
-        parse_config({"crowd": {"votes_per_item": 2, "min_votes_per_item": 3}}, "x.toml")
+    with pytest.raises(ConfigError, match="min_votes_per_item cannot exceed max_votes_per_item"):
+        parse_config({"crowd": {"max_votes_per_item": 2, "min_votes_per_item": 3}}, "x.toml")
+    with pytest.raises(ConfigError, match="max_votes_per_item cannot be below votes_per_item"):
+        parse_config({"crowd": {"votes_per_item": 4, "max_votes_per_item": 3}}, "x.toml")
+    fixed = parse_config({"crowd": {"votes_per_item": 3, "max_votes_per_item": 3}}, "x.toml").crowd
+    assert fixed.votes_per_item == fixed.max_votes_per_item == 3
     with pytest.raises(ConfigError, match="gold_per_hit must leave room"):
         parse_config({"crowd": {"items_per_hit": 2, "gold_per_hit": 2}}, "x.toml")
 

@@ -114,3 +114,19 @@ def test_reopening_keeps_data(tmp_path: Path) -> None:
     store.close()
     with Store.for_project(tmp_path).session() as session:
         assert session.scalar(select(func.count(Item.id))) == 1
+
+
+def test_a_version_1_store_is_upgraded_in_place(tmp_path: Path) -> None:
+    """A store written before adaptive redundancy gains the round columns and keeps its rows."""
+    store, _ = seeded(tmp_path)
+    with store.session() as session:
+        for column in ("follow_up", "votes_requested", "votes_fixed"):
+            session.execute(text(f"ALTER TABLE rounds DROP COLUMN {column}"))
+        session.get(Meta, "schema_version").value = "1"  # type: ignore[union-attr]
+    store.close()
+    upgraded = Store.for_project(tmp_path)
+    with upgraded.session() as session:
+        assert session.get(Meta, "schema_version").value == str(SCHEMA_VERSION)  # type: ignore[union-attr]
+        round_ = session.scalars(select(Round)).one()
+        assert (round_.number, round_.state, round_.follow_up, round_.votes_requested) == (1, "published", 0, None)
+        assert session.scalar(select(func.count(AssignmentRow.id))) == 1

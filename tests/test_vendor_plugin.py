@@ -58,7 +58,8 @@ def test_a_round_runs_through_the_vendor(acme_installed: None, tmp_path: Path) -
         assert session.scalar(select(Round.state)) == "done"
         votes = session.scalar(select(func.count(Vote.id)))
         human = session.execute(select(Label.item_id, Label.label).where(Label.source == "human")).all()
-    assert votes and votes % 3 == 0
+        pool_votes = session.scalar(select(func.count(Vote.id)).where(Vote.is_gold.is_(False)))
+    assert votes and pool_votes is not None and pool_votes >= 2 * 100  # two votes per image, at least
     uris = {item_id: uri for item_id, uri in _uris(project)}
     # ACME's staff never err, so every human label is the true digit.
     assert len(human) == 100
