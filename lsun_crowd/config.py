@@ -62,6 +62,7 @@ class QualityConfig(_Section):
     prior_correct: float = Field(default=4.0, gt=0)
     prior_wrong: float = Field(default=1.0, gt=0)
     min_label_confidence: float = Field(default=0.997, ge=0.5, lt=1)
+    reject_blocked_work: bool = True
 
 
 class ModelConfig(_Section):
@@ -149,6 +150,8 @@ prior_correct = 4.0           # Beta prior on a worker's gold accuracy (pseudo-c
 prior_wrong = 1.0
 min_label_confidence = 0.997  # a human label needs this posterior; a less certain image gets more votes,
                               # or goes back to the pool once it has max_votes_per_item
+reject_blocked_work = true    # reject the unreviewed work of a worker blocked on gold; false pays it
+                              # anyway (their votes are discounted either way)
 
 [model]
 backbone = "resnet18"         # `pixels` for tiny images; any registered backbone

@@ -66,7 +66,8 @@ def review(ctx: Context, ref: RoundRef) -> str:
             .order_by(AssignmentRow.id)
         ).all()
     for row_id, platform_id, blocked in pending:
-        if blocked:
+        rejected = blocked and policy.reject_blocked_work
+        if rejected:
             ctx.crowd.reject(platform_id, REJECTION_FEEDBACK)
         else:
             ctx.crowd.approve(platform_id, "Thank you!")
@@ -74,7 +75,7 @@ def review(ctx: Context, ref: RoundRef) -> str:
             session.execute(
                 update(AssignmentRow)
                 .where(AssignmentRow.id == row_id)
-                .values(status="rejected" if blocked else "approved")
+                .values(status="rejected" if rejected else "approved")
             )
     with ctx.store.session() as session:
         return set_state(session, ref, REVIEWED)

@@ -174,6 +174,19 @@ def test_blocked_workers_votes_are_discounted(digits_project: tuple[Path, np.nda
     assert rejected and rejected > 0
 
 
+def test_policy_can_pay_blocked_workers_work(tmp_path: Path) -> None:
+    directory = tmp_path / "p"
+    make_digits_project(directory, extra="[quality]\nreject_blocked_work = false\n")
+    project, _ = run(directory)
+    with project.store.session() as session:
+        from lsun_crowd.schema import Worker
+
+        blocked = session.scalar(select(func.count(Worker.id)).where(Worker.blocked))
+        statuses = set(session.scalars(select(AssignmentRow.status)))
+    assert blocked and blocked > 0  # the policy still blocks
+    assert statuses == {"approved"}  # but pays for the work already done
+
+
 def test_an_image_gone_after_ingest_leaves_the_pool_not_the_run(
     digits_project: tuple[Path, np.ndarray], caplog: pytest.LogCaptureFixture
 ) -> None:
