@@ -77,6 +77,22 @@ class _Fit:
         self.probability = updated
         return change
 
+    def coin_log_odds(self, gain: torch.Tensor, log_odds: torch.Tensor) -> torch.Tensor:
+        """The E-step of a model where a vote is right with some probability and otherwise
+        spread evenly over the wrong classes (one coin, GLAD). ``gain`` is each vote's log-odds
+        of being right against one particular wrong class; against the last class, only the
+        votes for a class or for the last one count. Fills ``log_odds`` (classes - 1 × items)."""
+        n_classes, n_items = self.probability.shape
+        class_share = self.class_share()
+        zero = torch.zeros_like(gain)
+        for true_class in range(n_classes - 1):
+            signed = torch.where(self.answer == true_class, gain, zero)
+            signed = signed - torch.where(self.answer == n_classes - 1, gain, zero)
+            log_odds[true_class] = torch.log(class_share[true_class] / class_share[-1]) + _sum_by(
+                self.item, signed, n_items
+            )
+        return log_odds
+
     def posterior(self, votes: Votes, accuracy: torch.Tensor, confusion: torch.Tensor | None = None) -> Posterior:
         return Posterior(
             votes.items,
@@ -173,18 +189,8 @@ def one_coin_dawid_skene(
         accuracy = ((prior_correct - 1 + expected) / (prior_correct + prior_wrong - 2 + worker_votes)).clamp(
             1e-4, 1 - 1e-4
         )
-        class_share = fit.class_share()
-        # E-step: a vote adds log(acc) to its answer and log((1 - acc) / (K - 1)) to each other
-        # class; against the last class only the votes for a class or for the last one count.
-        right = torch.log(accuracy)[fit.worker]
-        wrong = torch.log((1 - accuracy) / (n_classes - 1))[fit.worker]
-        gain = right - wrong
-        for true_class in range(n_classes - 1):
-            signed = torch.where(fit.answer == true_class, gain, torch.zeros_like(gain))
-            signed = signed - torch.where(fit.answer == n_classes - 1, gain, torch.zeros_like(gain))
-            log_odds[true_class] = torch.log(class_share[true_class] / class_share[-1]) + _sum_by(
-                fit.item, signed, n_items
-            )
-        if fit.update(log_odds) < tolerance:
+        # E-step: a vote adds log(acc) to its answer and log((1 - acc) / (K - 1)) to each other class.
+        gain = torch.log(accuracy)[fit.worker] - torch.log((1 - accuracy) / (n_classes - 1))[fit.worker]
+        if fit.update(fit.coin_log_odds(gain, log_odds)) < tolerance:
             break
     return fit.posterior(votes, accuracy)

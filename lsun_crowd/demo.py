@@ -113,8 +113,6 @@ class CategoryScore:
     unlabeled: int
     resolved: int
     votes: int
-    human_labels: int = 0  # labeled by the crowd's votes (gold not counted)
-    human_wrong: int = 0
 
     @classmethod
     def combine(cls, name: str, scores: list[CategoryScore]) -> CategoryScore:
@@ -122,26 +120,13 @@ class CategoryScore:
             name,
             *(
                 sum(getattr(score, field) for score in scores)
-                for field in (
-                    "true_positive",
-                    "false_positive",
-                    "false_negative",
-                    "unlabeled",
-                    "resolved",
-                    "votes",
-                    "human_labels",
-                    "human_wrong",
-                )
+                for field in ("true_positive", "false_positive", "false_negative", "unlabeled", "resolved", "votes")
             ),
         )
 
     @property
     def votes_per_resolved(self) -> float:
         return self.votes / max(self.resolved, 1)
-
-    @property
-    def human_accuracy(self) -> float:
-        return 1 - self.human_wrong / max(self.human_labels, 1)
 
     @property
     def unlabeled_share(self) -> float:
@@ -156,15 +141,18 @@ class CategoryScore:
         return self.true_positive / max(self.true_positive + self.false_negative, 1)
 
 
+def shows_digit(targets: np.ndarray, uri: str, category: str) -> bool:
+    """Whether the demo image at ``uri`` (named by its index) is the digit of ``category``."""
+    return bool(targets[int(Path(uri).stem)] == int(category.split("-")[1]))
+
+
 def score_export(path: Path, targets: np.ndarray) -> list[CategoryScore]:
     """Precision and recall of the exported positives against the true digits."""
     tallies: dict[str, list[int]] = {}
     for line in path.read_text().splitlines():
         record = json.loads(line)
-        index = int(Path(record["uri"]).stem)
-        digit = int(record["category"].split("-")[1])
-        truth = targets[index] == digit
-        tally = tallies.setdefault(record["category"], [0] * 8)
+        truth = shows_digit(targets, record["uri"], record["category"])
+        tally = tallies.setdefault(record["category"], [0] * 6)
         label = record["label"]
         if label == "positive":
             tally[0 if truth else 1] += 1
@@ -176,9 +164,6 @@ def score_export(path: Path, targets: np.ndarray) -> list[CategoryScore]:
                 tally[2] += 1
         tally[4] += label != "unlabeled"
         tally[5] += int(record["votes"])
-        if record["source"] == "human" and record["round"]:
-            tally[6] += 1
-            tally[7] += (label == "positive") != truth
     return [CategoryScore(name, *values) for name, values in sorted(tallies.items())]
 
 
@@ -277,9 +262,7 @@ def score_human_labeling(store: Store, targets: np.ndarray) -> HumanLabeling:
         gold = session.scalar(select(func.count(Gold.id))) or 0
         votes = session.scalar(select(func.count(Vote.id)).where(Vote.is_gold.is_(False))) or 0
         spent = session.scalar(select(func.coalesce(func.sum(Spend.amount), 0)))
-    wrong = sum(
-        (targets[int(Path(uri).stem)] == int(category.split("-")[1])) != bool(label) for uri, category, label in labels
-    )
+    wrong = sum(shows_digit(targets, uri, category) != bool(label) for uri, category, label in labels)
     return HumanLabeling(items * categories - gold, len(labels), wrong, votes, Decimal(spent or 0))
 
 

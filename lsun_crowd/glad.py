@@ -58,17 +58,9 @@ def glad(
             optimizer.step()
         with torch.no_grad():
             score = ability[fit.worker] * torch.exp(log_easiness[fit.item])
-            # E-step: against the last class, a vote for class c adds log-odds of being right
-            # against one particular wrong class: s + log(K - 1).
-            gain = score + wrong_classes
-            class_share = fit.class_share()
-            for true_class in range(n_classes - 1):
-                signed = torch.where(fit.answer == true_class, gain, torch.zeros_like(gain))
-                signed = signed - torch.where(fit.answer == n_classes - 1, gain, torch.zeros_like(gain))
-                log_odds[true_class] = torch.log(class_share[true_class] / class_share[-1]) + _sum_by(
-                    fit.item, signed, n_items
-                )
-            if fit.update(log_odds) < tolerance:
+            # E-step: a vote's log-odds of being right against one particular wrong class is
+            # s + log(K - 1).
+            if fit.update(fit.coin_log_odds(score + wrong_classes, log_odds)) < tolerance:
                 break
     with torch.no_grad():
         agreement = fit.probability.reshape(-1)[answered]

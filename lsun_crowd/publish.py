@@ -67,9 +67,9 @@ def batch_for(ctx: Context, ref: RoundRef) -> HitBatch:
 
 def lay_out_hits(
     ctx: Context, session: Session, ref: RoundRef, items: list[int], follow_up: int, assignments: int
-) -> int:
+) -> None:
     """Store one batch of HITs for ``items``, each HIT with its hidden gold, in an order drawn from
-    the seed. Returns the number of HITs."""
+    the seed."""
     crowd = ctx.config.crowd
     items = list(items)
     gold = list(session.scalars(select(Gold.item_id).where(Gold.category_id == ref.category_id).order_by(Gold.item_id)))
@@ -78,8 +78,7 @@ def lay_out_hits(
     gold_count = min(crowd.gold_per_hit, len(gold))
     per_hit = crowd.items_per_hit - gold_count
     batch = batch_id(ctx, ref, follow_up)
-    starts = range(0, len(items), per_hit)
-    for number, start in enumerate(starts):
+    for number, start in enumerate(range(0, len(items), per_hit)):
         members = [(item, False) for item in items[start : start + per_hit]]
         if gold_count:
             members += [(int(g), True) for g in generator.choice(gold, size=gold_count, replace=False)]
@@ -91,7 +90,6 @@ def lay_out_hits(
             HitItemRow(hit_id=hit.id, position=position, item_id=members[index][0], is_gold=members[index][1])
             for position, index in enumerate(order)
         )
-    return len(starts)
 
 
 def check_money(ctx: Context, ref: RoundRef) -> str:

@@ -132,12 +132,10 @@ def label_by_humans(ctx: Context, ref: RoundRef) -> str:
                         }
                     )
         insert_ignoring_duplicates(session, Label, labels)
-        newly = {label["item_id"] for label in labels}
         uncertain = sorted(
             item
             for item, votes in asked.items()
             if item not in labeled
-            and item not in newly
             and votes + crowd.follow_up_votes <= crowd.max_votes_per_item
             and confidence[item] < quality.min_label_confidence
         )
