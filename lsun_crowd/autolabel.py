@@ -13,8 +13,9 @@ import numpy as np
 from sqlalchemy import select, update
 
 from lsun_crowd.classifier import probability, train_head
+from lsun_crowd.consensus import MIN_CALIBRATION_LABELS, fit_platt
 from lsun_crowd.context import DONE, Context, RoundRef, pool_ids, set_state
-from lsun_crowd.schema import Gold, Item, Label, Round, RoundItem, utc_now
+from lsun_crowd.schema import Gold, Item, Label, Round, RoundItem, RoundModel, utc_now
 from lsun_crowd.split import choose_thresholds
 from lsun_crowd.store import insert_ignoring_duplicates
 
@@ -78,9 +79,10 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
         seed=ctx.config.project.seed * 1_000_003 + ref.category_id * 101 + ref.number,
     )
     calibration_scores = head.logits(embeddings.get([sha for _, _, sha, _ in calibration]))
+    calibration_labels = np.array([label for _, _, _, label in calibration])
     thresholds = choose_thresholds(
         calibration_scores,
-        np.array([label for _, _, _, label in calibration]),
+        calibration_labels,
         cascade.target_precision,
         cascade.target_npv,
         cascade.confidence,
@@ -88,6 +90,9 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
     pool_scores = head.logits(embeddings.get([pool_hashes[item] for item in pool]))
     decisions = thresholds.decide(pool_scores)
     retired = thresholds.decide(calibration_scores) >= 0
+    # Calibrated on the labels that stay active, which are a random sample of the pool left behind,
+    # so its probabilities hold for the images the next round samples from that pool.
+    platt = fit_platt(calibration_scores[~retired], calibration_labels[~retired], MIN_CALIBRATION_LABELS)
     positive_probability = probability(pool_scores)
     labels = [
         {
@@ -104,6 +109,16 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
     ]
     with ctx.store.session() as session:
         insert_ignoring_duplicates(session, Label, labels)
+        session.merge(
+            RoundModel(
+                round_id=ref.id,
+                head=head.to_bytes(),
+                platt_slope=platt.slope if platt else None,
+                platt_intercept=platt.intercept if platt else None,
+                base_rate=platt.base_rate if platt else None,
+                calibration_size=int((~retired).sum()),
+            )
+        )
         for (round_id, item_id, _, _), gone in zip(calibration, retired, strict=True):
             if gone:
                 session.execute(

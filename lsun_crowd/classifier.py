@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,36 @@ class Head:
                 batch = torch.as_tensor(embeddings[start : start + 65536], device=self.device)
                 scores.append(self.network((batch - self.mean) / self.scale).squeeze(1).double().cpu().numpy())
         return np.concatenate(scores)
+
+    def to_bytes(self) -> bytes:
+        """The trained head, to store beside its round and score later images with."""
+        buffer = io.BytesIO()
+        state = {name: tensor.cpu() for name, tensor in self.network.state_dict().items()}
+        torch.save({"network": state, "mean": self.mean.cpu(), "scale": self.scale.cpu()}, buffer)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, device: torch.device) -> Head:
+        saved = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        state: dict[str, torch.Tensor] = saved["network"]
+        dim = int(saved["mean"].shape[0])
+        hidden = int(state["0.weight"].shape[0]) if "0.weight" in state else 0
+        network = _network(dim, hidden)
+        network.load_state_dict(state)
+        network.to(device).eval()
+        return cls(network, saved["mean"].to(device), saved["scale"].to(device), device)
+
+
+def _network(dim: int, hidden_units: int) -> torch.nn.Module:
+    """A one-hidden-layer network, or a linear one with ``hidden_units == 0``."""
+    if hidden_units > 0:
+        return torch.nn.Sequential(
+            torch.nn.Linear(dim, hidden_units),
+            torch.nn.GELU(),
+            torch.nn.Dropout(0.2),
+            torch.nn.Linear(hidden_units, 1),
+        )
+    return torch.nn.Linear(dim, 1)
 
 
 def probability(logits: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -73,17 +104,7 @@ def train_head(
     weight = weight / weight.mean()
 
     torch.manual_seed(seed)
-    dim = features.shape[1]
-    if config.hidden_units > 0:
-        network: torch.nn.Module = torch.nn.Sequential(
-            torch.nn.Linear(dim, config.hidden_units),
-            torch.nn.GELU(),
-            torch.nn.Dropout(0.2),
-            torch.nn.Linear(config.hidden_units, 1),
-        )
-    else:
-        network = torch.nn.Linear(dim, 1)
-    network = network.to(device)
+    network = _network(features.shape[1], config.hidden_units).to(device)
     optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     loss_function = torch.nn.BCEWithLogitsLoss(reduction="none")
     network.train()

@@ -63,6 +63,9 @@ class QualityConfig(_Section):
     prior_wrong: float = Field(default=1.0, gt=0)
     min_label_confidence: float = Field(default=0.997, ge=0.5, lt=1)
     reject_blocked_work: bool = True
+    model_consensus: bool = True
+    qualification_items: int = Field(default=0, ge=0, le=100)
+    qualification_pass: float = Field(default=0.8, gt=0, le=1)
 
 
 class ModelConfig(_Section):
@@ -152,6 +155,10 @@ min_label_confidence = 0.997  # a human label needs this posterior; a less certa
                               # or goes back to the pool once it has max_votes_per_item
 reject_blocked_work = true    # reject the unreviewed work of a worker blocked on gold; false pays it
                               # anyway (their votes are discounted either way)
+model_consensus = true        # the previous round's model, calibrated on held-out human labels, adds
+                              # its evidence to the votes on training images (never calibration ones)
+qualification_items = 0       # gold images held back as a test a worker passes before their first HIT
+qualification_pass = 0.8      #   of a category, and the share they must get right; 0 items: no test
 
 [model]
 backbone = "resnet18"         # `pixels` for tiny images; any registered backbone

@@ -9,6 +9,7 @@ frozen dataclass; money is :class:`~decimal.Decimal`, never a float.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -48,6 +49,36 @@ class HitSpec:
 
 
 @dataclass(frozen=True)
+class QualificationTest:
+    """Questions with known answers that a worker must pass before working on a batch that carries
+    the test. ``test_id`` names it across batches: a worker takes it once, and the result holds for
+    every batch with the same id (the cascade uses one test per project and category)."""
+
+    test_id: str
+    question: str
+    items: tuple[HitItem, ...]
+    answers: Mapping[str, str]  # item key → YES or NO
+    pass_mark: float  # share of the answers that must be right, in (0, 1]
+
+    @property
+    def needed(self) -> int:
+        """Right answers needed to pass (rounded so that 0.7 of 10 needs 7, not 8)."""
+        return math.ceil(round(self.pass_mark * len(self.items), 9))
+
+    def grade(self, worker_id: str, given: Mapping[str, str]) -> QualificationResult:
+        correct = sum(given.get(item.item_key) == self.answers[item.item_key] for item in self.items)
+        return QualificationResult(worker_id, correct, len(self.items), correct >= self.needed)
+
+
+@dataclass(frozen=True)
+class QualificationResult:
+    worker_id: str
+    correct: int
+    total: int
+    passed: bool
+
+
+@dataclass(frozen=True)
 class HitBatch:
     """A batch of HITs, published atomically and idempotently under ``batch_id``."""
 
@@ -59,6 +90,7 @@ class HitBatch:
     reward_per_assignment: Decimal
     lifetime_seconds: int = 3 * 24 * 3600
     assignment_duration_seconds: int = 1800
+    qualification: QualificationTest | None = None  # None: anyone not blocked may work
 
 
 @dataclass(frozen=True)
@@ -121,6 +153,11 @@ class CrowdBackend(Protocol):
 
     def list_assignments(self, hit_id: str) -> list[Assignment]:
         """Every submitted assignment of a HIT, whatever its review status."""
+        ...
+
+    def qualification_results(self, test_id: str) -> list[QualificationResult]:
+        """Every worker who has taken the test so far, passed or not. Only those who passed may
+        have submitted work on a batch carrying it."""
         ...
 
     def approve(self, assignment_id: str, feedback: str | None = None) -> None: ...

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from lsun_crowd.context import PUBLISHED, PUBLISHING, STOPPED, Context, RoundRef, rng, set_state
-from lsun_crowd.crowd import HitBatch, HitItem, HitSpec, HitState
+from lsun_crowd.crowd import NO, YES, HitBatch, HitItem, HitSpec, HitState, QualificationTest
 from lsun_crowd.schema import Gold, Hit, Item, Round, RoundItem, Spend
 from lsun_crowd.schema import HitItem as HitItemRow
 from lsun_crowd.store import Store, insert_ignoring_duplicates
@@ -53,15 +53,59 @@ def batch_for(ctx: Context, ref: RoundRef) -> HitBatch:
     items_by_hit: dict[int, list[HitItem]] = {}
     for hit_id, item_id, uri in rows:
         items_by_hit.setdefault(hit_id, []).append(HitItem(str(item_id), uri))
+        test = qualification_test(ctx, session, ref)
     specs = tuple(HitSpec(hit.hit_key, tuple(items_by_hit[hit.id])) for hit in hits)
     return HitBatch(
         batch_id=current,
         category=ref.category,
-        question=f"Does the image show: {ref.category}?",
+        question=question(ref.category),
         hits=specs,
         assignments_per_hit=hits[0].assignments_requested if hits else crowd.votes_per_item,
         reward_per_assignment=crowd.reward_per_assignment,
         lifetime_seconds=crowd.hit_lifetime_seconds,
+        qualification=test,
+    )
+
+
+def question(category: str) -> str:
+    return f"Does the image show: {category}?"
+
+
+def qualification_test(ctx: Context, session: Session, ref: RoundRef) -> QualificationTest | None:
+    """The category's qualification test: ``qualification_items`` gold images drawn from the seed,
+    positives and negatives alternating, which are then never hidden in a HIT (a worker who took
+    the test would know them). ``None`` when the project asks for no test."""
+    quality = ctx.config.quality
+    if quality.qualification_items == 0:
+        return None
+    gold = session.execute(
+        select(Gold.item_id, Gold.answer, Item.uri)
+        .join(Item, Item.id == Gold.item_id)
+        .where(Gold.category_id == ref.category_id)
+        .order_by(Gold.item_id)
+    ).all()
+    needed = quality.qualification_items + ctx.config.crowd.gold_per_hit
+    if len(gold) < needed:
+        raise ValueError(
+            f"category {ref.category!r} has {len(gold)} gold item(s); the qualification test takes "
+            f"{quality.qualification_items} ([quality] qualification_items) and each HIT hides "
+            f"{ctx.config.crowd.gold_per_hit} ([crowd] gold_per_hit), so it needs at least {needed}"
+        )
+    generator = rng(ctx.config.project.seed, ref.category_id, 0, 3)
+    by_answer = [[row for row in gold if row.answer == answer] for answer in (1, 0)]
+    for rows in by_answer:
+        generator.shuffle(rows)
+    # Alternate positives and negatives while both last, so the test checks both answers.
+    mixed = [row for pair in zip(*by_answer, strict=False) for row in pair]
+    shorter = min(len(rows) for rows in by_answer)
+    mixed += by_answer[0][shorter:] + by_answer[1][shorter:]
+    chosen = sorted(mixed[: quality.qualification_items], key=lambda row: row.item_id)
+    return QualificationTest(
+        test_id=f"{ctx.config.project.name}:{ref.category}:qualification",
+        question=question(ref.category),
+        items=tuple(HitItem(str(row.item_id), row.uri) for row in chosen),
+        answers={str(row.item_id): YES if row.answer == 1 else NO for row in chosen},
+        pass_mark=quality.qualification_pass,
     )
 
 
@@ -72,7 +116,10 @@ def lay_out_hits(
     the seed."""
     crowd = ctx.config.crowd
     items = list(items)
-    gold = list(session.scalars(select(Gold.item_id).where(Gold.category_id == ref.category_id).order_by(Gold.item_id)))
+    test = qualification_test(ctx, session, ref)
+    in_test = {int(item.item_key) for item in test.items} if test else set()
+    hideable = select(Gold.item_id).where(Gold.category_id == ref.category_id, Gold.item_id.notin_(in_test))
+    gold = list(session.scalars(hideable.order_by(Gold.item_id)))
     generator = rng(ctx.config.project.seed, ref.category_id, ref.number, 2, follow_up)
     generator.shuffle(items)
     gold_count = min(crowd.gold_per_hit, len(gold))

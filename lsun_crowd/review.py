@@ -3,18 +3,23 @@ reject each assignment through the crowd, then turn the votes into human labels.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Any
 
+import numpy as np
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from lsun_crowd.aggregate import Posterior, Votes
+from lsun_crowd.classifier import Head
 from lsun_crowd.config import QualityConfig
+from lsun_crowd.consensus import PlattScaling, with_model
 from lsun_crowd.context import LABELED, REVIEWED, SAMPLED, Context, RoundRef, set_state
 from lsun_crowd.dawid_skene import dawid_skene
+from lsun_crowd.embed import pick_device
 from lsun_crowd.publish import lay_out_hits
 from lsun_crowd.quality import assess
-from lsun_crowd.schema import AssignmentRow, Gold, Hit, Label, Round, Vote, Worker
+from lsun_crowd.schema import AssignmentRow, Gold, Hit, Item, Label, Round, RoundItem, RoundModel, Vote, Worker
 from lsun_crowd.schema import HitItem as HitItemRow
 from lsun_crowd.store import insert_ignoring_duplicates
 
@@ -89,11 +94,17 @@ def label_by_humans(ctx: Context, ref: RoundRef) -> str:
     follow-up batch (state ``sampled``) for ``follow_up_votes`` more votes each, as long as that
     keeps the votes asked for them within ``max_votes_per_item``. Images still uncertain then go
     back to the pool. With ``max_votes_per_item == votes_per_item`` this is fixed redundancy.
+
+    With ``model_consensus``, the previous round's model votes too on the round's training images
+    (see :mod:`lsun_crowd.consensus`); calibration images keep labels from people alone, since
+    they are what the models are judged on.
     """
     crowd = ctx.config.crowd
     quality = ctx.config.quality
     with ctx.store.session() as session:
         posterior = human_posterior(session, ref.category_id, quality)
+        if posterior is not None and quality.model_consensus:
+            posterior = _with_previous_model(ctx, ref, posterior)
         # Votes asked for each of the round's images so far; the cap bounds these, so the money
         # an image can cost is known before the round starts.
         asked: dict[int, int] = {
@@ -157,6 +168,40 @@ def label_by_humans(ctx: Context, ref: RoundRef) -> str:
                 message += f"; {requested} votes asked where fixed redundancy asks {fixed}"
     ctx.progress.message(message)
     return state
+
+
+def _with_previous_model(ctx: Context, ref: RoundRef, posterior: Posterior) -> Posterior:
+    """``posterior`` with the latest earlier round's calibrated model as one more annotator on this
+    round's training images; unchanged when no earlier round left a calibrated model."""
+    with ctx.store.session() as session:
+        model = session.execute(
+            select(RoundModel)
+            .join(Round, Round.id == RoundModel.round_id)
+            .where(
+                Round.category_id == ref.category_id,
+                Round.number < ref.number,
+                RoundModel.platt_slope.is_not(None),
+            )
+            .order_by(Round.number.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+        if model is None:
+            return posterior
+        training: dict[Hashable, str] = dict(
+            session.execute(
+                select(RoundItem.item_id, Item.sha256)
+                .join(Item, Item.id == RoundItem.item_id)
+                .where(RoundItem.round_id == ref.id, RoundItem.role == "train")
+            ).all()
+        )
+    assert model.platt_slope is not None and model.platt_intercept is not None and model.base_rate is not None
+    platt = PlattScaling(model.platt_slope, model.platt_intercept, model.base_rate, model.calibration_size)
+    rows = [index for index, item in enumerate(posterior.items) if item in training]
+    head = Head.from_bytes(model.head, pick_device(ctx.config.model.device))
+    scores = head.logits(ctx.embeddings().get([training[posterior.items[index]] for index in rows]))
+    evidence = np.zeros(len(posterior.items))
+    evidence[rows] = platt.log_likelihood_ratio(scores)
+    return with_model(posterior, evidence)
 
 
 def human_posterior(session: Session, category_id: int, quality: QualityConfig) -> Posterior | None:

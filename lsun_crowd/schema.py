@@ -11,6 +11,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     Numeric,
     String,
     Text,
@@ -18,7 +19,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def utc_now() -> datetime:
@@ -71,6 +72,19 @@ class Round(Base):
     votes_fixed: Mapped[int | None] = mapped_column(Integer, nullable=True)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class RoundModel(Base):
+    """The head a round trained, and its Platt scaling on the calibration labels still active after
+    its split: the next round's humans vote with this model as one more annotator."""
+
+    __tablename__ = "round_models"
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"), primary_key=True)
+    head: Mapped[bytes] = mapped_column(LargeBinary)
+    platt_slope: Mapped[float | None] = mapped_column(Float, nullable=True)  # None: too few labels
+    platt_intercept: Mapped[float | None] = mapped_column(Float, nullable=True)
+    base_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
+    calibration_size: Mapped[int] = mapped_column(Integer)
 
 
 class RoundItem(Base):

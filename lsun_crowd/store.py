@@ -21,8 +21,12 @@ def _add_adaptive_redundancy(session: Session) -> None:
         session.execute(text(f"ALTER TABLE rounds ADD COLUMN {column}"))
 
 
+def _nothing_to_alter(session: Session) -> None:
+    """Version 3 only adds tables (round models), which ``create_all`` has made already."""
+
+
 # Upgrades from version N to N+1, run in order inside the same transaction.
-MIGRATIONS: dict[int, Callable[[Session], None]] = {1: _add_adaptive_redundancy}
+MIGRATIONS: dict[int, Callable[[Session], None]] = {1: _add_adaptive_redundancy, 2: _nothing_to_alter}
 
 
 class StoreError(RuntimeError):

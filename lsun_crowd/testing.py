@@ -14,6 +14,7 @@ all a platform with its own workforce needs.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from lsun_crowd.crowd import (
     HitItem,
     HitSpec,
     HitState,
+    QualificationTest,
 )
 
 CONFORMANCE_CATEGORY = "conformance"
@@ -75,6 +77,13 @@ class CrowdBackendConformance:
         return HitBatch(
             batch_id, CONFORMANCE_CATEGORY, "Is this image positive?", hits, self.assignments_per_hit, Decimal("0.05")
         )
+
+    def make_qualification(self, test_id: str, inverted: bool = False) -> QualificationTest:
+        """A test on the suite's own images; ``inverted`` keys every answer wrong, so that a worker
+        who sees the images as they are fails it."""
+        items = tuple(HitItem(f"q{i}", conformance_uri(50 + i)) for i in range(6))
+        answers = {item.item_key: YES if conformance_truth(item.uri, "") != inverted else NO for item in items}
+        return QualificationTest(test_id, "Is this image positive?", items, answers, pass_mark=5 / 6)
 
     @pytest.fixture
     def backend(self, tmp_path: Path) -> CrowdBackend:
@@ -187,3 +196,19 @@ class CrowdBackendConformance:
         assert estimate.fees >= 0 and estimate.total == estimate.rewards + estimate.fees
         balance = backend.balance()
         assert balance is None or isinstance(balance, Decimal)
+
+    @pytest.mark.parametrize("inverted", [False, True], ids=["answer-key", "inverted-key"])
+    def test_qualification_test_gates_work(self, backend: CrowdBackend, inverted: bool) -> None:
+        test = self.make_qualification(f"conformance-test-{inverted}", inverted)
+        batch = replace(self.make_batch(f"conformance-qualified-{inverted}"), qualification=test)
+        hit_ids = [hit.hit_id for hit in backend.publish(batch)]
+        self.complete_work(backend, hit_ids)
+        results = {result.worker_id: result for result in backend.qualification_results(test.test_id)}
+        for result in results.values():
+            assert result.total == len(test.items)
+            assert result.passed == (result.correct >= test.needed)
+        workers = {a.worker_id for hit_id in hit_ids for a in backend.list_assignments(hit_id)}
+        assert all(worker in results and results[worker].passed for worker in workers), (
+            "work came from a worker who did not pass the qualification test"
+        )
+        assert backend.qualification_results("conformance-test-never-published") == []

@@ -3,7 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from lsun_crowd.schema import SCHEMA_VERSION, AssignmentRow, Category, Hit, Item, Meta, Round, Vote, Worker
@@ -117,9 +117,11 @@ def test_reopening_keeps_data(tmp_path: Path) -> None:
 
 
 def test_a_version_1_store_is_upgraded_in_place(tmp_path: Path) -> None:
-    """A store written before adaptive redundancy gains the round columns and keeps its rows."""
+    """A store written before adaptive redundancy gains the round columns and the round models
+    table (version 3), and keeps its rows."""
     store, _ = seeded(tmp_path)
     with store.session() as session:
+        session.execute(text("DROP TABLE round_models"))
         for column in ("follow_up", "votes_requested", "votes_fixed"):
             session.execute(text(f"ALTER TABLE rounds DROP COLUMN {column}"))
         session.get(Meta, "schema_version").value = "1"  # type: ignore[union-attr]
@@ -130,3 +132,4 @@ def test_a_version_1_store_is_upgraded_in_place(tmp_path: Path) -> None:
         round_ = session.scalars(select(Round)).one()
         assert (round_.number, round_.state, round_.follow_up, round_.votes_requested) == (1, "published", 0, None)
         assert session.scalar(select(func.count(AssignmentRow.id))) == 1
+    assert inspect(upgraded.engine).has_table("round_models")

@@ -36,6 +36,8 @@ from lsun_crowd.crowd import (
     HitState,
     HitStatus,
     PublishedHit,
+    QualificationResult,
+    QualificationTest,
 )
 from lsun_crowd.ingest import IngestError, read_answers
 
@@ -54,6 +56,9 @@ CREATE TABLE IF NOT EXISTS hits (
 CREATE TABLE IF NOT EXISTS assignments (
     assignment_id TEXT PRIMARY KEY, hit_id TEXT NOT NULL, worker_id TEXT NOT NULL, accepted_at REAL NOT NULL,
     submitted_at REAL NOT NULL, answers TEXT NOT NULL, status TEXT NOT NULL, feedback TEXT);
+CREATE TABLE IF NOT EXISTS qualifications (
+    test_id TEXT NOT NULL, worker_id TEXT NOT NULL, correct INTEGER NOT NULL, total INTEGER NOT NULL,
+    passed INTEGER NOT NULL, PRIMARY KEY (test_id, worker_id));
 CREATE TABLE IF NOT EXISTS blocks (worker_id TEXT PRIMARY KEY, reason TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS bonuses (
     token TEXT PRIMARY KEY, worker_id TEXT NOT NULL, assignment_id TEXT NOT NULL, amount TEXT NOT NULL,
@@ -249,6 +254,10 @@ class SimulatedCrowd:
             filled = int(rng.integers(0, requested))
             expires_at = now + mix.latency_seconds * 4
         abandoned = returned = 0
+        if batch.qualification is not None:
+            # A worker takes the test once, when first offered a HIT carrying it; who fails sees none.
+            test = batch.qualification
+            eligible = [w for w in eligible if self._qualify(w, test, batch.category).passed]
         queue = iter(eligible)
         rows: list[tuple[str, str, str, float, float, str, str]] = []
         start = now
@@ -290,6 +299,31 @@ class SimulatedCrowd:
             (hit_id, batch.batch_id, hit_key, requested, expires_at, abandoned, returned),
         )
         self._db.executemany("INSERT INTO assignments VALUES (?, ?, ?, ?, ?, ?, ?, NULL)", rows)
+
+    def _qualify(self, worker: int, test: QualificationTest, category: str) -> QualificationResult:
+        """The worker's result on the test: taken now, or the one stored from the first attempt."""
+        worker_id = self.worker_id(worker)
+        row = self._db.execute(
+            "SELECT correct, total, passed FROM qualifications WHERE test_id=? AND worker_id=?",
+            (test.test_id, worker_id),
+        ).fetchone()
+        if row is not None:
+            return QualificationResult(worker_id, row[0], row[1], bool(row[2]))
+        rng = _rng(self.mix.seed, "qualification", test.test_id, worker_id)
+        given = {item.item_key: self._answer(worker, item.uri, category, rng) for item in test.items}
+        result = test.grade(worker_id, given)
+        self._db.execute(
+            "INSERT INTO qualifications VALUES (?, ?, ?, ?, ?)",
+            (test.test_id, worker_id, result.correct, result.total, int(result.passed)),
+        )
+        return result
+
+    def qualification_results(self, test_id: str) -> list[QualificationResult]:
+        rows = self._db.execute(
+            "SELECT worker_id, correct, total, passed FROM qualifications WHERE test_id=? ORDER BY worker_id",
+            (test_id,),
+        )
+        return [QualificationResult(worker, correct, total, bool(passed)) for worker, correct, total, passed in rows]
 
     def hit_status(self, hit_ids: Sequence[str]) -> list[HitStatus]:
         now = EPOCH + self._tick()

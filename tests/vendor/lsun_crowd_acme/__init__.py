@@ -20,6 +20,7 @@ from lsun_crowd.crowd import (
     HitState,
     HitStatus,
     PublishedHit,
+    QualificationResult,
 )
 from lsun_crowd.hookspecs import hookimpl
 from lsun_crowd.plugins import CrowdAdapter, RegisterCrowdAdapter
@@ -38,12 +39,29 @@ class AcmeCrowd:
         self.expired: set[str] = set()
         self.bonus_tokens: set[str] = set()
         self.blocked: set[str] = set()
+        self.qualifications: dict[str, dict[str, QualificationResult]] = {}
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], project_dir: Path) -> AcmeCrowd:
         path = project_dir / str(settings.get("reference", "truth.csv"))
         with path.open(newline="") as handle:
             return cls({(row["uri"], row["category"]): row["label"] == "1" for row in csv.DictReader(handle)})
+
+    def _staff(self, batch: HitBatch) -> list[str]:
+        """The staff who work on the batch: as many as it asks for, less any who failed its test."""
+        staff = [f"ACME-STAFF-{n}" for n in range(batch.assignments_per_hit)]
+        test = batch.qualification
+        if test is None:
+            return staff
+        results = self.qualifications.setdefault(test.test_id, {})
+        for person in staff:
+            if person not in results:
+                given = {item.item_key: YES if self.answers[(item.uri, batch.category)] else NO for item in test.items}
+                results[person] = test.grade(person, given)
+        return [person for person in staff if results[person].passed]
+
+    def qualification_results(self, test_id: str) -> list[QualificationResult]:
+        return sorted(self.qualifications.get(test_id, {}).values(), key=lambda result: result.worker_id)
 
     def publish(self, batch: HitBatch) -> list[PublishedHit]:
         if batch.batch_id not in self.batches:
@@ -59,14 +77,11 @@ class AcmeCrowd:
         statuses = []
         for hit_id in hit_ids:
             batch, _ = self.hits[hit_id]
-            done = 0 if hit_id in self.expired else batch.assignments_per_hit
+            done = 0 if hit_id in self.expired else len(self._staff(batch))
+            # Staff short of the batch's ask (some failed its test) leave the HIT to run out.
+            complete = done == batch.assignments_per_hit and hit_id not in self.expired
             statuses.append(
-                HitStatus(
-                    hit_id,
-                    HitState.EXPIRED if hit_id in self.expired else HitState.COMPLETE,
-                    done,
-                    batch.assignments_per_hit,
-                )
+                HitStatus(hit_id, HitState.COMPLETE if complete else HitState.EXPIRED, done, batch.assignments_per_hit)
             )
         return statuses
 
@@ -79,15 +94,15 @@ class AcmeCrowd:
         }
         return [
             Assignment(
-                f"{hit_id}-{n}",
+                f"{hit_id}-{person}",
                 hit_id,
-                f"ACME-STAFF-{n}",
-                self.reviews.get(f"{hit_id}-{n}", AssignmentStatus.SUBMITTED),
+                person,
+                self.reviews.get(f"{hit_id}-{person}", AssignmentStatus.SUBMITTED),
                 answers,
                 0.0,
                 1.0,
             )
-            for n in range(batch.assignments_per_hit)
+            for person in self._staff(batch)
         ]
 
     def approve(self, assignment_id: str, feedback: str | None = None) -> None:
