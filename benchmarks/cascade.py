@@ -1,7 +1,7 @@
 """The demo cascade over several seeds, adaptive and fixed redundancy: precision, recall, unlabeled
 share, votes, human-label accuracy, money, time (per run).
 
-python benchmarks/cascade.py [--seeds 0 1 2]
+python benchmarks/cascade.py [--seeds 0 1 2] [--without-consensus] [--no-compare]
 """
 
 from __future__ import annotations
@@ -19,26 +19,32 @@ from lsun_crowd.demo import run_demo
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--without-consensus", action="store_true", help="quality.model_consensus = false")
+    parser.add_argument("--no-compare", action="store_true", help="skip adaptive against fixed redundancy")
     args = parser.parse_args()
     quiet = Console(quiet=True)
+    extra = "[quality]\nmodel_consensus = false\n" if args.without_consensus else ""
     runs = {}
-    print("whole cascade (the demo's defaults: adaptive redundancy):")
+    kind = "people alone" if args.without_consensus else "model-aware consensus"
+    print(f"whole cascade (the demo's defaults: adaptive redundancy; human labels by {kind}):")
     print(
         f"{'seed':>4} {'precision':>9} {'recall':>7} {'unlabeled':>9} {'votes':>7} {'votes/img':>9} "
-        f"{'human':>6} {'human acc':>9} {'USD':>7} {'seconds':>8}"
+        f"{'human':>6} {'wrong':>5} {'human acc':>9} {'USD':>7} {'seconds':>8}"
     )
     for seed in args.seeds:
         with tempfile.TemporaryDirectory() as out:
             start = time.perf_counter()
-            runs[seed] = run_demo(Path(out), seed=seed, console=quiet)
+            runs[seed] = run_demo(Path(out), seed=seed, console=quiet, compare=not args.no_compare, extra=extra)
             seconds = time.perf_counter() - start
         run = runs[seed][0]
         total = run.total
         print(
             f"{seed:>4} {total.precision:>9.3f} {total.recall:>7.3f} {total.unlabeled_share:>9.2%} "
-            f"{total.votes:>7} {total.votes_per_resolved:>9.3f} {run.humans.labeled:>6} "
+            f"{total.votes:>7} {total.votes_per_resolved:>9.3f} {run.humans.labeled:>6} {run.humans.wrong:>5} "
             f"{run.humans.accuracy:>9.4f} {run.spent:>7.2f} {seconds:>8.1f}"
         )
+    if args.no_compare:
+        return
     print("\nhumans alone on the first 300 digits, every category, adaptive against fixed redundancy:")
     print(f"{'seed':>4} {'redundancy':<24} {'labeled':>7} {'wrong':>5} {'accuracy':>8} {'votes':>6} {'USD':>6}")
     for seed, (_, comparison) in runs.items():

@@ -197,11 +197,12 @@ class DemoRun:
 
 
 def run_demo(
-    out: Path, seed: int = 0, console: Console | None = None, compare: bool = True
+    out: Path, seed: int = 0, console: Console | None = None, compare: bool = True, extra: str = ""
 ) -> tuple[DemoRun, dict[str, HumanLabeling]]:
-    """The demo project in ``out``, then (with ``compare``) adaptive against fixed redundancy."""
+    """The demo project in ``out``, then (with ``compare``) adaptive against fixed redundancy.
+    ``extra`` configuration applies to the first (e.g. ``[quality]`` lines, for benchmarks)."""
     console = console or Console()
-    run = _run_project(out, seed, console)
+    run = run_project(out, seed, console, extra=extra)
     print_scores(console, run.scores, run.spent)
     comparison = compare_redundancy(out / "redundancy", seed, console) if compare else {}
     return run, comparison
@@ -216,20 +217,20 @@ def compare_redundancy(out: Path, seed: int, console: Console) -> dict[str, Huma
     results = {}
     for number, (name, redundancy) in enumerate(policies.items()):
         directory = out / f"policy-{number}"
-        results[name] = _run_project(directory, seed, console, redundancy, COMPARISON_IMAGES).humans
+        results[name] = run_project(directory, seed, console, redundancy, COMPARISON_IMAGES).humans
     print_comparison(console, results)
     return results
 
 
-def _run_project(
-    out: Path, seed: int, console: Console, redundancy: str = "", humans_only_on: int | None = None
+def run_project(
+    out: Path, seed: int, console: Console, redundancy: str = "", humans_only_on: int | None = None, extra: str = ""
 ) -> DemoRun:
     """The demo project in ``out``; with ``humans_only_on``, only that many images, all labeled by
-    the crowd."""
+    the crowd. ``extra`` is appended to its configuration (whole sections, e.g. ``[quality]``)."""
     out.mkdir(parents=True, exist_ok=True)
     targets = write_pool(out, seed, humans_only_on)
     humans_below = humans_only_on or 60
-    (out / CONFIG_FILE).write_text(demo_config(seed, redundancy=redundancy, humans_below=humans_below))
+    (out / CONFIG_FILE).write_text(demo_config(seed, extra=extra, redundancy=redundancy, humans_below=humans_below))
     project = Project.open(out)
     report = ingest(project.store, [out / "images"], out / "downloads")
     ingest_gold(project.store, out / "gold.csv")

@@ -1,0 +1,65 @@
+"""Amazon Mechanical Turk, registered through the ``lsun_crowd`` entry point like any vendor."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from lsun_crowd.config import ConfigError, load_config
+from lsun_crowd.crowd import CrowdError
+from lsun_crowd.hookspecs import hookimpl
+from lsun_crowd.plugins import CrowdAdapter, RegisterCrowdAdapter
+from lsun_crowd_mturk.adapter import MTurkCrowd
+from lsun_crowd_mturk.client import Api, MTurkError, make_client
+from lsun_crowd_mturk.settings import MTurkSettings
+
+if TYPE_CHECKING:
+    import typer
+
+__all__ = ["Api", "MTurkCrowd", "MTurkError", "MTurkSettings", "make_client", "open_crowd"]
+
+
+def parse_settings(settings: Mapping[str, Any]) -> MTurkSettings:
+    try:
+        return MTurkSettings.model_validate(dict(settings))
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise CrowdError(f"crowd.settings.{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+def project_name(project_dir: Path) -> str:
+    try:
+        return load_config(project_dir).project.name
+    except ConfigError:
+        return project_dir.name
+
+
+def open_crowd(settings: MTurkSettings, project: str, live_confirmed: bool = False) -> MTurkCrowd:
+    """The adapter on a real boto3 client. Live mode only with ``live_confirmed``: the caller
+    showed the maximum spend and got a yes (``lsun-crowd mturk run --live``)."""
+    if settings.live and not live_confirmed:
+        raise CrowdError(
+            "crowd.settings.live is true: publishing to live Mechanical Turk spends real money, so run "
+            "`lsun-crowd mturk run --project DIR --live` to see the maximum spend and confirm it "
+            "(add --yes in scripts)"
+        )
+    return MTurkCrowd(Api(make_client(settings), settings), settings, project)
+
+
+def from_settings(settings: Mapping[str, Any], project_dir: Path) -> MTurkCrowd:
+    return open_crowd(parse_settings(settings), project_name(project_dir))
+
+
+@hookimpl
+def register_crowd_adapters(register: RegisterCrowdAdapter) -> None:
+    register(CrowdAdapter("mturk", "Amazon Mechanical Turk through boto3 (sandbox unless --live)", from_settings))
+
+
+@hookimpl
+def register_commands(cli: typer.Typer) -> None:
+    from lsun_crowd_mturk.cli import mturk
+
+    cli.add_typer(mturk, name="mturk")

@@ -1,0 +1,356 @@
+"""Mechanical Turk behind the :class:`~lsun_crowd.crowd.CrowdBackend` interface.
+
+Publishing is idempotent twice over. Each HIT's ``RequesterAnnotation`` carries its batch id and
+key, so a publish first lists the account's HITs and only creates the ones missing; and each
+``CreateHITWithHITType`` carries a ``UniqueRequestToken`` derived from the batch id and key, so a
+request retried after a lost response (or a second process) cannot post the same HIT twice: MTurk
+answers ``HitAlreadyExists`` and the HIT is found by its annotation instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from lsun_crowd.crowd import (
+    Assignment,
+    AssignmentStatus,
+    CostEstimate,
+    CrowdError,
+    HitBatch,
+    HitItem,
+    HitState,
+    HitStatus,
+    PublishedHit,
+    QualificationResult,
+    QualificationTest,
+)
+from lsun_crowd.render import html_question, render_grid
+from lsun_crowd_mturk.answers import MalformedAnswer, item_answers
+from lsun_crowd_mturk.client import Api, MTurkError
+from lsun_crowd_mturk.qualifications import QualificationTypes
+from lsun_crowd_mturk.settings import MTurkSettings
+
+log = logging.getLogger(__name__)
+
+FEE_RATE = Decimal("0.20")
+LARGE_HIT_FEE_RATE = Decimal("0.20")  # more for HITs with 10 or more assignments
+LARGE_HIT_ASSIGNMENTS = 10
+MINIMUM_FEE = Decimal("0.01")  # per assignment
+CENT = Decimal("0.01")
+APPROVAL_RATE = "000000000000000000L0"  # MTurk's system qualification: percent of work approved
+APPROVED_HITS = "00000000000000000040"
+LOCALE = "00000000000000000071"
+PAST = datetime(2015, 1, 1, tzinfo=UTC)  # an expiry in the past expires a HIT at once
+STATUSES = {"Submitted": AssignmentStatus.SUBMITTED, "Approved": AssignmentStatus.APPROVED}
+STATUSES["Rejected"] = AssignmentStatus.REJECTED
+MALFORMED_FEEDBACK = "Your submission did not answer every image with yes or no, so it could not be used."
+
+
+def annotation(batch_id: str, hit_key: str) -> str:
+    return f"{batch_id}|{hit_key}"
+
+
+def request_token(batch_id: str, hit_key: str) -> str:
+    """At most 64 characters, the same for the same HIT of the same batch, forever."""
+    return "lsc-" + hashlib.sha256(annotation(batch_id, hit_key).encode()).hexdigest()[:56]
+
+
+def assignment_fees(reward: Decimal, assignments_per_hit: int) -> Decimal:
+    """MTurk's commission on one assignment: 20%, 40% for HITs of 10 or more assignments."""
+    rate = FEE_RATE + (LARGE_HIT_FEE_RATE if assignments_per_hit >= LARGE_HIT_ASSIGNMENTS else 0)
+    return max(MINIMUM_FEE, (reward * rate).quantize(CENT, rounding=ROUND_HALF_UP))
+
+
+class MTurkCrowd:
+    name = "mturk"
+
+    def __init__(self, api: Api, settings: MTurkSettings, project: str) -> None:
+        self.api = api
+        self.settings = settings
+        self.project = project
+        self.qualifications = QualificationTypes(api, project, self.image_url)
+
+    # -- publishing ---------------------------------------------------------------------------
+
+    def image_url(self, item: HitItem) -> str:
+        uri = item.uri
+        root, prefix = self.settings.image_root, self.settings.image_url_prefix
+        if root and prefix and uri.startswith(root):
+            uri = prefix.rstrip("/") + "/" + uri[len(root) :].lstrip("/")
+        if not uri.startswith(("https://", "http://")):
+            raise CrowdError(
+                f"image {item.item_key}: {item.uri} is not an http(s) URL, and MTurk workers cannot see local "
+                "files: ingest URLs, or set crowd.settings.image_root and image_url_prefix"
+            )
+        return uri
+
+    def render(self, batch: HitBatch, items: Sequence[HitItem]) -> str:
+        """The HTML a worker sees for one HIT of ``batch``, as MTurk will show it."""
+        shown = [HitItem(item.item_key, self.image_url(item)) for item in items]
+        return render_grid(batch.question, shown, self.settings.submit_url(), self.settings.instructions)
+
+    def requirements(self, test: QualificationTest | None) -> list[dict[str, Any]]:
+        settings = self.settings
+        found: list[dict[str, Any]] = []
+        if settings.min_approval_rate is not None:
+            found.append(_at_least(APPROVAL_RATE, settings.min_approval_rate))
+        if settings.min_approved_hits is not None:
+            found.append(_at_least(APPROVED_HITS, settings.min_approved_hits))
+        if settings.locales:
+            found.append(
+                {
+                    "QualificationTypeId": LOCALE,
+                    "Comparator": "In",
+                    "LocaleValues": [{"Country": country} for country in settings.locales],
+                    "ActionsGuarded": "DiscoverPreviewAndAccept",
+                }
+            )
+        found.append(
+            {
+                "QualificationTypeId": self.qualifications.block_type(),
+                "Comparator": "DoesNotExist",
+                "ActionsGuarded": "DiscoverPreviewAndAccept",
+            }
+        )
+        if test is not None:
+            found.append(_at_least(self.qualifications.test_type(test), _percent(test.needed, len(test.items))))
+        return found
+
+    def hit_type(self, batch: HitBatch) -> str:
+        """``CreateHITType`` returns the same id for the same properties, so this is idempotent."""
+        settings = self.settings
+        response = self.api.call(
+            "CreateHITType",
+            AutoApprovalDelayInSeconds=settings.auto_approval_delay_seconds,
+            AssignmentDurationInSeconds=batch.assignment_duration_seconds,
+            Reward=str(batch.reward_per_assignment.quantize(CENT)),
+            Title=settings.title.format(category=batch.category),
+            Keywords=settings.keywords,
+            Description=settings.description,
+            QualificationRequirements=self.requirements(batch.qualification),
+        )
+        return str(response["HITTypeId"])
+
+    def publish(self, batch: HitBatch) -> list[PublishedHit]:
+        questions = {spec.hit_key: html_question(self.render(batch, spec.items)) for spec in batch.hits}
+        existing = self.batch_hits(batch.batch_id)
+        missing = [spec for spec in batch.hits if spec.hit_key not in existing]
+        if missing:
+            hit_type_id = self.hit_type(batch)
+        for spec in missing:
+            try:
+                response = self.api.call(
+                    "CreateHITWithHITType",
+                    HITTypeId=hit_type_id,
+                    MaxAssignments=batch.assignments_per_hit,
+                    LifetimeInSeconds=batch.lifetime_seconds,
+                    Question=questions[spec.hit_key],
+                    RequesterAnnotation=annotation(batch.batch_id, spec.hit_key),
+                    UniqueRequestToken=request_token(batch.batch_id, spec.hit_key),
+                )
+                existing[spec.hit_key] = str(response["HIT"]["HITId"])
+            except MTurkError as error:
+                if "HitAlreadyExists" not in f"{error.code} {error.detail}":
+                    raise
+                # An earlier attempt created it and its answer was lost: find it by its annotation.
+                found = self.batch_hits(batch.batch_id)
+                if spec.hit_key not in found:
+                    message = f"MTurk says HIT {spec.hit_key} of {batch.batch_id} exists, but it is not listed"
+                    raise CrowdError(message) from error
+                existing[spec.hit_key] = found[spec.hit_key]
+        return [PublishedHit(spec.hit_key, existing[spec.hit_key]) for spec in batch.hits]
+
+    def project_hits(self) -> Iterator[dict[str, Any]]:
+        """Every HIT of the account whose annotation says it belongs to this project."""
+        for hit in self._paged("ListHITs", "HITs"):
+            if str(hit.get("RequesterAnnotation", "")).startswith(f"{self.project}:"):
+                yield hit
+
+    def batch_hits(self, batch_id: str) -> dict[str, str]:
+        """Hit key → HIT id for the batch's HITs that exist already."""
+        prefix = annotation(batch_id, "")
+        return {
+            hit["RequesterAnnotation"][len(prefix) :]: str(hit["HITId"])
+            for hit in self._paged("ListHITs", "HITs")
+            if str(hit.get("RequesterAnnotation", "")).startswith(prefix)
+        }
+
+    def _paged(self, operation: str, key: str, **params: Any) -> Iterator[dict[str, Any]]:
+        token = None
+        while True:
+            response = self.api.call(operation, MaxResults=100, **params, **({"NextToken": token} if token else {}))
+            yield from response.get(key, [])
+            token = response.get("NextToken")
+            if not token:
+                return
+
+    # -- collecting ---------------------------------------------------------------------------
+
+    def hit_status(self, hit_ids: Sequence[str]) -> list[HitStatus]:
+        now = datetime.now(UTC)
+        statuses = []
+        for hit_id in hit_ids:
+            hit = self.api.call("GetHIT", HITId=hit_id)["HIT"]
+            requested = int(hit["MaxAssignments"])
+            available = int(hit.get("NumberOfAssignmentsAvailable", 0))
+            pending = int(hit.get("NumberOfAssignmentsPending", 0))
+            submitted = requested - available - pending
+            if submitted >= requested:
+                state = HitState.COMPLETE
+            elif pending == 0 and (hit["Expiration"] <= now or hit["HITStatus"] in ("Reviewable", "Disposed")):
+                state = HitState.EXPIRED
+            else:
+                state = HitState.OPEN
+            statuses.append(HitStatus(hit_id, state, submitted, requested))
+        return statuses
+
+    def list_assignments(self, hit_id: str) -> list[Assignment]:
+        found = []
+        statuses = list(STATUSES)
+        for row in self._paged("ListAssignmentsForHIT", "Assignments", HITId=hit_id, AssignmentStatuses=statuses):
+            try:
+                answers = item_answers(row["Answer"])
+            except MalformedAnswer as reason:
+                log.warning("assignment %s of HIT %s left out: %s", row["AssignmentId"], hit_id, reason)
+                if row["AssignmentStatus"] == "Submitted":
+                    self.reject(row["AssignmentId"], MALFORMED_FEEDBACK)
+                continue
+            found.append(
+                Assignment(
+                    str(row["AssignmentId"]),
+                    hit_id,
+                    str(row["WorkerId"]),
+                    STATUSES[row["AssignmentStatus"]],
+                    answers,
+                    row["AcceptTime"].timestamp(),
+                    row["SubmitTime"].timestamp(),
+                )
+            )
+        return sorted(found, key=lambda assignment: assignment.assignment_id)
+
+    # -- reviewing and paying -----------------------------------------------------------------
+
+    def _review(self, operation: str, assignment_id: str, wanted: str, **params: Any) -> None:
+        """Approve or reject; a second call finds the assignment already so and does nothing."""
+        try:
+            self.api.call(operation, AssignmentId=assignment_id, **params)
+        except MTurkError:
+            status = self.api.call("GetAssignment", AssignmentId=assignment_id)["Assignment"]["AssignmentStatus"]
+            if status != wanted:
+                raise
+
+    def approve(self, assignment_id: str, feedback: str | None = None) -> None:
+        self._review(
+            "ApproveAssignment", assignment_id, "Approved", **({"RequesterFeedback": feedback} if feedback else {})
+        )
+
+    def reject(self, assignment_id: str, feedback: str) -> None:
+        self._review("RejectAssignment", assignment_id, "Rejected", RequesterFeedback=feedback)
+
+    def pay_bonus(self, worker_id: str, assignment_id: str, amount: Decimal, reason: str, token: str) -> None:
+        if amount <= 0 or amount > self.settings.bonus_limit:
+            raise CrowdError(
+                f"a bonus of {amount} is outside (0, {self.settings.bonus_limit}] (crowd.settings.bonus_limit)"
+            )
+        try:
+            self.api.call(
+                "SendBonus",
+                WorkerId=worker_id,
+                BonusAmount=str(amount.quantize(CENT)),
+                AssignmentId=assignment_id,
+                Reason=reason,
+                UniqueRequestToken=request_token("bonus", token),
+            )
+        except MTurkError as error:
+            # The token was used: the bonus went out on an earlier call.
+            if "already" not in error.detail.lower() and "duplicate" not in error.detail.lower():
+                raise
+
+    def block_worker(self, worker_id: str, reason: str) -> None:
+        if self.settings.block == "hard":
+            self.api.call("CreateWorkerBlock", WorkerId=worker_id, Reason=reason)
+        else:
+            self.api.call(
+                "AssociateQualificationWithWorker",
+                QualificationTypeId=self.qualifications.block_type(),
+                WorkerId=worker_id,
+                IntegerValue=1,
+                SendNotification=False,
+            )
+
+    def unblock_worker(self, worker_id: str, reason: str) -> None:
+        try:
+            if self.settings.block == "hard":
+                self.api.call("DeleteWorkerBlock", WorkerId=worker_id, Reason=reason)
+            else:
+                self.api.call(
+                    "DisassociateQualificationFromWorker",
+                    WorkerId=worker_id,
+                    QualificationTypeId=self.qualifications.block_type(),
+                    Reason=reason,
+                )
+        except MTurkError as error:
+            if error.code != "RequestError":  # not blocked (any more): nothing to undo
+                raise
+
+    def notify(self, worker_ids: Sequence[str], subject: str, message: str) -> None:
+        """Message workers, 100 at a time (MTurk's limit per request)."""
+        for start in range(0, len(worker_ids), 100):
+            response = self.api.call(
+                "NotifyWorkers", Subject=subject, MessageText=message, WorkerIds=list(worker_ids[start : start + 100])
+            )
+            for failure in response.get("NotifyWorkersFailureStatuses", []):
+                log.warning(
+                    "could not notify %s: %s", failure.get("WorkerId"), failure.get("NotifyWorkersFailureMessage")
+                )
+
+    # -- HIT lifetime -------------------------------------------------------------------------
+
+    def expire(self, hit_ids: Sequence[str]) -> None:
+        for hit_id in hit_ids:
+            self.api.call("UpdateExpirationForHIT", HITId=hit_id, ExpireAt=PAST)
+
+    def extend(self, hit_id: str, seconds: int) -> None:
+        self.api.call("UpdateExpirationForHIT", HITId=hit_id, ExpireAt=datetime.now(UTC) + timedelta(seconds=seconds))
+
+    def delete(self, hit_id: str) -> bool:
+        """Delete a HIT when MTurk allows it (expired, every assignment reviewed); False otherwise."""
+        try:
+            self.api.call("DeleteHIT", HITId=hit_id)
+        except MTurkError as error:
+            if error.code == "RequestError":
+                return False
+            raise
+        return True
+
+    # -- money and qualification --------------------------------------------------------------
+
+    def estimate_cost(self, batch: HitBatch) -> CostEstimate:
+        assignments = len(batch.hits) * batch.assignments_per_hit
+        fee = assignment_fees(batch.reward_per_assignment, batch.assignments_per_hit)
+        return CostEstimate(batch.reward_per_assignment * assignments, fee * assignments)
+
+    def balance(self) -> Decimal | None:
+        response = self.api.call("GetAccountBalance")
+        return Decimal(str(response["AvailableBalance"]))
+
+    def qualification_results(self, test_id: str) -> list[QualificationResult]:
+        return self.qualifications.results(test_id)
+
+
+def _at_least(type_id: str, value: int) -> dict[str, Any]:
+    return {
+        "QualificationTypeId": type_id,
+        "Comparator": "GreaterThanOrEqualTo",
+        "IntegerValues": [int(value)],
+        "ActionsGuarded": "DiscoverPreviewAndAccept",
+    }
+
+
+def _percent(correct: int, total: int) -> int:
+    return (100 * correct + total - 1) // total  # rounded up, so the score needed is never too lenient

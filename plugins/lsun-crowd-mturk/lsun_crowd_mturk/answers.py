@@ -1,0 +1,64 @@
+"""Reading a worker's submission: MTurk's QuestionFormAnswers XML, back to per-image answers."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Iterable
+
+from lsun_crowd.render import answers_from_fields
+
+ANSWERS_SCHEMA = "http://mechanicalturk.amazonaws.com/AWSMechanicalTurkDataSchemas/2005-10-01/QuestionFormAnswers.xsd"
+
+
+class MalformedAnswer(ValueError):
+    """A submission that cannot be read as one yes/no answer per image of the HIT."""
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def form_fields(xml: str) -> dict[str, str]:
+    """Every answered field of a QuestionFormAnswers document, by its question identifier."""
+    try:
+        root = ElementTree.fromstring(xml)
+    except ElementTree.ParseError as error:
+        raise MalformedAnswer(f"not XML: {error}") from None
+    if _local(root.tag) != "QuestionFormAnswers":
+        raise MalformedAnswer(f"expected QuestionFormAnswers, found {_local(root.tag)}")
+    fields = {}
+    for answer in root:
+        parts = {_local(child.tag): (child.text or "") for child in answer}
+        if "QuestionIdentifier" not in parts:
+            raise MalformedAnswer("an Answer without a QuestionIdentifier")
+        value = parts.get("FreeText", parts.get("SelectionIdentifier", ""))
+        fields[parts["QuestionIdentifier"]] = value
+    return fields
+
+
+def item_answers(xml: str, expected: Iterable[str] | None = None) -> dict[str, str]:
+    """Item key → ``yes``/``no``. With ``expected`` item keys, every one must be answered, and
+    nothing else."""
+    try:
+        answers = answers_from_fields(form_fields(xml))
+    except ValueError as error:
+        raise MalformedAnswer(str(error)) from None
+    if not answers:
+        raise MalformedAnswer("no image was answered")
+    if expected is not None:
+        wanted = set(expected)
+        missing, extra = sorted(wanted - answers.keys()), sorted(answers.keys() - wanted)
+        if missing or extra:
+            raise MalformedAnswer(f"unanswered images {missing}, unknown images {extra}")
+    return answers
+
+
+def answers_xml(fields: dict[str, str]) -> str:
+    """A QuestionFormAnswers document for ``fields``, as MTurk returns one (used by the tests and
+    by ``lsun-crowd mturk preview``'s sample)."""
+    root = ElementTree.Element("QuestionFormAnswers", xmlns=ANSWERS_SCHEMA)
+    for name, value in fields.items():
+        answer = ElementTree.SubElement(root, "Answer")
+        ElementTree.SubElement(answer, "QuestionIdentifier").text = name
+        ElementTree.SubElement(answer, "FreeText").text = value
+    return '<?xml version="1.0" encoding="ASCII"?>' + ElementTree.tostring(root, encoding="unicode")

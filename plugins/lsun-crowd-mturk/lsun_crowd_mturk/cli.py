@@ -1,0 +1,162 @@
+"""``lsun-crowd mturk balance | preview | cleanup | workers | run``."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import func, select
+
+from lsun_crowd.cli import RichCascadeProgress, progress_bars, reported_errors
+from lsun_crowd.context import pool_ids
+from lsun_crowd.crowd import HitBatch, HitItem, HitSpec
+from lsun_crowd.project import Project
+from lsun_crowd.publish import question, spent_so_far
+from lsun_crowd.quality import assess
+from lsun_crowd.render import HTML_QUESTION_LIMIT, html_question
+from lsun_crowd.schema import AssignmentRow, Hit, Item, Worker
+from lsun_crowd.store import category_id
+from lsun_crowd_mturk import MTurkCrowd, open_crowd, parse_settings
+
+mturk = typer.Typer(
+    help="Amazon Mechanical Turk: balance, HIT preview, cleanup, workers, live runs.", no_args_is_help=True
+)
+console = Console(soft_wrap=True)
+ProjectOption = Annotated[Path, typer.Option("--project", "-p", help="project directory")]
+LiveOption = Annotated[bool, typer.Option("--live", help="live Mechanical Turk (real money) instead of the sandbox")]
+YesOption = Annotated[bool, typer.Option("--yes", help="skip the confirmation (for scripts)")]
+
+
+def _open(project: Path, live: bool, yes: bool = True, spend: Decimal | None = None) -> tuple[Project, MTurkCrowd]:
+    opened = Project.open(project)
+    settings = parse_settings(opened.config.crowd.settings)
+    if live and not settings.live:
+        settings = settings.model_copy(update={"live": True})
+    if settings.live and not yes:
+        limit = f" and may spend up to {spend} USD of real money" if spend is not None else ""
+        typer.confirm(f"This uses LIVE Mechanical Turk{limit}. Go on?", abort=True)
+    return opened, open_crowd(settings, opened.config.project.name, live_confirmed=settings.live)
+
+
+def _mode(crowd: MTurkCrowd) -> str:
+    return f"live ({crowd.settings.endpoint()})" if crowd.settings.live else f"sandbox ({crowd.settings.endpoint()})"
+
+
+@mturk.command()
+def balance(project: ProjectOption = Path("."), live: LiveOption = False) -> None:
+    """The account's available balance."""
+    with reported_errors():
+        _, crowd = _open(project, live)
+        console.print(f"{_mode(crowd)}: {crowd.balance()} USD available")
+
+
+@mturk.command()
+def preview(
+    project: ProjectOption = Path("."),
+    category: Annotated[str | None, typer.Option(help="category (default: the first)")] = None,
+    out: Annotated[Path, typer.Option(help="HTML file to write")] = Path("hit-preview.html"),
+    live: LiveOption = False,
+) -> None:
+    """Write one HIT, rendered exactly as MTurk will show it, to a local HTML file."""
+    with reported_errors():
+        opened, crowd = _open(project, live)
+        name = category or (opened.config.project.categories or [""])[0]
+        if not name:
+            raise ValueError("no categories: list them in [project] categories of lsun-crowd.toml")
+        with opened.store.session() as session:
+            items = pool_ids(session, category_id(session, name))[: opened.config.crowd.items_per_hit]
+            rows = session.execute(select(Item.id, Item.uri).where(Item.id.in_(items)).order_by(Item.id)).all()
+        spec = HitSpec("preview", tuple(HitItem(str(item), uri) for item, uri in rows))
+        batch = HitBatch("preview", name, question(name), (spec,), 1, opened.config.crowd.reward_per_assignment)
+        html = crowd.render(batch, spec.items)
+        size = len(html_question(html))
+        out.write_text(html, encoding="utf-8")
+        console.print(
+            f"{out}: one HIT of {len(spec.items)} images; {size:,} of MTurk's {HTML_QUESTION_LIMIT:,} characters"
+        )
+
+
+@mturk.command()
+def cleanup(
+    project: ProjectOption = Path("."),
+    live: LiveOption = False,
+    yes: YesOption = False,
+    delete: Annotated[bool, typer.Option(help="also delete the orphans MTurk allows deleting")] = False,
+) -> None:
+    """Expire this project's HITs that the store does not know as open: orphans of a crash."""
+    with reported_errors():
+        opened, crowd = _open(project, live, yes)
+        with opened.store.session() as session:
+            tracked = set(session.scalars(select(Hit.platform_hit_id).where(Hit.state == "open")))
+        orphans = [hit for hit in crowd.project_hits() if hit["HITId"] not in tracked]
+        if not orphans:
+            console.print(f"{_mode(crowd)}: no orphaned HITs of {crowd.project}")
+            return
+        for hit in orphans:
+            crowd.expire([hit["HITId"]])
+            deleted = delete and crowd.delete(hit["HITId"])
+            state = "expired and deleted" if deleted else "expired"
+            console.print(f"{hit['HITId']} ({hit.get('RequesterAnnotation', '')}): {state}")
+        console.print(f"{len(orphans)} orphaned HIT(s) of {crowd.project}")
+
+
+@mturk.command()
+def workers(
+    project: ProjectOption = Path("."),
+    block: Annotated[str | None, typer.Option(help="block this worker id")] = None,
+    unblock: Annotated[str | None, typer.Option(help="unblock this worker id")] = None,
+    reason: Annotated[str, typer.Option(help="reason sent with a block or unblock")] = "requester decision",
+    live: LiveOption = False,
+) -> None:
+    """Workers seen by this project, with their gold record; block or unblock one."""
+    with reported_errors():
+        opened, crowd = _open(project, live)
+        if block:
+            crowd.block_worker(block, reason)
+            console.print(f"{block}: blocked ({crowd.settings.block})")
+        if unblock:
+            crowd.unblock_worker(unblock, reason)
+            console.print(f"{unblock}: unblocked")
+        table = Table("worker", "assignments", "gold right", "gold wrong", "accuracy (posterior)", "blocked")
+        with opened.store.session() as session:
+            rows = session.execute(
+                select(Worker, func.count(AssignmentRow.id))
+                .outerjoin(AssignmentRow, AssignmentRow.worker_id == Worker.id)
+                .group_by(Worker.id)
+                .order_by(Worker.platform_worker_id)
+            ).all()
+        for worker, assignments in rows:
+            quality = assess(worker.gold_correct, worker.gold_wrong, opened.config.quality)
+            table.add_row(
+                worker.platform_worker_id,
+                str(assignments),
+                str(worker.gold_correct),
+                str(worker.gold_wrong),
+                f"{quality.mean:.3f}",
+                "yes" if worker.blocked or worker.platform_worker_id == block else "",
+            )
+        console.print(table)
+
+
+@mturk.command("run")
+def run_on_mturk(
+    project: ProjectOption = Path("."),
+    live: LiveOption = False,
+    yes: YesOption = False,
+    rounds: Annotated[int | None, typer.Option(help="most rounds per category")] = None,
+) -> None:
+    """Run or resume the cascade on Mechanical Turk; live only after confirming the maximum spend."""
+    with reported_errors():
+        first = Project.open(project)
+        spend = first.config.cascade.budget - spent_so_far(first.store)
+        first.close()
+        opened, crowd = _open(project, live, yes, spend)
+        console.print(f"Mechanical Turk {_mode(crowd)}; at most {spend} USD more will be spent")
+        with progress_bars() as bars:
+            outcomes = opened.cascade(crowd, RichCascadeProgress(bars), bars).run(max_rounds=rounds)
+        for outcome in outcomes:
+            console.print(f"{outcome.category}: {outcome.reason} after {outcome.rounds} round(s)")

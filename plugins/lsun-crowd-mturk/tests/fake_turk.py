@@ -1,0 +1,364 @@
+"""A stateful Mechanical Turk behind botocore's Stubber, for tests that never touch the network.
+
+Every request goes through a real boto3 ``mturk`` client, which validates its parameters against
+the MTurk service model; this fake computes the answer from its state and queues it on the
+Stubber, which validates the answer against the model's output shape before the client returns
+it. Errors come back as the ``ClientError`` a real endpoint would cause. Simulated workers take
+HITs (and qualification tests) with :meth:`FakeTurk.work`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import itertools
+import re
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import EndpointConnectionError
+from botocore.stub import Stubber
+from lsun_crowd_mturk.answers import answers_xml
+from lsun_crowd_mturk.settings import SANDBOX_ENDPOINT
+
+from lsun_crowd.crowd import NO, YES
+from lsun_crowd.render import FIELD_PREFIX
+
+ITEM = re.compile(r'data-field="([^"]*)">\s*<img src="([^"]*)"')
+Answerer = Callable[[str, str], str]  # (worker id, image URL) → yes | no
+
+
+class Refused(Exception):
+    def __init__(self, message: str, code: str = "RequestError") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class FakeTurk:
+    def __init__(self, balance: Decimal = Decimal("10000.00")) -> None:
+        self.client = boto3.client(
+            "mturk",
+            region_name="us-east-1",
+            endpoint_url=SANDBOX_ENDPOINT,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            config=Config(retries={"total_max_attempts": 1}),
+        )
+        # Ahead of the Stubber's own check (registered first, same pattern), so that the answer
+        # is queued by the time it looks.
+        self.client.meta.events.register_first("before-parameter-build.*.*", self._respond)
+        self.stubber = Stubber(self.client)
+        self.stubber.activate()
+        self._methods = {api: name for name, api in self.client.meta.method_to_api_mapping.items()}
+        self.balance = balance
+        self.now = datetime(2026, 11, 1, tzinfo=UTC)
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.faults: list[tuple[str, str]] = []  # (operation, error code or "connection") to fail next
+        self.lose_response_of: set[str] = set()  # operations that succeed but whose answer is lost once
+        self.hit_types: dict[str, dict[str, Any]] = {}
+        self.hits: dict[str, dict[str, Any]] = {}
+        self.items: dict[str, list[tuple[str, str]]] = {}  # HIT id → (field, image URL)
+        self.tokens: dict[str, str] = {}
+        self.assignments: dict[str, dict[str, Any]] = {}
+        self.qualification_types: dict[str, dict[str, Any]] = {}
+        self.worker_scores: dict[tuple[str, str], int] = {}  # (type id, worker) → integer value
+        self.hard_blocks: set[str] = set()
+        self.bonuses: dict[str, Decimal] = {}
+        self.notified: list[str] = []
+        self._ids = itertools.count(1)
+
+    def count(self, operation: str) -> int:
+        return sum(name == operation for name, _ in self.calls)
+
+    # -- the Stubber hook ---------------------------------------------------------------------
+
+    def _respond(self, model: Any, params: dict[str, Any], **_: Any) -> None:
+        operation, method = model.name, self._methods[model.name]
+        self.calls.append((operation, dict(params)))
+        for index, (name, code) in enumerate(self.faults):
+            if name == operation:
+                del self.faults[index]
+                if code == "connection":
+                    raise EndpointConnectionError(endpoint_url=SANDBOX_ENDPOINT)
+                status = 400 if code in ("ThrottlingException", "RequestError") else 500
+                self.stubber.add_client_error(method, code, f"injected {code}", status, expected_params=params)
+                return
+        try:
+            response = getattr(self, operation)(params)
+        except Refused as refusal:
+            self.stubber.add_client_error(method, refusal.code, str(refusal), 400, expected_params=params)
+            return
+        if operation in self.lose_response_of:
+            self.lose_response_of.discard(operation)
+            raise EndpointConnectionError(endpoint_url=SANDBOX_ENDPOINT)  # done, but the caller never hears
+        self.stubber.add_response(method, response, expected_params=params)
+
+    def _new_id(self, prefix: str) -> str:
+        return f"{prefix}{next(self._ids):06d}".ljust(30, "X")
+
+    # -- account and HIT types ----------------------------------------------------------------
+
+    def GetAccountBalance(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"AvailableBalance": str(self.balance)}
+
+    def CreateHITType(self, params: dict[str, Any]) -> dict[str, Any]:
+        digest = hashlib.sha256(repr(sorted(params.items())).encode()).hexdigest()[:30].upper()
+        self.hit_types[digest] = params
+        return {"HITTypeId": digest}
+
+    # -- HITs ---------------------------------------------------------------------------------
+
+    def CreateHITWithHITType(self, params: dict[str, Any]) -> dict[str, Any]:
+        token = params.get("UniqueRequestToken")
+        if token in self.tokens:
+            raise Refused(
+                "AWS.MechanicalTurk.HitAlreadyExists: There is already a HIT which exists with the same "
+                f"UniqueRequestToken: {token}"
+            )
+        question = ElementTree.fromstring(params["Question"])  # must be well-formed XML
+        content = next(child.text or "" for child in question if child.tag.endswith("HTMLContent"))
+        hit_id = self._new_id("HIT")
+        hit_type = self.hit_types[params["HITTypeId"]]
+        self.hits[hit_id] = {
+            "HITId": hit_id,
+            "HITTypeId": params["HITTypeId"],
+            "HITGroupId": params["HITTypeId"],
+            "CreationTime": self.now,
+            "Title": hit_type["Title"],
+            "Description": hit_type["Description"],
+            "Question": params["Question"],
+            "HITStatus": "Assignable",
+            "MaxAssignments": params["MaxAssignments"],
+            "Reward": hit_type["Reward"],
+            "AutoApprovalDelayInSeconds": hit_type["AutoApprovalDelayInSeconds"],
+            "Expiration": self.now + timedelta(seconds=params["LifetimeInSeconds"]),
+            "AssignmentDurationInSeconds": hit_type["AssignmentDurationInSeconds"],
+            "RequesterAnnotation": params.get("RequesterAnnotation", ""),
+            "QualificationRequirements": hit_type.get("QualificationRequirements", []),
+            "HITReviewStatus": "NotReviewed",
+            "NumberOfAssignmentsPending": 0,
+            "NumberOfAssignmentsAvailable": params["MaxAssignments"],
+            "NumberOfAssignmentsCompleted": 0,
+        }
+        self.items[hit_id] = [(html.unescape(f), html.unescape(u)) for f, u in ITEM.findall(content)]
+        if token:
+            self.tokens[token] = hit_id
+        return {"HIT": self.hits[hit_id]}
+
+    def _hit(self, hit_id: str) -> dict[str, Any]:
+        if hit_id not in self.hits:
+            raise Refused(f"Hit {hit_id} does not exist.")
+        hit = self.hits[hit_id]
+        if hit["Expiration"] <= self.now and hit["HITStatus"] == "Assignable":
+            hit["HITStatus"] = "Reviewable"
+        return hit
+
+    def GetHIT(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"HIT": self._hit(params["HITId"])}
+
+    def ListHITs(self, params: dict[str, Any]) -> dict[str, Any]:
+        return self._page([self._hit(hit_id) for hit_id in self.hits], params, "HITs")
+
+    def UpdateExpirationForHIT(self, params: dict[str, Any]) -> dict[str, Any]:
+        self._hit(params["HITId"])["Expiration"] = max(params["ExpireAt"], datetime(2015, 1, 1, tzinfo=UTC))
+        return {}
+
+    def DeleteHIT(self, params: dict[str, Any]) -> dict[str, Any]:
+        hit = self._hit(params["HITId"])
+        unreviewed = [
+            a for a in self.assignments.values() if a["HITId"] == hit["HITId"] and a["AssignmentStatus"] == "Submitted"
+        ]
+        if hit["HITStatus"] == "Assignable" or unreviewed:
+            raise Refused("This HIT is currently in the state 'Assignable' or has unreviewed work.")
+        hit["HITStatus"] = "Disposed"
+        return {}
+
+    # -- assignments --------------------------------------------------------------------------
+
+    def work(self, hit_id: str, worker: str, answer: Answerer | None = None, raw: str | None = None) -> str | None:
+        """``worker`` takes and submits an assignment of the HIT, if MTurk would let them."""
+        hit = self._hit(hit_id)
+        if hit["HITStatus"] != "Assignable" or hit["NumberOfAssignmentsAvailable"] == 0:
+            return None
+        if any(a["WorkerId"] == worker for a in self.assignments.values() if a["HITId"] == hit_id):
+            return None
+        if worker in self.hard_blocks or not self._qualified(worker, hit, answer):
+            return None
+        fields = {field: answer(worker, url) if answer else YES for field, url in self.items[hit_id]}
+        assignment_id = self._new_id("ASG")
+        self.assignments[assignment_id] = {
+            "AssignmentId": assignment_id,
+            "WorkerId": worker,
+            "HITId": hit_id,
+            "AssignmentStatus": "Submitted",
+            "AutoApprovalTime": self.now + timedelta(days=3),
+            "AcceptTime": self.now,
+            "SubmitTime": self.now + timedelta(seconds=40),
+            "Answer": raw if raw is not None else answers_xml(fields),
+        }
+        hit["NumberOfAssignmentsAvailable"] -= 1
+        if hit["NumberOfAssignmentsAvailable"] == 0:
+            hit["HITStatus"] = "Reviewable"
+        return assignment_id
+
+    def _qualified(self, worker: str, hit: dict[str, Any], answer: Answerer | None) -> bool:
+        for requirement in hit["QualificationRequirements"]:
+            type_id = requirement["QualificationTypeId"]
+            if type_id not in self.qualification_types:
+                continue  # MTurk's system qualifications: every simulated worker has them
+            score = self.worker_scores.get((type_id, worker))
+            if requirement["Comparator"] == "DoesNotExist":
+                if score is not None:
+                    return False
+                continue
+            if score is None and "AnswerKey" in self.qualification_types[type_id]:
+                score = self._take_test(worker, type_id, answer)
+            if score is None or score < requirement["IntegerValues"][0]:
+                return False
+        return True
+
+    def _take_test(self, worker: str, type_id: str, answer: Answerer | None) -> int:
+        kind = self.qualification_types[type_id]
+        namespace = {"f": kind["Test"].split('xmlns="', 1)[1].split('"', 1)[0]}
+        form = ElementTree.fromstring(kind["Test"])
+        given = {
+            question.findtext("f:QuestionIdentifier", namespaces=namespace): (
+                answer(worker, question.findtext(".//f:DataURL", namespaces=namespace) or "") if answer else YES
+            )
+            for question in form.findall("f:Question", namespace)
+        }
+        key_namespace = {"k": kind["AnswerKey"].split('xmlns="', 1)[1].split('"', 1)[0]}
+        key = ElementTree.fromstring(kind["AnswerKey"])
+        right = sum(
+            given.get(q.findtext("k:QuestionIdentifier", namespaces=key_namespace))
+            == q.findtext("k:AnswerOption/k:SelectionIdentifier", namespaces=key_namespace)
+            for q in key.findall("k:Question", key_namespace)
+        )
+        score = round(100 * right / max(1, len(key.findall("k:Question", key_namespace))))
+        self.worker_scores[(type_id, worker)] = score
+        return score
+
+    def ListAssignmentsForHIT(self, params: dict[str, Any]) -> dict[str, Any]:
+        self._hit(params["HITId"])
+        statuses = params.get("AssignmentStatuses", ["Submitted", "Approved", "Rejected"])
+        rows = [
+            a for a in self.assignments.values() if a["HITId"] == params["HITId"] and a["AssignmentStatus"] in statuses
+        ]
+        return self._page(rows, params, "Assignments")
+
+    def GetAssignment(self, params: dict[str, Any]) -> dict[str, Any]:
+        assignment = self.assignments.get(params["AssignmentId"])
+        if assignment is None:
+            raise Refused(f"Assignment {params['AssignmentId']} does not exist.")
+        return {"Assignment": assignment, "HIT": self._hit(assignment["HITId"])}
+
+    def _review(self, params: dict[str, Any], status: str) -> dict[str, Any]:
+        assignment = self.GetAssignment(params)["Assignment"]
+        if assignment["AssignmentStatus"] != "Submitted":
+            raise Refused(
+                "This operation can be called with a status of: Submitted "
+                f"(assignment is {assignment['AssignmentStatus']})"
+            )
+        assignment["AssignmentStatus"] = status
+        assignment["RequesterFeedback"] = params.get("RequesterFeedback", "")
+        return {}
+
+    def ApproveAssignment(self, params: dict[str, Any]) -> dict[str, Any]:
+        return self._review(params, "Approved")
+
+    def RejectAssignment(self, params: dict[str, Any]) -> dict[str, Any]:
+        return self._review(params, "Rejected")
+
+    def SendBonus(self, params: dict[str, Any]) -> dict[str, Any]:
+        token = params["UniqueRequestToken"]
+        if token in self.bonuses:
+            raise Refused(f"The bonus with UniqueRequestToken {token} has already been paid.")
+        amount = Decimal(params["BonusAmount"])
+        if amount > self.balance:
+            raise Refused("Your account does not have enough funds.")
+        self.balance -= amount
+        self.bonuses[token] = amount
+        return {}
+
+    # -- workers and qualifications -----------------------------------------------------------
+
+    def CreateWorkerBlock(self, params: dict[str, Any]) -> dict[str, Any]:
+        self.hard_blocks.add(params["WorkerId"])
+        return {}
+
+    def DeleteWorkerBlock(self, params: dict[str, Any]) -> dict[str, Any]:
+        self.hard_blocks.discard(params["WorkerId"])
+        return {}
+
+    def NotifyWorkers(self, params: dict[str, Any]) -> dict[str, Any]:
+        if len(params["WorkerIds"]) > 100:
+            raise Refused("WorkerIds: at most 100 workers per request")
+        self.notified += params["WorkerIds"]
+        return {"NotifyWorkersFailureStatuses": []}
+
+    def CreateQualificationType(self, params: dict[str, Any]) -> dict[str, Any]:
+        if any(kind["Name"] == params["Name"] for kind in self.qualification_types.values()):
+            raise Refused(f"You have already created a QualificationType with this name: {params['Name']}")
+        type_id = self._new_id("QT")
+        self.qualification_types[type_id] = dict(params, QualificationTypeId=type_id, CreationTime=self.now)
+        return {"QualificationType": self._public_type(type_id)}
+
+    def _public_type(self, type_id: str) -> dict[str, Any]:
+        kind = self.qualification_types[type_id]
+        fields = ("QualificationTypeId", "CreationTime", "Name", "Description", "QualificationTypeStatus", "Test")
+        return {field: kind[field] for field in fields if field in kind}
+
+    def ListQualificationTypes(self, params: dict[str, Any]) -> dict[str, Any]:
+        query = params.get("Query", "")
+        rows = [self._public_type(t) for t, kind in self.qualification_types.items() if query in kind["Name"]]
+        return self._page(rows, params, "QualificationTypes")
+
+    def AssociateQualificationWithWorker(self, params: dict[str, Any]) -> dict[str, Any]:
+        if params["QualificationTypeId"] not in self.qualification_types:
+            raise Refused(f"QualificationType {params['QualificationTypeId']} does not exist.")
+        self.worker_scores[(params["QualificationTypeId"], params["WorkerId"])] = params.get("IntegerValue", 1)
+        return {}
+
+    def DisassociateQualificationFromWorker(self, params: dict[str, Any]) -> dict[str, Any]:
+        if self.worker_scores.pop((params["QualificationTypeId"], params["WorkerId"]), None) is None:
+            raise Refused(f"Worker {params['WorkerId']} does not have this qualification.")
+        return {}
+
+    def ListWorkersWithQualificationType(self, params: dict[str, Any]) -> dict[str, Any]:
+        rows = [
+            {
+                "QualificationTypeId": type_id,
+                "WorkerId": worker,
+                "GrantTime": self.now,
+                "IntegerValue": value,
+                "Status": "Granted",
+            }
+            for (type_id, worker), value in sorted(self.worker_scores.items())
+            if type_id == params["QualificationTypeId"]
+        ]
+        return self._page(rows, params, "Qualifications")
+
+    # -- paging -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _page(rows: list[dict[str, Any]], params: dict[str, Any], key: str) -> dict[str, Any]:
+        start = int(params.get("NextToken") or 0)
+        size = int(params.get("MaxResults", 10))
+        page: dict[str, Any] = {key: rows[start : start + size], "NumResults": len(rows[start : start + size])}
+        if start + size < len(rows):
+            page["NextToken"] = str(start + size)
+        return page
+
+
+def truthful(truth: Callable[[str], bool]) -> Answerer:
+    """A worker who always answers what ``truth`` says of the image URL."""
+    return lambda worker, url: YES if truth(url) else NO
+
+
+def field_of(item_key: str) -> str:
+    return FIELD_PREFIX + item_key

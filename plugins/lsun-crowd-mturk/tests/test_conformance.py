@@ -1,0 +1,34 @@
+"""The MTurk adapter passes the conformance suite every adapter passes, on the Stubber-backed fake."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+
+from fake_turk import FakeTurk, truthful
+from lsun_crowd_mturk import Api, MTurkCrowd, MTurkSettings
+
+from lsun_crowd.crowd import CrowdBackend
+from lsun_crowd.testing import CrowdBackendConformance, conformance_truth
+
+SETTINGS = MTurkSettings(image_root="/conformance", image_url_prefix="https://images.example.org/conformance")
+WORKERS = ("A1HONEST", "A2HONEST", "A3HONEST", "A4CONTRARY")
+
+
+def answer(worker: str, url: str) -> str:
+    honest = truthful(lambda image: conformance_truth(PurePosixPath(image).name, ""))(worker, url)
+    return honest if "HONEST" in worker else ("no" if honest == "yes" else "yes")
+
+
+class TestMTurkConformance(CrowdBackendConformance):
+    def make_backend(self, tmp_path: Path) -> CrowdBackend:
+        self.turk = FakeTurk()
+        return MTurkCrowd(Api(self.turk.client, SETTINGS, sleep=lambda _: None), SETTINGS, "conformance")
+
+    def complete_work(self, backend: CrowdBackend, hit_ids: Sequence[str]) -> None:
+        for hit_id in hit_ids:
+            for worker in WORKERS:
+                self.turk.work(hit_id, worker, answer)
+        # Whatever no qualified worker took runs out: MTurk expires it at the end of its lifetime.
+        self.turk.now += __import__("datetime").timedelta(days=30)
+        super().complete_work(backend, hit_ids)
