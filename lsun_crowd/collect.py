@@ -41,12 +41,15 @@ def collect(ctx: Context, ref: RoundRef) -> str:
             ]
         if not open_ids:
             break
-        if time.monotonic() > deadline:
+        # One reading of the clock per poll: a HIT is only ever given up on after the platform
+        # was told to expire it, never because the deadline passed halfway through a poll.
+        timed_out = time.monotonic() > deadline
+        if timed_out:
             ctx.crowd.expire(open_ids)
         for status in ctx.crowd.hit_status(open_ids):
             added = _store_assignments(ctx, ref.category_id, hits[status.hit_id], status.hit_id)
             ctx.progress.advance(task, added)
-            if status.state != HitState.OPEN or time.monotonic() > deadline:
+            if status.state != HitState.OPEN or timed_out:
                 final = HitState.EXPIRED if status.state == HitState.OPEN else status.state
                 with ctx.store.session() as session:
                     session.execute(update(Hit).where(Hit.id == hits[status.hit_id]).values(state=final))

@@ -21,8 +21,9 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import EndpointConnectionError
+from botocore.exceptions import EndpointConnectionError, ParamValidationError
 from botocore.stub import Stubber
+from botocore.validate import ParamValidator
 from lsun_crowd_mturk.answers import answers_xml
 from lsun_crowd_mturk.settings import SANDBOX_ENDPOINT
 
@@ -56,7 +57,7 @@ class FakeTurk:
         self.stubber.activate()
         self._methods = {api: name for name, api in self.client.meta.method_to_api_mapping.items()}
         self.balance = balance
-        self.now = datetime(2026, 11, 1, tzinfo=UTC)
+        self.now = datetime.now(UTC).replace(microsecond=0)  # the adapter compares expiries with its clock
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.faults: list[tuple[str, str]] = []  # (operation, error code or "connection") to fail next
         self.lose_response_of: set[str] = set()  # operations that succeed but whose answer is lost once
@@ -79,6 +80,11 @@ class FakeTurk:
 
     def _respond(self, model: Any, params: dict[str, Any], **_: Any) -> None:
         operation, method = model.name, self._methods[model.name]
+        report = ParamValidator().validate(params, model.input_shape)
+        if report.has_errors():
+            # What the client raises a step later; raised here, where the Stubber would first
+            # complain of an unexpected call.
+            raise ParamValidationError(report=report.generate_report())
         self.calls.append((operation, dict(params)))
         for index, (name, code) in enumerate(self.faults):
             if name == operation:

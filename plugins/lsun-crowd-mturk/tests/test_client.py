@@ -1,0 +1,188 @@
+"""Endpoints and modes, the retry policy, answers, money and worker messages."""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from fake_turk import FakeTurk
+from lsun_crowd_mturk import Api, MTurkCrowd, MTurkError, MTurkSettings, from_settings, make_client
+from lsun_crowd_mturk.adapter import assignment_fees, request_token
+from lsun_crowd_mturk.answers import MalformedAnswer, answers_xml, item_answers
+from lsun_crowd_mturk.settings import LIVE_ENDPOINT, SANDBOX_ENDPOINT
+
+from lsun_crowd.crowd import CrowdError, HitBatch, HitItem, HitSpec
+from lsun_crowd.render import HTML_QUESTION_LIMIT, TemplateError, html_question
+
+URLS = MTurkSettings(image_root="/img", image_url_prefix="https://images.example.org")
+
+
+def crowd_with(turk: FakeTurk, settings: MTurkSettings = URLS) -> tuple[MTurkCrowd, list[float]]:
+    waits: list[float] = []
+    return MTurkCrowd(Api(turk.client, settings, sleep=waits.append), settings, "proj"), waits
+
+
+def batch(batch_id: str = "proj:cat:r1", hits: int = 2, items: int = 3, assignments: int = 3) -> HitBatch:
+    specs = tuple(
+        HitSpec(f"h{h}", tuple(HitItem(str(h * 10 + i), f"/img/{h * 10 + i}.png") for i in range(items)))
+        for h in range(hits)
+    )
+    return HitBatch(batch_id, "cat", "Does the image show: cat?", specs, assignments, Decimal("0.05"))
+
+
+@pytest.fixture(autouse=True)
+def no_aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in ("AWS_ENDPOINT_URL_MTURK", "AWS_ENDPOINT_URL", "AWS_PROFILE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+
+
+def test_sandbox_is_the_default_and_an_override_always_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert MTurkSettings().endpoint() == SANDBOX_ENDPOINT
+    assert MTurkSettings(live=True).endpoint() == LIVE_ENDPOINT
+    assert MTurkSettings().preview_url("T1") == "https://workersandbox.mturk.com/mturk/preview?groupId=T1"
+    assert MTurkSettings(live=True).preview_url("T1") == "https://worker.mturk.com/mturk/preview?groupId=T1"
+    assert MTurkSettings(live=True).submit_url() == "https://www.mturk.com/mturk/externalSubmit"
+    monkeypatch.setenv("AWS_ENDPOINT_URL_MTURK", "http://127.0.0.1:9324")
+    assert MTurkSettings(live=True).endpoint() == "http://127.0.0.1:9324"
+    assert MTurkSettings(endpoint_url="http://localhost:1").endpoint() == "http://localhost:1"
+    client = make_client(MTurkSettings())
+    assert client.meta.endpoint_url == "http://127.0.0.1:9324"
+    assert client.meta.config.retries["total_max_attempts"] == 1  # the one retry policy is ours
+
+
+def test_live_needs_a_confirmation_and_settings_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(CrowdError, match="live Mechanical Turk spends real money.*--live"):
+        from_settings({"live": True}, tmp_path)
+    with pytest.raises(CrowdError, match=r"crowd.settings.block: Input should be 'soft' or 'hard'"):
+        from_settings({"block": "sometimes"}, tmp_path)
+    assert from_settings({}, tmp_path).settings.endpoint() == SANDBOX_ENDPOINT
+
+
+def test_throttling_faults_and_lost_connections_are_retried_with_backoff() -> None:
+    turk = FakeTurk(balance=Decimal("12.34"))
+    turk.faults = [
+        ("GetAccountBalance", "ThrottlingException"),
+        ("GetAccountBalance", "ServiceFault"),
+        ("GetAccountBalance", "connection"),
+    ]
+    crowd, waits = crowd_with(turk)
+    assert crowd.balance() == Decimal("12.34")
+    assert turk.count("GetAccountBalance") == 4
+    assert len(waits) == 3 and all(0 <= wait <= 30 for wait in waits)
+
+
+def test_retries_are_bounded() -> None:
+    turk = FakeTurk()
+    turk.faults = [("GetAccountBalance", "ThrottlingException")] * 10
+    crowd, waits = crowd_with(turk, MTurkSettings(max_attempts=3))
+    with pytest.raises(MTurkError, match="GetAccountBalance: ThrottlingException"):
+        crowd.balance()
+    assert turk.count("GetAccountBalance") == 3 and len(waits) == 2
+
+
+def test_request_and_validation_errors_are_not_retried() -> None:
+    turk = FakeTurk()
+    crowd, waits = crowd_with(turk)
+    with pytest.raises(MTurkError, match="GetHIT: RequestError: Hit NOSUCHHIT does not exist"):
+        crowd.hit_status(["NOSUCHHIT"])
+    assert turk.count("GetHIT") == 1 and waits == []
+    with pytest.raises(MTurkError, match=r"(?s)ParamValidationError.*HITId"):
+        crowd.api.call("GetHIT")  # refused by the service model before anything is sent
+    assert turk.count("GetHIT") == 1 and waits == []
+
+
+def test_fees_follow_mturk_and_the_estimate_adds_them() -> None:
+    assert assignment_fees(Decimal("0.05"), 3) == Decimal("0.01")
+    assert assignment_fees(Decimal("0.02"), 3) == Decimal("0.01")  # MTurk's minimum fee
+    assert assignment_fees(Decimal("0.50"), 9) == Decimal("0.10")
+    assert assignment_fees(Decimal("0.50"), 10) == Decimal("0.20")  # 20% more from 10 assignments
+    estimate = crowd_with(FakeTurk())[0].estimate_cost(batch(hits=4, assignments=10))
+    assert (estimate.rewards, estimate.fees) == (Decimal("2.00"), Decimal("0.80"))
+
+
+def test_published_hits_carry_their_batch_and_a_stable_token() -> None:
+    turk = FakeTurk()
+    crowd, _ = crowd_with(turk)
+    first = crowd.publish(batch())
+    assert crowd.publish(batch()) == first and turk.count("CreateHITWithHITType") == 2
+    created = [params for name, params in turk.calls if name == "CreateHITWithHITType"]
+    assert [p["RequesterAnnotation"] for p in created] == ["proj:cat:r1|h0", "proj:cat:r1|h1"]
+    assert [p["UniqueRequestToken"] for p in created] == [request_token("proj:cat:r1", h) for h in ("h0", "h1")]
+    assert all(len(p["UniqueRequestToken"]) <= 64 and p["MaxAssignments"] == 3 for p in created)
+    assert "https://images.example.org/10.png" in created[1]["Question"]
+
+
+def test_local_images_without_a_url_prefix_are_refused_clearly() -> None:
+    crowd, _ = crowd_with(FakeTurk(), MTurkSettings())
+    with pytest.raises(CrowdError, match=r"image 0: /img/0.png is not an http\(s\) URL.*image_url_prefix"):
+        crowd.publish(batch())
+
+
+def test_a_hit_over_mturks_size_limit_is_refused_before_publishing() -> None:
+    assert len(html_question("x" * 1000)) < HTML_QUESTION_LIMIT
+    with pytest.raises(TemplateError, match="over MTurk's limit of 65,535.*items_per_hit"):
+        html_question("x" * HTML_QUESTION_LIMIT)
+    assert "]]]]><![CDATA[>" in html_question("a]]>b")  # content cannot end the CDATA section early
+
+
+def test_answers_are_read_back_and_malformed_ones_are_left_out_and_rejected(caplog: pytest.LogCaptureFixture) -> None:
+    xml = answers_xml({"assignmentId": "A", "item-12": "yes", "item-13": "NO"})
+    assert item_answers(xml) == {"12": "yes", "13": "no"}
+    assert item_answers(xml, expected=["12", "13"]) == {"12": "yes", "13": "no"}
+    with pytest.raises(MalformedAnswer, match=r"unanswered images \['14'\]"):
+        item_answers(xml, expected=["12", "13", "14"])
+    with pytest.raises(MalformedAnswer, match="'item-12': answer 'maybe'"):
+        item_answers(answers_xml({"item-12": "maybe"}))
+    with pytest.raises(MalformedAnswer, match="not XML"):
+        item_answers("<QuestionFormAnswers><Answer>")
+
+    turk = FakeTurk()
+    crowd, _ = crowd_with(turk)
+    (hit,) = crowd.publish(batch(hits=1))
+    good = turk.work(hit.hit_id, "A1GOOD")
+    bad = turk.work(hit.hit_id, "A2BAD", raw=answers_xml({"item-0": "perhaps"}))
+    with caplog.at_level(logging.WARNING):
+        listed = crowd.list_assignments(hit.hit_id)
+    assert [a.assignment_id for a in listed] == [good]
+    assert listed[0].answers == {"0": "yes", "1": "yes", "2": "yes"}
+    assert f"assignment {bad}" in caplog.text and "'perhaps'" in caplog.text
+    assert turk.assignments[bad]["AssignmentStatus"] == "Rejected"
+
+
+def test_reviews_blocks_and_messages_are_idempotent_and_batched() -> None:
+    turk = FakeTurk()
+    crowd, _ = crowd_with(turk, MTurkSettings(block="hard", image_root="/img", image_url_prefix="https://i.org"))
+    (hit,) = crowd.publish(batch(hits=1))
+    assignment = turk.work(hit.hit_id, "A1")
+    assert assignment is not None
+    crowd.approve(assignment, "thanks")
+    crowd.approve(assignment, "thanks")  # MTurk refuses; the adapter sees it approved already
+    with pytest.raises(MTurkError, match="status of: Submitted"):
+        crowd.reject(assignment, "too late")
+    crowd.block_worker("A1", "gold")
+    crowd.block_worker("A1", "gold")
+    assert turk.hard_blocks == {"A1"} and turk.count("CreateWorkerBlock") == 2
+    crowd.unblock_worker("A1", "appeal")
+    assert turk.hard_blocks == set()
+    workers = [f"W{n:04d}" for n in range(250)]
+    crowd.notify(workers, "New HITs", "More images to label this week.")
+    assert turk.count("NotifyWorkers") == 3 and turk.notified == workers
+    with pytest.raises(CrowdError, match="bonus_limit"):
+        crowd.pay_bonus("A1", assignment, Decimal("50"), "generous", "big-bonus")
+
+
+def test_hits_expire_extend_and_delete_when_mturk_allows() -> None:
+    turk = FakeTurk()
+    crowd, _ = crowd_with(turk)
+    (hit,) = crowd.publish(batch(hits=1))
+    assert crowd.delete(hit.hit_id) is False  # still assignable
+    crowd.extend(hit.hit_id, 3600)
+    assert turk.hits[hit.hit_id]["Expiration"] > turk.now
+    crowd.expire([hit.hit_id])
+    assert crowd.hit_status([hit.hit_id])[0].state == "expired"
+    assert crowd.delete(hit.hit_id) is True
+    assert turk.hits[hit.hit_id]["HITStatus"] == "Disposed"
