@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from lsun_crowd_mturk.adapter import assignment_fees, request_token
 from lsun_crowd_mturk.answers import MalformedAnswer, answers_xml, item_answers
 from lsun_crowd_mturk.settings import LIVE_ENDPOINT, SANDBOX_ENDPOINT
 
-from lsun_crowd.crowd import CrowdError, HitBatch, HitItem, HitSpec
+from lsun_crowd.crowd import CrowdError, HitBatch, HitItem, HitSpec, QualificationTest
 from lsun_crowd.render import HTML_QUESTION_LIMIT, TemplateError, html_question
 
 URLS = MTurkSettings(image_root="/img", image_url_prefix="https://images.example.org")
@@ -186,3 +187,35 @@ def test_hits_expire_extend_and_delete_when_mturk_allows() -> None:
     assert crowd.hit_status([hit.hit_id])[0].state == "expired"
     assert crowd.delete(hit.hit_id) is True
     assert turk.hits[hit.hit_id]["HITStatus"] == "Disposed"
+
+
+def test_the_qualification_test_is_mturks_own_auto_graded_kind() -> None:
+    turk = FakeTurk()
+    crowd, _ = crowd_with(turk)
+    items = tuple(HitItem(str(n), f"/img/{n}.png") for n in range(5))
+    test = QualificationTest(
+        "proj:cat:qualification",
+        "Does the image show: cat?",
+        items,
+        {str(n): "yes" if n % 2 == 0 else "no" for n in range(5)},
+        pass_mark=0.8,
+    )
+    (hit,) = crowd.publish(replace(batch(hits=1), qualification=test))
+    requirement = turk.hit_types[turk.hits[hit.hit_id]["HITTypeId"]]["QualificationRequirements"][-1]
+    assert requirement["Comparator"] == "GreaterThanOrEqualTo" and requirement["IntegerValues"] == [80]
+    kind = turk.qualification_types[requirement["QualificationTypeId"]]
+    assert (
+        kind["Name"] == "lsun-crowd test proj:cat:qualification" and "https://images.example.org/4.png" in kind["Test"]
+    )
+
+    def truthful(worker: str, url: str) -> str:
+        return "yes" if int(url.rsplit("/", 1)[1].split(".")[0]) % 2 == 0 else "no"
+
+    assert turk.work(hit.hit_id, "A1KNOWS", truthful) is not None
+    assert turk.work(hit.hit_id, "A2GUESSES", lambda worker, url: "yes") is None  # 3 of 5 right: 60%
+    results = {r.worker_id: r for r in crowd.qualification_results(test.test_id)}
+    assert (results["A1KNOWS"].correct, results["A1KNOWS"].passed) == (5, True)
+    assert (results["A2GUESSES"].correct, results["A2GUESSES"].total, results["A2GUESSES"].passed) == (3, 5, False)
+    # A second batch with the same test reuses the qualification type.
+    crowd.publish(replace(batch("proj:cat:r2", hits=1), qualification=test))
+    assert turk.count("CreateQualificationType") == 2  # the block type and the test, once each

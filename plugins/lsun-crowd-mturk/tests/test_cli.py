@@ -1,0 +1,113 @@
+"""``lsun-crowd mturk balance | preview | cleanup | workers | run`` on the Stubber-backed fake."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import lsun_crowd_mturk.cli as mturk_cli
+import pytest
+from fake_turk import FakeTurk
+from lsun_crowd_mturk import Api, MTurkCrowd, MTurkSettings
+from test_round import make_project
+from typer.testing import CliRunner
+
+from lsun_crowd.cli import app
+from lsun_crowd.config import CONFIG_FILE
+from lsun_crowd.crowd import HitBatch, HitItem, HitSpec
+from lsun_crowd.plugins import Plugins
+
+runner = CliRunner(env={"COLUMNS": "200"})
+if not any(group.name == "mturk" for group in app.registered_groups):
+    Plugins().add_commands(app)  # what `lsun-crowd` does on start, through the entry point
+
+
+def mturk_project(directory: Path, prefix: bool = True) -> None:
+    """The round tests' project, switched to the mturk adapter and its settings."""
+    make_project(directory)
+    config = (directory / CONFIG_FILE).read_text()
+    settings = (
+        f'image_root = "{(directory / "images").resolve()}"\nimage_url_prefix = "https://images.example.org/digits"\n'
+        if prefix
+        else ""
+    )
+    config = config.replace('adapter = "mock"', 'adapter = "mturk"').replace(
+        'seed = 0\ntruth_file = "truth.csv"\n', settings
+    )
+    (directory / CONFIG_FILE).write_text(config)
+
+
+@pytest.fixture
+def turk(monkeypatch: pytest.MonkeyPatch) -> FakeTurk:
+    fake = FakeTurk(balance=Decimal("42.50"))
+
+    def open_on_fake(settings: MTurkSettings, project: str, live_confirmed: bool = False) -> MTurkCrowd:
+        assert live_confirmed == settings.live
+        return MTurkCrowd(Api(fake.client, settings, sleep=lambda _: None), settings, project)
+
+    monkeypatch.setattr(mturk_cli, "open_crowd", open_on_fake)
+    return fake
+
+
+def invoke(*args: str, answer: str | None = None) -> tuple[int, str]:
+    result = runner.invoke(app, ["mturk", *args], input=answer)
+    return result.exit_code, result.output
+
+
+def test_balance_names_the_mode(tmp_path: Path, turk: FakeTurk) -> None:
+    mturk_project(tmp_path / "p")
+    code, output = invoke("balance", "--project", str(tmp_path / "p"))
+    assert code == 0 and "sandbox (https://mturk-requester-sandbox.us-east-1.amazonaws.com): 42.50 USD" in output
+
+
+def test_preview_writes_the_hit_mturk_would_show(tmp_path: Path, turk: FakeTurk) -> None:
+    mturk_project(tmp_path / "p")
+    out = tmp_path / "hit.html"
+    code, output = invoke("preview", "--project", str(tmp_path / "p"), "--out", str(out))
+    assert code == 0 and "one HIT of 10 images" in output and "of MTurk's 65,535 characters" in output
+    html = out.read_text()
+    assert html.count('<img src="https://images.example.org/digits/') == 10
+    assert 'action="https://workersandbox.mturk.com/mturk/externalSubmit"' in html
+    assert "Does the image show: digit-0?" in html
+    assert not turk.calls  # a preview costs nothing and asks MTurk nothing
+
+
+def test_preview_of_local_images_says_what_to_set(tmp_path: Path, turk: FakeTurk) -> None:
+    mturk_project(tmp_path / "p", prefix=False)
+    code, output = invoke("preview", "--project", str(tmp_path / "p"), "--out", str(tmp_path / "hit.html"))
+    assert code == 2 and "is not an http(s) URL" in output and "image_url_prefix" in output
+
+
+def test_cleanup_expires_only_this_projects_orphans(tmp_path: Path, turk: FakeTurk) -> None:
+    mturk_project(tmp_path / "p")
+    settings = MTurkSettings(image_root="/img", image_url_prefix="https://i.example.org")
+    spec = HitSpec("h0", (HitItem("1", "/img/1.png"),))
+    for project, batch_id in (("digits-demo", "digits-demo:digit-0:r7"), ("other", "other:cat:r1")):
+        crowd = MTurkCrowd(Api(turk.client, settings), settings, project)
+        crowd.publish(HitBatch(batch_id, "digit-0", "q?", (spec,), 3, Decimal("0.02")))
+    ours, theirs = sorted(turk.hits)
+    code, output = invoke("cleanup", "--project", str(tmp_path / "p"), "--delete")
+    assert code == 0 and "1 orphaned HIT(s) of digits-demo" in output and "expired and deleted" in output
+    assert turk.hits[ours]["HITStatus"] == "Disposed"
+    assert turk.hits[theirs]["HITStatus"] == "Assignable"
+    code, output = invoke("cleanup", "--project", str(tmp_path / "p"))
+    assert code == 0 and "1 orphaned HIT(s)" in output  # disposed HITs are still listed, and expired again
+
+
+def test_live_runs_need_a_yes_that_shows_the_spend(tmp_path: Path, turk: FakeTurk) -> None:
+    mturk_project(tmp_path / "p")
+    code, output = invoke("run", "--project", str(tmp_path / "p"), "--live", answer="n\n")
+    assert code == 1 and "LIVE Mechanical Turk and may spend up to 500 USD of real money" in output
+    assert not turk.calls
+    # The plain run command refuses live mode from the settings alone.
+    config = (tmp_path / "p" / CONFIG_FILE).read_text().replace("[crowd.settings]\n", "[crowd.settings]\nlive = true\n")
+    (tmp_path / "p" / CONFIG_FILE).write_text(config)
+    result = runner.invoke(app, ["run", "--project", str(tmp_path / "p")])
+    assert result.exit_code == 2 and "lsun-crowd mturk run --project DIR --live" in result.output
+
+
+def test_workers_lists_and_blocks(tmp_path: Path, turk: FakeTurk) -> None:
+    mturk_project(tmp_path / "p")
+    code, output = invoke("workers", "--project", str(tmp_path / "p"), "--block", "A9SPAMMER", "--reason", "spam")
+    assert code == 0 and "A9SPAMMER: blocked (soft)" in output
+    assert any(name == "AssociateQualificationWithWorker" for name, _ in turk.calls)
