@@ -142,6 +142,9 @@ class MTurkCrowd:
         missing = [spec for spec in batch.hits if spec.hit_key not in existing]
         if missing:
             hit_type_id = self.hit_type(batch)
+            log.info(
+                "%s: HIT type %s, preview at %s", batch.batch_id, hit_type_id, self.settings.preview_url(hit_type_id)
+            )
         for spec in missing:
             try:
                 response = self.api.call(
