@@ -50,10 +50,10 @@ def batch_for(ctx: Context, ref: RoundRef) -> HitBatch:
             .where(HitItemRow.hit_id.in_([hit.id for hit in hits]))
             .order_by(HitItemRow.hit_id, HitItemRow.position)
         ).all()
+        test = qualification_test(ctx, session, ref)
     items_by_hit: dict[int, list[HitItem]] = {}
     for hit_id, item_id, uri in rows:
         items_by_hit.setdefault(hit_id, []).append(HitItem(str(item_id), uri))
-        test = qualification_test(ctx, session, ref)
     specs = tuple(HitSpec(hit.hit_key, tuple(items_by_hit[hit.id])) for hit in hits)
     return HitBatch(
         batch_id=current,

@@ -60,6 +60,13 @@ def request_token(batch_id: str, hit_key: str) -> str:
     return "lsc-" + hashlib.sha256(annotation(batch_id, hit_key).encode()).hexdigest()[:56]
 
 
+def already_done(error: MTurkError) -> bool:
+    """MTurk's answer to a request token it has seen: ``AWS.MechanicalTurk.HitAlreadyExists`` for a
+    HIT, or "The idempotency token ... has already been processed"."""
+    text = f"{error.code} {error.detail}"
+    return "HitAlreadyExists" in text or "has already been processed" in text
+
+
 def assignment_fees(reward: Decimal, assignments_per_hit: int) -> Decimal:
     """MTurk's commission on one assignment: 20%, 40% for HITs of 10 or more assignments."""
     rate = FEE_RATE + (LARGE_HIT_FEE_RATE if assignments_per_hit >= LARGE_HIT_ASSIGNMENTS else 0)
@@ -158,7 +165,7 @@ class MTurkCrowd:
                 )
                 existing[spec.hit_key] = str(response["HIT"]["HITId"])
             except MTurkError as error:
-                if "HitAlreadyExists" not in f"{error.code} {error.detail}":
+                if not already_done(error):
                     raise
                 # An earlier attempt created it and its answer was lost: find it by its annotation.
                 found = self.batch_hits(batch.batch_id)
@@ -270,8 +277,7 @@ class MTurkCrowd:
                 UniqueRequestToken=request_token("bonus", token),
             )
         except MTurkError as error:
-            # The token was used: the bonus went out on an earlier call.
-            if "already" not in error.detail.lower() and "duplicate" not in error.detail.lower():
+            if not already_done(error):  # the token was used: the bonus went out on an earlier call
                 raise
 
     def block_worker(self, worker_id: str, reason: str) -> None:

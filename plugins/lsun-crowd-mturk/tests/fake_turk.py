@@ -283,7 +283,7 @@ class FakeTurk:
     def SendBonus(self, params: dict[str, Any]) -> dict[str, Any]:
         token = params["UniqueRequestToken"]
         if token in self.bonuses:
-            raise Refused(f"The bonus with UniqueRequestToken {token} has already been paid.")
+            raise Refused(f'The idempotency token "{token}" has already been processed.')
         amount = Decimal(params["BonusAmount"])
         if amount > self.balance:
             raise Refused("Your account does not have enough funds.")
