@@ -23,7 +23,9 @@ from lsun_crowd.ingest import IngestError, ingest_gold
 from lsun_crowd.ingest import ingest as ingest_sources
 from lsun_crowd.methods import DEFAULT_METHOD, METHODS
 from lsun_crowd.plugins import PluginError, Plugins
+from lsun_crowd.preview import render_preview, sample_hit
 from lsun_crowd.project import INGEST_REPORT, Project
+from lsun_crowd.render import HTML_QUESTION_LIMIT, html_question
 from lsun_crowd.status import category_status
 from lsun_crowd.store import StoreError
 from lsun_crowd.votes_io import read_votes, write_labels
@@ -240,6 +242,25 @@ def _root(version: Annotated[bool, typer.Option("--version", help="print the ver
     if version:
         console.print(__version__)
         raise typer.Exit()
+
+
+@app.command()
+def preview(
+    project: ProjectOption = Path("."),
+    category: Annotated[str | None, typer.Option(help="category (default: the first)")] = None,
+    out: Annotated[Path, typer.Option(help="HTML file to write")] = Path("hit-preview.html"),
+) -> None:
+    """Render one HIT of a category to an HTML file: what a worker will see, before paying for it."""
+    with reported_errors():
+        opened = Project.open(project)
+        batch = sample_hit(opened, category)
+        html = render_preview(opened.crowd(), batch)
+        out.write_text(html, encoding="utf-8")
+        size = len(html_question(html))
+        console.print(
+            f"{out}: one HIT of {len(batch.hits[0].items)} images for {batch.category}; "
+            f"{size:,} of MTurk's {HTML_QUESTION_LIMIT:,} characters"
+        )
 
 
 def main() -> None:

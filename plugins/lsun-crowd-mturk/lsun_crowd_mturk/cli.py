@@ -12,14 +12,12 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 from lsun_crowd.cli import RichCascadeProgress, progress_bars, reported_errors
-from lsun_crowd.context import pool_ids
-from lsun_crowd.crowd import HitBatch, HitItem, HitSpec
+from lsun_crowd.preview import render_preview, sample_hit
 from lsun_crowd.project import Project
-from lsun_crowd.publish import question, spent_so_far
+from lsun_crowd.publish import spent_so_far
 from lsun_crowd.quality import assess
 from lsun_crowd.render import HTML_QUESTION_LIMIT, html_question
-from lsun_crowd.schema import AssignmentRow, Hit, Item, Worker
-from lsun_crowd.store import category_id
+from lsun_crowd.schema import AssignmentRow, Hit, Worker
 from lsun_crowd_mturk import MTurkCrowd, open_crowd, parse_settings
 
 mturk = typer.Typer(
@@ -64,19 +62,13 @@ def preview(
     """Write one HIT, rendered exactly as MTurk will show it, to a local HTML file."""
     with reported_errors():
         opened, crowd = _open(project, live)
-        name = category or (opened.config.project.categories or [""])[0]
-        if not name:
-            raise ValueError("no categories: list them in [project] categories of lsun-crowd.toml")
-        with opened.store.session() as session:
-            items = pool_ids(session, category_id(session, name))[: opened.config.crowd.items_per_hit]
-            rows = session.execute(select(Item.id, Item.uri).where(Item.id.in_(items)).order_by(Item.id)).all()
-        spec = HitSpec("preview", tuple(HitItem(str(item), uri) for item, uri in rows))
-        batch = HitBatch("preview", name, question(name), (spec,), 1, opened.config.crowd.reward_per_assignment)
-        html = crowd.render(batch, spec.items)
+        batch = sample_hit(opened, category)
+        html = render_preview(crowd, batch)
         size = len(html_question(html))
         out.write_text(html, encoding="utf-8")
         console.print(
-            f"{out}: one HIT of {len(spec.items)} images; {size:,} of MTurk's {HTML_QUESTION_LIMIT:,} characters"
+            f"{out}: one HIT of {len(batch.hits[0].items)} images; "
+            f"{size:,} of MTurk's {HTML_QUESTION_LIMIT:,} characters"
         )
 
 

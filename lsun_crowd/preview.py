@@ -1,0 +1,52 @@
+"""One HIT of a category, rendered as a worker would see it, before anything is published."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import select
+
+from lsun_crowd.context import pool_ids
+from lsun_crowd.crowd import CrowdBackend, HitBatch, HitItem, HitSpec
+from lsun_crowd.project import Project
+from lsun_crowd.publish import question
+from lsun_crowd.render import render_grid
+from lsun_crowd.schema import Item
+from lsun_crowd.store import category_id
+
+
+def sample_hit(project: Project, category: str | None = None) -> HitBatch:
+    """A one-HIT batch of the category's first ``items_per_hit`` pool images (the first category
+    when none is named)."""
+    name = category or next(iter(project.config.project.categories), "")
+    if not name:
+        raise ValueError("no categories: list them in [project] categories of lsun-crowd.toml")
+    if category and category not in project.config.project.categories:
+        raise ValueError(f"category {category!r} is not one of {project.config.project.categories}")
+    with project.store.session() as session:
+        items = pool_ids(session, category_id(session, name))[: project.config.crowd.items_per_hit]
+        rows = session.execute(select(Item.id, Item.uri).where(Item.id.in_(items)).order_by(Item.id)).all()
+    if not rows:
+        raise ValueError(f"category {name!r} has no unlabeled images left to preview")
+    spec = HitSpec("preview", tuple(HitItem(str(item), uri) for item, uri in rows))
+    return HitBatch(
+        f"{project.config.project.name}:{name}:preview",
+        name,
+        question(name),
+        (spec,),
+        1,
+        project.config.crowd.reward_per_assignment,
+    )
+
+
+def render_preview(crowd: CrowdBackend, batch: HitBatch) -> str:
+    """The adapter's own rendering where it has one (MTurk's, with its image URLs and submit
+    target); otherwise the grid with local images as file URLs, submitting nowhere."""
+    items = batch.hits[0].items
+    render = getattr(crowd, "render", None)
+    if callable(render):
+        return str(render(batch, items))
+    shown = [
+        HitItem(item.item_key, Path(item.uri).as_uri() if Path(item.uri).is_absolute() else item.uri) for item in items
+    ]
+    return render_grid(batch.question, shown, "#preview")

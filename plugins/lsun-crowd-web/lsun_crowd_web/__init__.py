@@ -1,0 +1,51 @@
+"""The in-house browser crowd, registered through the ``lsun_crowd`` entry point like any vendor."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from lsun_crowd.crowd import CrowdError
+from lsun_crowd.hookspecs import hookimpl
+from lsun_crowd.plugins import CrowdAdapter, RegisterCrowdAdapter
+from lsun_crowd_web.adapter import WebCrowd
+from lsun_crowd_web.state import WebState
+
+if TYPE_CHECKING:
+    import typer
+
+__all__ = ["WebCrowd", "WebSettings", "WebState", "open_state"]
+
+
+class WebSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    state_file: str = "web-crowd.sqlite"  # the shared queue, relative to the project directory
+    lease_seconds: float = Field(default=1800.0, gt=0)  # how long a handed-out HIT stays reserved
+
+
+def open_state(settings: Mapping[str, Any], project_dir: Path) -> WebState:
+    try:
+        parsed = WebSettings.model_validate(dict(settings))
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise CrowdError(f"crowd.settings.{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    return WebState(project_dir / parsed.state_file, parsed.lease_seconds)
+
+
+def from_settings(settings: Mapping[str, Any], project_dir: Path) -> WebCrowd:
+    return WebCrowd(open_state(settings, project_dir))
+
+
+@hookimpl
+def register_crowd_adapters(register: RegisterCrowdAdapter) -> None:
+    register(CrowdAdapter("web", "in-house annotators in their browsers (lsun-crowd serve)", from_settings))
+
+
+@hookimpl
+def register_commands(cli: typer.Typer) -> None:
+    from lsun_crowd_web.cli import serve
+
+    cli.command()(serve)

@@ -1,0 +1,127 @@
+"""Two annotators label a cascade round's grids in a real browser (Debian's chromium driven by
+Playwright), with the keyboard and the mouse; the cascade then collects and reviews their votes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from live_server import LiveServer
+from lsun_crowd_web import WebCrowd
+from sqlalchemy import func, select
+
+from lsun_crowd.config import CONFIG_FILE
+from lsun_crowd.demo import demo_config, write_pool
+from lsun_crowd.ingest import ingest, ingest_gold
+from lsun_crowd.loop import Cascade, CategoryOutcome
+from lsun_crowd.project import Project
+from lsun_crowd.schema import AssignmentRow, Item, Round, Vote, Worker
+
+REQUIRED = os.environ.get("LSUN_CROWD_REQUIRE_BROWSER") == "1"  # CI: a missing browser is a failure
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = Path(os.environ.get("LSUN_CROWD_ARTIFACTS", Path(__file__).resolve().parents[3] / "test-artifacts"))
+
+
+def browser_or_skip():  # type: ignore[no-untyped-def]
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        if REQUIRED:
+            raise
+        pytest.skip("Playwright's Python client is not installed (pip install playwright)")
+    if CHROMIUM is None:
+        if REQUIRED:
+            raise AssertionError("no chromium on PATH: apt-get install chromium")
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    return sync_playwright
+
+
+def make_project(directory: Path) -> dict[str, bool]:
+    """18 images of digit-0's pool in one round: two HITs of nine images and a gold one, two votes each."""
+    directory.mkdir(parents=True)
+    targets = write_pool(directory, seed=0, limit=120, digits=range(1))
+    config = (
+        demo_config(0, range(1), redundancy="votes_per_item = 2\nmax_votes_per_item = 2\n")
+        .replace('adapter = "mock"', 'adapter = "web"')
+        .replace('seed = 0\ntruth_file = "truth.csv"\n', "")
+        .replace("sample_per_round = 300", "sample_per_round = 18")
+        .replace("poll_seconds = 0", "poll_seconds = 0.2")
+    )
+    (directory / CONFIG_FILE).write_text(config)
+    project = Project.open(directory)
+    ingest(project.store, [directory / "images"], directory / "downloads")
+    ingest_gold(project.store, directory / "gold.csv")
+    with project.store.session() as session:
+        uris = dict(session.execute(select(Item.id, Item.uri)).all())
+    project.close()
+    return {str(item): bool(targets[int(Path(uri).stem)] == 0) for item, uri in uris.items()}
+
+
+def test_annotators_label_grids_in_a_browser_and_the_cascade_sees_their_votes(tmp_path: Path) -> None:
+    sync_playwright = browser_or_skip()
+    directory = tmp_path / "project"
+    truth = make_project(directory)
+    project = Project.open(directory)
+    crowd = project.crowd()
+    assert isinstance(crowd, WebCrowd)
+    outcome: list[CategoryOutcome] = []
+    cascade = Cascade(project.config, project.store, crowd, lambda: project.embedding_cache())
+    runner = threading.Thread(target=lambda: outcome.extend(cascade.run(max_rounds=1)), daemon=True)
+    runner.start()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    grids = 0
+    with LiveServer(crowd.state) as live, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        for annotator in ("ana", "ben"):
+            page = browser.new_page()
+            page.goto(f"{live.url}/a/{crowd.state.add_annotator(annotator)}")
+            deadline = time.monotonic() + 60
+            while page.locator(".tile").count() == 0:  # the cascade is still sampling and publishing
+                assert time.monotonic() < deadline, "no HIT was published within a minute"
+                time.sleep(0.3)
+                page.reload()
+            while page.locator(".tile").count():
+                tiles = page.locator(".tile")
+                count = tiles.count()
+                assert page.locator("#counter").inner_text() == f"0 of {count} answered"
+                page.click("#submit")  # an incomplete HIT is refused in the page
+                assert page.locator("#problem").inner_text() == "Please answer every image first."
+                for index in range(count):
+                    tile = tiles.nth(index)
+                    shows = truth[tile.get_attribute("data-field").removeprefix("item-")]  # type: ignore[union-attr]
+                    if index % 3 == 1:  # the mouse: one click says yes, a second says no
+                        tile.click()
+                        if not shows:
+                            tile.click()
+                    else:  # the keyboard
+                        tile.press("y" if shows else "n")
+                    assert tile.get_attribute("class") == f"tile {'yes' if shows else 'no'}"
+                assert page.locator("#counter").inner_text() == f"{count} of {count} answered"
+                if grids == 0:
+                    page.screenshot(path=str(ARTIFACTS / "web-grid-labeled.png"), full_page=True)
+                with page.expect_navigation():
+                    page.click("#submit")
+                grids += 1
+            assert "Nothing to label right now" in page.content()
+        browser.close()
+        runner.join(120)
+    assert not runner.is_alive() and outcome and outcome[0].rounds == 1
+    assert grids == 4  # two HITs, two annotators each
+    with project.store.session() as session:
+        assert session.scalar(select(Round.state)) == "done"
+        assert session.scalar(select(func.count(AssignmentRow.id))) == 4
+        assert session.scalar(select(func.count(Vote.id))) == 4 * 10
+        # The review step scored both annotators' gold answers: one gold image in each HIT, all right.
+        workers = session.execute(select(Worker.platform_worker_id, Worker.gold_correct, Worker.gold_wrong)).all()
+        assert sorted(workers) == [("ana", 2, 0), ("ben", 2, 0)]
+    assert {
+        status
+        for hit_id in crowd.state.execute("SELECT hit_id FROM hits")
+        for status in [a[2] for a in crowd.state.assignments(str(hit_id[0]))]
+    } == {"approved"}
+    assert (ARTIFACTS / "web-grid-labeled.png").stat().st_size > 5_000
+    project.close()
