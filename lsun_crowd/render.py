@@ -11,6 +11,7 @@ import jinja2
 from lsun_crowd.crowd import NO, YES, HitItem
 
 FIELD_PREFIX = "item-"
+MULTI_LABEL_ITEM_FIELD = "item"
 """Each image's answer is a form field named ``item-<item key>`` holding ``yes`` or ``no``."""
 HTML_QUESTION_LIMIT = 65_535  # characters MTurk accepts in a HIT's Question parameter
 HTML_QUESTION_SCHEMA = "http://mechanicalturk.amazonaws.com/AWSMechanicalTurkDataSchemas/2011-11-11/HTMLQuestion.xsd"
@@ -32,16 +33,58 @@ def render_grid(
     submit_url: str,
     instructions: str = "",
     assignment_id: str = "",
+    examples: Sequence[tuple[str, bool]] = (),
 ) -> str:
-    """The binary grid: one yes/no answer per image, by click or keyboard."""
+    """The binary grid: one yes/no answer per image, by click or keyboard, under the instructions
+    and any ``examples`` (image URL, does it show the category)."""
     return _templates.get_template("binary_grid.html").render(
         question=question,
         instructions=instructions,
+        examples=examples,
         items=items,
         submit_url=submit_url,
         assignment_id=assignment_id,
         field_prefix=FIELD_PREFIX,
     )
+
+
+def render_multi_label(
+    item: HitItem,
+    categories: Sequence[str],
+    submit_url: str,
+    instructions: str = "",
+    assignment_id: str = "",
+) -> str:
+    """One image; the worker ticks every category it shows, or "none of these"."""
+    return _templates.get_template("multi_label.html").render(
+        item=item,
+        categories=categories,
+        submit_url=submit_url,
+        instructions=instructions,
+        assignment_id=assignment_id,
+        item_field=MULTI_LABEL_ITEM_FIELD,
+    )
+
+
+def labels_from_fields(fields: Mapping[str, str], categories: Sequence[str]) -> tuple[str, set[str]]:
+    """The item key and the categories ticked on a submitted multi-label form. Nothing ticked (not
+    even "none") and a tick beside "none" are errors naming the problem."""
+    item = fields.get(MULTI_LABEL_ITEM_FIELD, "")
+    if not item:
+        raise ValueError(f"field {MULTI_LABEL_ITEM_FIELD!r}: missing")
+    ticked = set()
+    for name, value in fields.items():
+        if name.startswith("label-") and value == YES:
+            index = name.removeprefix("label-")
+            if not index.isdigit() or int(index) >= len(categories):
+                raise ValueError(f"field {name!r}: no such category")
+            ticked.add(categories[int(index)])
+    none = fields.get("none") == YES
+    if none and ticked:
+        raise ValueError("'none of these' and a category were both ticked")
+    if not none and not ticked:
+        raise ValueError("nothing was ticked, not even 'none of these'")
+    return item, ticked
 
 
 def answers_from_fields(fields: Mapping[str, str]) -> dict[str, str]:

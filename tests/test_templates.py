@@ -13,7 +13,15 @@ from typer.testing import CliRunner
 from lsun_crowd.cli import app
 from lsun_crowd.config import CONFIG_FILE
 from lsun_crowd.crowd import HitItem
-from lsun_crowd.render import HTML_QUESTION_LIMIT, TemplateError, answers_from_fields, html_question, render_grid
+from lsun_crowd.render import (
+    HTML_QUESTION_LIMIT,
+    TemplateError,
+    answers_from_fields,
+    html_question,
+    labels_from_fields,
+    render_grid,
+    render_multi_label,
+)
 
 from .conftest import make_digits_project
 
@@ -112,3 +120,34 @@ def test_preview_writes_one_hit_of_a_category(tmp_path: Path) -> None:
     bad = CliRunner().invoke(app, ["preview", "--project", str(directory), "--category", "kitchen"])
     assert bad.exit_code == 2 and "'kitchen' is not one of ['digit-0', 'digit-1']" in bad.output
     assert (directory / CONFIG_FILE).is_file()
+
+
+def test_examples_show_under_the_instructions_escaped() -> None:
+    html = render_grid(
+        "q?", [HitItem("1", "https://i.org/1.png")], "/s", examples=[("https://i.org/yes.png", True), (HOSTILE, False)]
+    )
+    figures = [attrs.get("class") for tag, attrs in parse(html).tags if tag == "figure"]
+    assert figures == ["yes", "no"]
+    sources = [attrs["src"] for tag, attrs in parse(html).tags if tag == "img"]
+    assert sources == ["https://i.org/yes.png", HOSTILE, "https://i.org/1.png"]
+    assert [tag for tag, _ in parse(html).tags].count("script") == 1
+
+
+def test_the_multi_label_template_ticks_several_categories_or_none() -> None:
+    categories = ["kitchen", "bedroom", HOSTILE]
+    html = render_multi_label(HitItem("42", "https://i.org/42.png"), categories, "/s", instructions=HOSTILE)
+    markup = parse(html)
+    boxes = [attrs["name"] for tag, attrs in markup.tags if tag == "input" and attrs.get("type") == "checkbox"]
+    assert boxes == ["label-0", "label-1", "label-2", "none"]
+    assert [tag for tag, _ in markup.tags].count("script") == 1 and "<script>alert" not in html
+    assert labels_from_fields({"item": "42", "label-0": "yes", "label-2": "yes"}, categories) == (
+        "42",
+        {"kitchen", HOSTILE},
+    )
+    assert labels_from_fields({"item": "42", "none": "yes"}, categories) == ("42", set())
+    with pytest.raises(ValueError, match="nothing was ticked"):
+        labels_from_fields({"item": "42"}, categories)
+    with pytest.raises(ValueError, match="both ticked"):
+        labels_from_fields({"item": "42", "none": "yes", "label-1": "yes"}, categories)
+    with pytest.raises(ValueError, match="'label-7': no such category"):
+        labels_from_fields({"item": "42", "label-7": "yes"}, categories)

@@ -99,7 +99,13 @@ class MTurkCrowd:
     def render(self, batch: HitBatch, items: Sequence[HitItem]) -> str:
         """The HTML a worker sees for one HIT of ``batch``, as MTurk will show it."""
         shown = [HitItem(item.item_key, self.image_url(item)) for item in items]
-        return render_grid(batch.question, shown, self.settings.submit_url(), self.settings.instructions)
+        return render_grid(
+            batch.question,
+            shown,
+            self.settings.submit_url(),
+            self.settings.instructions,
+            examples=self.settings.examples_for(batch.category),
+        )
 
     def requirements(self, test: QualificationTest | None) -> list[dict[str, Any]]:
         settings = self.settings

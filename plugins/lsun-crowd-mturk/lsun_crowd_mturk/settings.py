@@ -32,6 +32,7 @@ class MTurkSettings(BaseModel):
     description: str = "Look at each image and answer yes or no: does it show the named thing?"
     keywords: str = "image, labeling, yes/no, categorization"
     instructions: str = "Answer yes only if the image clearly shows the named thing."
+    examples: dict[str, dict[Literal["yes", "no"], list[str]]] = Field(default_factory=dict)  # category → URLs
     auto_approval_delay_seconds: int = Field(default=3 * 24 * 3600, ge=0, le=30 * 24 * 3600)
     min_approval_rate: int | None = Field(default=95, ge=0, le=100)  # percent; None: no requirement
     min_approved_hits: int | None = Field(default=100, ge=0)
@@ -55,6 +56,10 @@ class MTurkSettings(BaseModel):
 
     def submit_url(self) -> str:
         return LIVE_SUBMIT_URL if self.live else SANDBOX_SUBMIT_URL
+
+    def examples_for(self, category: str) -> list[tuple[str, bool]]:
+        shown = self.examples.get(category, {})
+        return [(url, True) for url in shown.get("yes", [])] + [(url, False) for url in shown.get("no", [])]
 
     def preview_url(self, hit_type_id: str) -> str:
         return f"{self.worker_site()}/mturk/preview?groupId={hit_type_id}"
