@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -17,21 +17,32 @@ from lsun_crowd_web.state import WebState
 if TYPE_CHECKING:
     import typer
 
-__all__ = ["WebCrowd", "WebSettings", "WebState", "open_state"]
+__all__ = ["WebCrowd", "WebSettings", "WebState", "open_state", "parse_settings"]
 
 
 class WebSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     state_file: str = "web-crowd.sqlite"  # the shared queue, relative to the project directory
     lease_seconds: float = Field(default=1800.0, gt=0)  # how long a handed-out HIT stays reserved
+    examples: dict[str, dict[Literal["yes", "no"], list[str]]] = Field(default_factory=dict)  # category → URLs
+
+    def examples_for(self) -> dict[str, list[tuple[str, bool]]]:
+        return {
+            category: [(url, True) for url in shown.get("yes", [])] + [(url, False) for url in shown.get("no", [])]
+            for category, shown in self.examples.items()
+        }
 
 
-def open_state(settings: Mapping[str, Any], project_dir: Path) -> WebState:
+def parse_settings(settings: Mapping[str, Any]) -> WebSettings:
     try:
-        parsed = WebSettings.model_validate(dict(settings))
+        return WebSettings.model_validate(dict(settings))
     except ValidationError as error:
         first = error.errors()[0]
         raise CrowdError(f"crowd.settings.{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+def open_state(settings: Mapping[str, Any], project_dir: Path) -> WebState:
+    parsed = parse_settings(settings)
     return WebState(project_dir / parsed.state_file, parsed.lease_seconds)
 
 

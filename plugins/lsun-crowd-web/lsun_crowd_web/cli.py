@@ -21,7 +21,7 @@ def serve(
     add_annotator: Annotated[str | None, typer.Option(help="create NAME's personal link and exit")] = None,
 ) -> None:
     """Serve the web crowd's HITs to annotators, or add an annotator's personal link."""
-    from lsun_crowd_web import open_state
+    from lsun_crowd_web import open_state, parse_settings
     from lsun_crowd_web.server import create_app
 
     with reported_errors():
@@ -35,4 +35,5 @@ def serve(
         import uvicorn
 
         console.print(f"serving {opened.directory.name}'s HITs on http://{host}:{port}/a/<token>")
-        uvicorn.run(create_app(state), host=host, port=port, log_level="warning")
+        examples = parse_settings(opened.config.crowd.settings).examples_for()
+        uvicorn.run(create_app(state, examples), host=host, port=port, log_level="warning")

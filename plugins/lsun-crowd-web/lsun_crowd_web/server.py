@@ -8,6 +8,7 @@ the one the queue stores for that HIT, so no request path ever becomes a file pa
 from __future__ import annotations
 
 import html
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import parse_qsl
 
@@ -27,7 +28,10 @@ IDLE_PAGE = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
 <p>{message}</p><p>This page looks again every 15 seconds.</p></body></html>"""
 
 
-def create_app(state: WebState) -> Starlette:
+def create_app(state: WebState, examples: Mapping[str, Sequence[tuple[str, bool]]] | None = None) -> Starlette:
+    """The app over ``state``; ``examples`` maps a category to example images (URL, shows it)."""
+    examples = examples or {}
+
     def who(request: Request) -> str | None:
         return state.annotator(request.path_params["token"])
 
@@ -55,7 +59,10 @@ def create_app(state: WebState) -> Starlette:
         if hit is None:
             return HTMLResponse(IDLE_PAGE.format(message=html.escape(f"Thank you, {worker}.")))
         items = [HitItem(item.item_key, f"/a/{token}/image/{hit.hit_id}/{item.item_key}") for item in hit.items]
-        return HTMLResponse(render_grid(hit.question, items, f"/a/{token}/submit/{hit.hit_id}", INSTRUCTIONS))
+        submit_url = f"/a/{token}/submit/{hit.hit_id}"
+        return HTMLResponse(
+            render_grid(hit.question, items, submit_url, INSTRUCTIONS, examples=examples.get(hit.category, ()))
+        )
 
     async def submit(request: Request) -> Response:
         worker = who(request)

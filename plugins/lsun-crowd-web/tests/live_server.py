@@ -14,12 +14,12 @@ from lsun_crowd_web.state import WebState
 class LiveServer:
     """The annotators' app on a real uvicorn server, on a free local port, in a thread."""
 
-    def __init__(self, state: WebState) -> None:
+    def __init__(self, state: WebState, examples: dict[str, list[tuple[str, bool]]] | None = None) -> None:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
         self.server = uvicorn.Server(
-            uvicorn.Config(create_app(state), host="127.0.0.1", port=self.port, log_level="warning")
+            uvicorn.Config(create_app(state, examples), host="127.0.0.1", port=self.port, log_level="warning")
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

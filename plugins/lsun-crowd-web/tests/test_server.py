@@ -136,3 +136,16 @@ def test_an_expired_lease_frees_the_slot(tmp_path: Path) -> None:
     time.sleep(0.05)  # ana walked away
     hit = state.next_hit("ben")
     assert hit is not None and hit.hit_id == hit_id
+
+
+def test_the_grid_shows_the_categorys_examples(state: WebState, tmp_path: Path) -> None:
+    hit_id = publish(state, tmp_path, images=1, assignments=1)
+    token = state.add_annotator("ana")
+    examples = {"cat": [("https://i.org/cat.png", True), ("https://i.org/dog.png", False)]}
+    with LiveServer(state, examples) as server:
+        page = httpx.get(f"{server.url}/a/{token}").text
+    assert re.findall(r'<img src="([^"]+)"', page) == [
+        "https://i.org/cat.png",
+        "https://i.org/dog.png",
+        f"/a/{token}/image/{hit_id}/10",
+    ]
