@@ -83,4 +83,4 @@ class WebCrowd:
         rows = self.state.execute(
             "SELECT worker, correct, total, passed FROM qualifications WHERE test_id = ? ORDER BY worker", (test_id,)
         )
-        return [QualificationResult(str(w), int(c), int(t), bool(p)) for w, c, t, p in rows]  # type: ignore[call-overload]
+        return [QualificationResult(str(w), int(c), int(t), bool(p)) for w, c, t, p in rows]

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lsun_crowd.crowd import CrowdError, HitBatch, HitItem, QualificationResult, QualificationTest
 
@@ -57,8 +58,11 @@ class WebState:
     def __init__(self, path: Path, lease_seconds: float = 1800.0) -> None:
         self.path = path
         self.lease_seconds = lease_seconds
-        with self._connect() as db:
+        db = self._connect()
+        try:
             db.executescript(SCHEMA)
+        finally:
+            db.close()
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)  # transactions are explicit
@@ -157,7 +161,7 @@ class WebState:
                 (status, feedback, assignment_id),
             )
 
-    def execute(self, sql: str, parameters: Sequence[object] = ()) -> list[tuple[object, ...]]:
+    def execute(self, sql: str, parameters: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         with self.transaction() as db:
             return db.execute(sql, parameters).fetchall()
 
