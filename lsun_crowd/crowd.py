@@ -135,6 +135,11 @@ class CrowdError(RuntimeError):
     """A platform refused or failed a request; the message says which and why."""
 
 
+class AlreadyApproved(CrowdError):
+    """The work was approved already (on MTurk perhaps automatically, once its auto-approval delay
+    ran out), so it can no longer be rejected."""
+
+
 @runtime_checkable
 class CrowdBackend(Protocol):
     """Everything the cascade needs from a crowd platform.
@@ -162,7 +167,9 @@ class CrowdBackend(Protocol):
 
     def approve(self, assignment_id: str, feedback: str | None = None) -> None: ...
 
-    def reject(self, assignment_id: str, feedback: str) -> None: ...
+    def reject(self, assignment_id: str, feedback: str) -> None:
+        """Reject submitted work; raises :class:`AlreadyApproved` for work approved before."""
+        ...
 
     def pay_bonus(self, worker_id: str, assignment_id: str, amount: Decimal, reason: str, token: str) -> None:
         """Pay once per ``token``: a repeated token pays nothing more."""

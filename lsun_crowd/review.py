@@ -3,6 +3,7 @@ reject each assignment through the crowd, then turn the votes into human labels.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Hashable
 from typing import Any
 
@@ -15,6 +16,7 @@ from lsun_crowd.classifier import Head
 from lsun_crowd.config import QualityConfig
 from lsun_crowd.consensus import PlattScaling, with_model
 from lsun_crowd.context import LABELED, REVIEWED, SAMPLED, Context, RoundRef, set_state
+from lsun_crowd.crowd import AlreadyApproved
 from lsun_crowd.dawid_skene import dawid_skene
 from lsun_crowd.embed import pick_device
 from lsun_crowd.publish import lay_out_hits
@@ -23,6 +25,7 @@ from lsun_crowd.schema import AssignmentRow, Gold, Hit, Item, Label, Round, Roun
 from lsun_crowd.schema import HitItem as HitItemRow
 from lsun_crowd.store import insert_ignoring_duplicates
 
+log = logging.getLogger(__name__)
 REJECTION_FEEDBACK = "Your answers on our check images were too often wrong, so this work was not accepted."
 
 
@@ -73,7 +76,11 @@ def review(ctx: Context, ref: RoundRef) -> str:
     for row_id, platform_id, blocked in pending:
         rejected = blocked and policy.reject_blocked_work
         if rejected:
-            ctx.crowd.reject(platform_id, REJECTION_FEEDBACK)
+            try:
+                ctx.crowd.reject(platform_id, REJECTION_FEEDBACK)
+            except AlreadyApproved as error:  # paid already; its votes are discounted all the same
+                log.warning("assignment %s stays approved: %s", platform_id, error)
+                rejected = False
         else:
             ctx.crowd.approve(platform_id, "Thank you!")
         with ctx.store.session() as session:

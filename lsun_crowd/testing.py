@@ -23,6 +23,7 @@ import pytest
 from lsun_crowd.crowd import (
     NO,
     YES,
+    AlreadyApproved,
     Assignment,
     AssignmentStatus,
     CrowdBackend,
@@ -162,6 +163,9 @@ class CrowdBackendConformance:
             backend.reject(rejected.assignment_id, "too many wrong answers on check images")
             statuses = {a.assignment_id: a.status for hit_id in hit_ids for a in backend.list_assignments(hit_id)}
             assert statuses[rejected.assignment_id] == AssignmentStatus.REJECTED
+        # Approved work cannot be rejected any more, and says so the same way on every platform.
+        with pytest.raises(AlreadyApproved):
+            backend.reject(approved.assignment_id, "changed our mind")
 
     def test_bonus_is_paid_once_per_token(self, backend: CrowdBackend) -> None:
         _, _, assignments = self._published_assignments(backend)

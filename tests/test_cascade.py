@@ -16,7 +16,7 @@ from lsun_crowd.crowd import Assignment, CrowdBackend, CrowdError
 from lsun_crowd.demo import score_export
 from lsun_crowd.export import export
 from lsun_crowd.project import Project
-from lsun_crowd.schema import AssignmentRow, Hit, HitItem, Item, Label, Round, Spend, Vote
+from lsun_crowd.schema import AssignmentRow, Hit, HitItem, Item, Label, Round, Spend, Vote, Worker
 from lsun_crowd.status import category_status
 
 from .conftest import make_digits_project
@@ -185,6 +185,39 @@ def test_policy_can_pay_blocked_workers_work(tmp_path: Path) -> None:
         statuses = set(session.scalars(select(AssignmentRow.status)))
     assert blocked and blocked > 0  # the policy still blocks
     assert statuses == {"approved"}  # but pays for the work already done
+
+
+class AutoApproving:
+    """A platform whose auto-approval delay ran out before the review: work is approved as soon
+    as it is listed, like MTurk approves work nobody reviewed in time."""
+
+    def __init__(self, inner: CrowdBackend) -> None:
+        self.inner, self.name = inner, "auto-approving"
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def list_assignments(self, hit_id: str) -> list[Assignment]:
+        listed = self.inner.list_assignments(hit_id)
+        for assignment in listed:
+            self.inner.approve(assignment.assignment_id)
+        return listed
+
+
+def test_work_approved_before_review_stays_paid_and_the_run_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    directory = tmp_path / "p"
+    make_digits_project(directory)
+    project = Project.open(directory)
+    outcomes = project.cascade(AutoApproving(project.crowd())).run()  # type: ignore[arg-type]
+    assert [outcome.reason for outcome in outcomes] == ["resolved", "resolved"]
+    with project.store.session() as session:
+        blocked = set(session.scalars(select(Worker.id).where(Worker.blocked)))
+        statuses = set(session.scalars(select(AssignmentRow.status).where(AssignmentRow.worker_id.in_(blocked))))
+    assert blocked  # the policy blocked workers on gold as usual ...
+    assert statuses == {"approved"}  # ... but could not reject work the platform had approved
+    assert "stays approved" in caplog.text
 
 
 def test_an_image_gone_after_ingest_leaves_the_pool_not_the_run(

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from lsun_crowd.crowd import (
     NO,
     YES,
+    AlreadyApproved,
     Assignment,
     AssignmentStatus,
     CostEstimate,
@@ -369,7 +370,7 @@ class SimulatedCrowd:
         if row[0] == status:
             return
         if row[0] == AssignmentStatus.APPROVED and status == AssignmentStatus.REJECTED:
-            raise CrowdError(f"assignment {assignment_id} is approved and can no longer be rejected")
+            raise AlreadyApproved(f"assignment {assignment_id} is approved and can no longer be rejected")
         with self._db:
             self._db.execute(
                 "UPDATE assignments SET status=?, feedback=? WHERE assignment_id=?", (status, feedback, assignment_id)

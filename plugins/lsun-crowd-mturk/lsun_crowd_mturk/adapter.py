@@ -17,6 +17,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from lsun_crowd.crowd import (
+    AlreadyApproved,
     Assignment,
     AssignmentStatus,
     CostEstimate,
@@ -255,8 +256,10 @@ class MTurkCrowd:
         """Approve or reject; a second call finds the assignment already so and does nothing."""
         try:
             self.api.call(operation, AssignmentId=assignment_id, **params)
-        except MTurkError:
+        except MTurkError as error:
             status = self.api.call("GetAssignment", AssignmentId=assignment_id)["Assignment"]["AssignmentStatus"]
+            if status == "Approved" and wanted == "Rejected":
+                raise AlreadyApproved(f"assignment {assignment_id} was approved already: {error.detail}") from error
             if status != wanted:
                 raise
 

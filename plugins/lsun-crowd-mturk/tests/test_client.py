@@ -14,7 +14,7 @@ from lsun_crowd_mturk.adapter import assignment_fees, request_token
 from lsun_crowd_mturk.answers import MalformedAnswer, answers_xml, item_answers
 from lsun_crowd_mturk.settings import LIVE_ENDPOINT, SANDBOX_ENDPOINT
 
-from lsun_crowd.crowd import CrowdError, HitBatch, HitItem, HitSpec, QualificationTest
+from lsun_crowd.crowd import AlreadyApproved, CrowdError, HitBatch, HitItem, HitSpec, QualificationTest
 from lsun_crowd.render import HTML_QUESTION_LIMIT, TemplateError, html_question
 
 URLS = MTurkSettings(image_root="/img", image_url_prefix="https://images.example.org")
@@ -162,7 +162,7 @@ def test_reviews_blocks_and_messages_are_idempotent_and_batched() -> None:
     assert assignment is not None
     crowd.approve(assignment, "thanks")
     crowd.approve(assignment, "thanks")  # MTurk refuses; the adapter sees it approved already
-    with pytest.raises(MTurkError, match="status of: Submitted"):
+    with pytest.raises(AlreadyApproved, match="approved already.*status of: Submitted"):
         crowd.reject(assignment, "too late")
     crowd.block_worker("A1", "gold")
     crowd.block_worker("A1", "gold")

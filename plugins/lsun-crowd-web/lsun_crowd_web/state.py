@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lsun_crowd.crowd import CrowdError, HitBatch, HitItem, QualificationResult, QualificationTest
+from lsun_crowd.crowd import AlreadyApproved, CrowdError, HitBatch, HitItem, QualificationResult, QualificationTest
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS annotators (name TEXT PRIMARY KEY, token_hash TEXT UNIQUE NOT NULL, created REAL NOT NULL);
@@ -154,6 +154,8 @@ class WebState:
                 raise CrowdError(f"no assignment {assignment_id}")
             if row[0] == status:
                 return
+            if row[0] == "approved" and status == "rejected":
+                raise AlreadyApproved(f"assignment {assignment_id} is approved and can no longer be rejected")
             if row[0] != "submitted":
                 raise CrowdError(f"assignment {assignment_id} is {row[0]} and can no longer be {status}")
             db.execute(

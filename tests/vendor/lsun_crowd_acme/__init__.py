@@ -12,10 +12,10 @@ from typing import Any
 from lsun_crowd.crowd import (
     NO,
     YES,
+    AlreadyApproved,
     Assignment,
     AssignmentStatus,
     CostEstimate,
-    CrowdError,
     HitBatch,
     HitState,
     HitStatus,
@@ -110,7 +110,7 @@ class AcmeCrowd:
 
     def reject(self, assignment_id: str, feedback: str) -> None:
         if self.reviews.get(assignment_id) == AssignmentStatus.APPROVED:
-            raise CrowdError("approved work cannot be rejected")
+            raise AlreadyApproved("approved work cannot be rejected")
         self.reviews[assignment_id] = AssignmentStatus.REJECTED
 
     def pay_bonus(self, worker_id: str, assignment_id: str, amount: Decimal, reason: str, token: str) -> None:
