@@ -29,7 +29,7 @@ def main() -> None:
     print(f"whole cascade (the demo's defaults: adaptive redundancy; human labels by {kind}):")
     print(
         f"{'seed':>4} {'precision':>9} {'recall':>7} {'unlabeled':>9} {'votes':>7} {'votes/img':>9} "
-        f"{'human':>6} {'wrong':>5} {'human acc':>9} {'USD':>7} {'seconds':>8}"
+        f"{'human':>6} {'wrong':>5} {'human acc':>9} {'USD':>7} {'seconds':>8}  lowest category precision"
     )
     for seed in args.seeds:
         with tempfile.TemporaryDirectory() as out:
@@ -38,10 +38,13 @@ def main() -> None:
             seconds = time.perf_counter() - start
         run = runs[seed][0]
         total = run.total
+        lowest = min(run.scores, key=lambda score: score.precision)
+        below = sum(score.precision < 0.97 for score in run.scores)
         print(
             f"{seed:>4} {total.precision:>9.3f} {total.recall:>7.3f} {total.unlabeled_share:>9.2%} "
             f"{total.votes:>7} {total.votes_per_resolved:>9.3f} {run.humans.labeled:>6} {run.humans.wrong:>5} "
-            f"{run.humans.accuracy:>9.4f} {run.spent:>7.2f} {seconds:>8.1f}"
+            f"{run.humans.accuracy:>9.4f} {run.spent:>7.2f} {seconds:>8.1f}  "
+            f"{lowest.precision:.3f} ({lowest.category}; {below} below 0.97)"
         )
     if args.no_compare:
         return
