@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import pluggy
+from pydantic import BaseModel, ValidationError
 
 from lsun_crowd import __version__, hookspecs
+from lsun_crowd.crowd import CrowdError
 
 if TYPE_CHECKING:
     import typer
@@ -55,6 +57,17 @@ RegisterBackbone = Callable[[Backbone], None]
 
 
 T = TypeVar("T", CrowdAdapter, Backbone)
+Settings = TypeVar("Settings", bound=BaseModel)
+
+
+def parse_crowd_settings(model: type[Settings], settings: Mapping[str, Any]) -> Settings:
+    """An adapter's ``[crowd.settings]`` read into its pydantic ``model``; a bad value fails with
+    the dotted field and pydantic's reason, as a :class:`~lsun_crowd.crowd.CrowdError`."""
+    try:
+        return model.model_validate(dict(settings))
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise CrowdError(f"crowd.settings.{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
 
 
 class Registry(Generic[T]):

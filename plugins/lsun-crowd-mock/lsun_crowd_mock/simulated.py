@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from lsun_crowd.crowd import (
     NO,
@@ -41,6 +41,7 @@ from lsun_crowd.crowd import (
     QualificationTest,
 )
 from lsun_crowd.ingest import IngestError, read_answers
+from lsun_crowd.plugins import parse_crowd_settings
 
 Truth = Callable[[str, str], bool]
 EPOCH = 1_700_000_000.0
@@ -136,12 +137,7 @@ class SimulatedCrowd:
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], project_dir: Path) -> SimulatedCrowd:
-        try:
-            mix = CrowdMix.model_validate(dict(settings))
-        except ValidationError as error:
-            first = error.errors()[0]
-            field = ".".join(map(str, first["loc"]))
-            raise CrowdError(f"crowd.settings.{field}: {first['msg']}") from None
+        mix = parse_crowd_settings(CrowdMix, settings)
         if mix.truth_file is None:
             raise CrowdError("crowd.settings.truth_file: the simulated crowd needs a ground-truth CSV")
         truth_path = Path(mix.truth_file)

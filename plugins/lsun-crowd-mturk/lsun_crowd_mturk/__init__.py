@@ -6,12 +6,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
 from lsun_crowd.config import ConfigError, load_config
 from lsun_crowd.crowd import CrowdError
 from lsun_crowd.hookspecs import hookimpl
-from lsun_crowd.plugins import CrowdAdapter, RegisterCrowdAdapter
+from lsun_crowd.plugins import CrowdAdapter, RegisterCrowdAdapter, parse_crowd_settings
 from lsun_crowd_mturk.adapter import MTurkCrowd
 from lsun_crowd_mturk.client import Api, MTurkError, make_client
 from lsun_crowd_mturk.settings import MTurkSettings
@@ -23,11 +21,7 @@ __all__ = ["Api", "MTurkCrowd", "MTurkError", "MTurkSettings", "make_client", "o
 
 
 def parse_settings(settings: Mapping[str, Any]) -> MTurkSettings:
-    try:
-        return MTurkSettings.model_validate(dict(settings))
-    except ValidationError as error:
-        first = error.errors()[0]
-        raise CrowdError(f"crowd.settings.{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    return parse_crowd_settings(MTurkSettings, settings)
 
 
 def project_name(project_dir: Path) -> str:

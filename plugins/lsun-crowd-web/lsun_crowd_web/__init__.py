@@ -6,11 +6,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from lsun_crowd.crowd import CrowdError
 from lsun_crowd.hookspecs import hookimpl
-from lsun_crowd.plugins import CrowdAdapter, RegisterCrowdAdapter
+from lsun_crowd.plugins import CrowdAdapter, RegisterCrowdAdapter, parse_crowd_settings
 from lsun_crowd_web.adapter import WebCrowd
 from lsun_crowd_web.state import WebState
 
@@ -34,11 +33,7 @@ class WebSettings(BaseModel):
 
 
 def parse_settings(settings: Mapping[str, Any]) -> WebSettings:
-    try:
-        return WebSettings.model_validate(dict(settings))
-    except ValidationError as error:
-        first = error.errors()[0]
-        raise CrowdError(f"crowd.settings.{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    return parse_crowd_settings(WebSettings, settings)
 
 
 def open_state(settings: Mapping[str, Any], project_dir: Path) -> WebState:
