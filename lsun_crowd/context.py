@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from lsun_crowd.config import Config
 from lsun_crowd.crowd import CrowdBackend
 from lsun_crowd.embed import EmbeddingCache
+from lsun_crowd.progress import Progress as Progress  # re-exported: steps import it from here
 from lsun_crowd.schema import Gold, Item, Label, Round, RoundItem
 from lsun_crowd.store import Store
 
@@ -29,22 +30,6 @@ SAMPLED, PUBLISHING, PUBLISHED, COLLECTED, REVIEWED, LABELED, DONE = (
     "done",
 )
 STOPPED = "stopped"
-
-
-class Progress:
-    """Where the cascade reports what it is doing; the CLI draws rich progress bars from it."""
-
-    def message(self, text: str) -> None:
-        log.info(text)
-
-    def start(self, task: str, total: int) -> None:
-        pass
-
-    def advance(self, task: str, amount: int = 1) -> None:
-        pass
-
-    def finish(self, task: str) -> None:
-        pass
 
 
 @dataclass
