@@ -25,7 +25,6 @@ from lsun_crowd.methods import DEFAULT_METHOD, METHODS
 from lsun_crowd.plugins import PluginError, Plugins
 from lsun_crowd.preview import render_preview, sample_hit
 from lsun_crowd.project import INGEST_REPORT, Project
-from lsun_crowd.render import HTML_QUESTION_LIMIT, html_question
 from lsun_crowd.status import category_status
 from lsun_crowd.store import StoreError
 from lsun_crowd.votes_io import read_votes, write_labels
@@ -254,13 +253,13 @@ def preview(
     with reported_errors():
         opened = Project.open(project)
         batch = sample_hit(opened, category)
-        html = render_preview(opened.crowd(), batch)
-        out.write_text(html, encoding="utf-8")
-        size = len(html_question(html))
-        console.print(
-            f"{out}: one HIT of {len(batch.hits[0].items)} images for {batch.category}; "
-            f"{size:,} of MTurk's {HTML_QUESTION_LIMIT:,} characters"
-        )
+        shown = render_preview(opened.crowd(), batch, opened.directory)
+        out.write_text(shown.html, encoding="utf-8")
+        size = shown.size if shown.size is not None else len(shown.html)
+        limit = f" of at most {shown.limit:,}" if shown.limit is not None else ""
+        note = f" ({shown.note})" if shown.note else ""
+        images = len(batch.hits[0].items)
+        console.print(f"{out}: one HIT of {images} images for {batch.category}; {size:,}{limit} characters{note}")
 
 
 def main() -> None:

@@ -188,3 +188,47 @@ class CrowdBackend(Protocol):
     def balance(self) -> Decimal | None:
         """Money available to spend, or ``None`` where the platform has no such notion."""
         ...
+
+
+@dataclass(frozen=True)
+class HitPreview:
+    """One HIT rendered as the platform will show it, before anything is published. ``size`` is
+    what the platform counts against its ``limit`` (``None`` where it has none); ``note`` is one
+    line for the person looking (the mode, or what to change)."""
+
+    html: str
+    size: int | None = None
+    limit: int | None = None
+    note: str = ""
+
+
+@runtime_checkable
+class PreviewsHits(Protocol):
+    """An adapter that renders its own HITs (its image URLs, its submit target, its size limit)
+    implements this; ``lsun-crowd preview`` uses it, and renders the default grid otherwise."""
+
+    def preview(self, batch: HitBatch) -> HitPreview:
+        """The first HIT of ``batch`` as a worker will see it; asks the platform nothing."""
+        ...
+
+
+@runtime_checkable
+class ConfirmsSpend(Protocol):
+    """An adapter that can spend real money implements this, so that a command publishing through
+    it asks the person running it first."""
+
+    def spend_confirmation(self) -> str | None:
+        """A warning such as "live Mechanical Turk: real money" when publishing costs real money,
+        ``None`` when it does not (a sandbox, a simulation)."""
+        ...
+
+
+@runtime_checkable
+class VirtualClock(Protocol):
+    """A simulated platform whose time is the runner's: the runner counts its polls in the store and
+    tells the platform before each one, so time passes only between polls (never while a run is
+    stopped) and a poll repeated after a crash sees the platform exactly as the first attempt did."""
+
+    def set_clock(self, polls: int) -> None:
+        """Set the platform's time to that of the runner's ``polls``-th poll."""
+        ...

@@ -7,10 +7,10 @@ from pathlib import Path
 from sqlalchemy import select
 
 from lsun_crowd.context import pool_ids
-from lsun_crowd.crowd import CrowdBackend, HitBatch, HitItem, HitSpec
+from lsun_crowd.crowd import CrowdBackend, HitBatch, HitItem, HitPreview, HitSpec, PreviewsHits
 from lsun_crowd.project import Project
 from lsun_crowd.publish import question
-from lsun_crowd.render import render_grid
+from lsun_crowd.render import Renderer
 from lsun_crowd.schema import Item
 from lsun_crowd.store import category_id
 
@@ -39,14 +39,15 @@ def sample_hit(project: Project, category: str | None = None) -> HitBatch:
     )
 
 
-def render_preview(crowd: CrowdBackend, batch: HitBatch) -> str:
-    """The adapter's own rendering where it has one (MTurk's, with its image URLs and submit
-    target); otherwise the grid with local images as file URLs, submitting nowhere."""
-    items = batch.hits[0].items
-    render = getattr(crowd, "render", None)
-    if callable(render):
-        return str(render(batch, items))
+def render_preview(crowd: CrowdBackend, batch: HitBatch, project_dir: Path | None = None) -> HitPreview:
+    """The adapter's own rendering where it has one (:class:`~lsun_crowd.crowd.PreviewsHits`: MTurk's,
+    with its image URLs, submit target and size limit); otherwise the grid from the project's
+    templates with local images as file URLs, submitting nowhere."""
+    if isinstance(crowd, PreviewsHits):
+        return crowd.preview(batch)
     shown = [
-        HitItem(item.item_key, Path(item.uri).as_uri() if Path(item.uri).is_absolute() else item.uri) for item in items
+        HitItem(item.item_key, Path(item.uri).as_uri() if Path(item.uri).is_absolute() else item.uri)
+        for item in batch.hits[0].items
     ]
-    return render_grid(batch.question, shown, "#preview")
+    html = Renderer(project_dir).grid(batch.question, shown, "#preview")
+    return HitPreview(html, len(html), None, f"rendered for the {crowd.name} crowd, local images as file URLs")

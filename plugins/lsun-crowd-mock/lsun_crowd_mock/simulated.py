@@ -40,14 +40,12 @@ from lsun_crowd.crowd import (
     QualificationResult,
     QualificationTest,
 )
+from lsun_crowd.fees import FeeSchedule, batch_cost
 from lsun_crowd.ingest import IngestError, read_answers
 from lsun_crowd.plugins import parse_crowd_settings
 
 Truth = Callable[[str, str], bool]
 EPOCH = 1_700_000_000.0
-FEE_RATE = Decimal("0.20")
-LARGE_HIT_FEE_RATE = Decimal("0.20")  # MTurk's extra fee for HITs with 10 or more assignments
-MINIMUM_FEE = Decimal("0.01")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -88,6 +86,7 @@ class CrowdMix(BaseModel):
     latency_seconds: float = Field(default=300.0, gt=0)
     tick_seconds: float = Field(default=600.0, gt=0)
     balance: Decimal = Field(default=Decimal("10000"), ge=0)
+    fees: FeeSchedule = "mturk"  # MTurk's commission schedule (lsun_crowd.fees), or "none"
     truth_file: str | None = None
     state_file: str | None = None
 
@@ -213,11 +212,7 @@ class SimulatedCrowd:
     # -- the CrowdBackend interface -----------------------------------------------------------
 
     def estimate_cost(self, batch: HitBatch) -> CostEstimate:
-        assignments = len(batch.hits) * batch.assignments_per_hit
-        rewards = batch.reward_per_assignment * assignments
-        rate = FEE_RATE + (LARGE_HIT_FEE_RATE if batch.assignments_per_hit >= 10 else 0)
-        fee = max(MINIMUM_FEE, (batch.reward_per_assignment * rate).quantize(Decimal("0.0001")))
-        return CostEstimate(rewards, fee * assignments)
+        return batch_cost(batch, self.mix.fees)
 
     def balance(self) -> Decimal | None:
         return self._balance()

@@ -10,14 +10,25 @@ from lsun_crowd.config import ConfigError, load_config
 from lsun_crowd.crowd import CrowdError
 from lsun_crowd.hookspecs import hookimpl
 from lsun_crowd.plugins import CrowdAdapter, RegisterCrowdAdapter, parse_crowd_settings
+from lsun_crowd.render import Renderer
 from lsun_crowd_mturk.adapter import MTurkCrowd
 from lsun_crowd_mturk.client import Api, MTurkError, make_client
+from lsun_crowd_mturk.question import HTML_QUESTION_LIMIT, html_question
 from lsun_crowd_mturk.settings import MTurkSettings
 
 if TYPE_CHECKING:
     import typer
 
-__all__ = ["Api", "MTurkCrowd", "MTurkError", "MTurkSettings", "make_client", "open_crowd"]
+__all__ = [
+    "HTML_QUESTION_LIMIT",
+    "Api",
+    "MTurkCrowd",
+    "MTurkError",
+    "MTurkSettings",
+    "html_question",
+    "make_client",
+    "open_crowd",
+]
 
 
 def parse_settings(settings: Mapping[str, Any]) -> MTurkSettings:
@@ -31,8 +42,11 @@ def project_name(project_dir: Path) -> str:
         return project_dir.name
 
 
-def open_crowd(settings: MTurkSettings, project: str, live_confirmed: bool = False) -> MTurkCrowd:
-    """The adapter on a real boto3 client. Live mode only with ``live_confirmed``: the caller
+def open_crowd(
+    settings: MTurkSettings, project: str, live_confirmed: bool = False, templates: Renderer | None = None
+) -> MTurkCrowd:
+    """The adapter on a real boto3 client, rendering with ``templates`` (the project's own
+    ``hit_templates/`` over the defaults). Live mode only with ``live_confirmed``: the caller
     showed the maximum spend and got a yes (``lsun-crowd mturk run --live``)."""
     if settings.live and not live_confirmed:
         raise CrowdError(
@@ -40,11 +54,11 @@ def open_crowd(settings: MTurkSettings, project: str, live_confirmed: bool = Fal
             "`lsun-crowd mturk run --project DIR --live` to see the maximum spend and confirm it "
             "(add --yes in scripts)"
         )
-    return MTurkCrowd(Api(make_client(settings), settings), settings, project)
+    return MTurkCrowd(Api(make_client(settings), settings), settings, project, templates)
 
 
 def from_settings(settings: Mapping[str, Any], project_dir: Path) -> MTurkCrowd:
-    return open_crowd(parse_settings(settings), project_name(project_dir))
+    return open_crowd(parse_settings(settings), project_name(project_dir), templates=Renderer(project_dir))
 
 
 @hookimpl

@@ -13,7 +13,7 @@ import hashlib
 import logging
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
 from lsun_crowd.crowd import (
@@ -24,25 +24,23 @@ from lsun_crowd.crowd import (
     CrowdError,
     HitBatch,
     HitItem,
+    HitPreview,
     HitState,
     HitStatus,
     PublishedHit,
     QualificationResult,
     QualificationTest,
 )
-from lsun_crowd.render import html_question, render_grid
+from lsun_crowd.fees import CENT, batch_cost
+from lsun_crowd.render import Renderer
 from lsun_crowd_mturk.answers import MalformedAnswer, item_answers
 from lsun_crowd_mturk.client import Api, MTurkError
 from lsun_crowd_mturk.qualifications import QualificationTypes
-from lsun_crowd_mturk.settings import MTurkSettings
+from lsun_crowd_mturk.question import HTML_QUESTION_LIMIT, html_question, question_xml, too_large
+from lsun_crowd_mturk.settings import LIVE_ENDPOINT, MTurkSettings
 
 log = logging.getLogger(__name__)
 
-FEE_RATE = Decimal("0.20")
-LARGE_HIT_FEE_RATE = Decimal("0.20")  # more for HITs with 10 or more assignments
-LARGE_HIT_ASSIGNMENTS = 10
-MINIMUM_FEE = Decimal("0.01")  # per assignment
-CENT = Decimal("0.01")
 APPROVAL_RATE = "000000000000000000L0"  # MTurk's system qualification: percent of work approved
 APPROVED_HITS = "00000000000000000040"
 LOCALE = "00000000000000000071"
@@ -68,19 +66,14 @@ def already_done(error: MTurkError) -> bool:
     return "HitAlreadyExists" in text or "has already been processed" in text
 
 
-def assignment_fees(reward: Decimal, assignments_per_hit: int) -> Decimal:
-    """MTurk's commission on one assignment: 20%, 40% for HITs of 10 or more assignments."""
-    rate = FEE_RATE + (LARGE_HIT_FEE_RATE if assignments_per_hit >= LARGE_HIT_ASSIGNMENTS else 0)
-    return max(MINIMUM_FEE, (reward * rate).quantize(CENT, rounding=ROUND_HALF_UP))
-
-
 class MTurkCrowd:
     name = "mturk"
 
-    def __init__(self, api: Api, settings: MTurkSettings, project: str) -> None:
+    def __init__(self, api: Api, settings: MTurkSettings, project: str, templates: Renderer | None = None) -> None:
         self.api = api
         self.settings = settings
         self.project = project
+        self.templates = templates or Renderer()  # the project's hit_templates/ over the defaults
         self.qualifications = QualificationTypes(api, project, self.image_url)
 
     # -- publishing ---------------------------------------------------------------------------
@@ -100,13 +93,30 @@ class MTurkCrowd:
     def render(self, batch: HitBatch, items: Sequence[HitItem]) -> str:
         """The HTML a worker sees for one HIT of ``batch``, as MTurk will show it."""
         shown = [HitItem(item.item_key, self.image_url(item)) for item in items]
-        return render_grid(
+        return self.templates.grid(
             batch.question,
             shown,
             self.settings.submit_url(),
             self.settings.instructions,
             examples=self.settings.examples_for(batch.category),
         )
+
+    def preview(self, batch: HitBatch) -> HitPreview:
+        """The first HIT of ``batch`` as MTurk will show it, and its HTMLQuestion's size against
+        MTurk's limit (:class:`~lsun_crowd.crowd.PreviewsHits`); asks MTurk nothing."""
+        html = self.render(batch, batch.hits[0].items)
+        size = len(question_xml(html, self.settings.frame_height))
+        mode = "live" if self.settings.live else "sandbox"
+        note = too_large(size) if size > HTML_QUESTION_LIMIT else f"MTurk's HTMLQuestion, {mode}"
+        return HitPreview(html, size, HTML_QUESTION_LIMIT, note)
+
+    def spend_confirmation(self) -> str | None:
+        """:class:`~lsun_crowd.crowd.ConfirmsSpend`: live mode spends real money, the sandbox none."""
+        if not self.settings.live:
+            return None
+        endpoint = self.settings.endpoint()
+        where = "" if endpoint == LIVE_ENDPOINT else f" at {endpoint}"  # an override wins over the mode
+        return f"live Mechanical Turk{where}: real money"
 
     def requirements(self, test: QualificationTest | None) -> list[dict[str, Any]]:
         settings = self.settings
@@ -151,7 +161,10 @@ class MTurkCrowd:
         return str(response["HITTypeId"])
 
     def publish(self, batch: HitBatch) -> list[PublishedHit]:
-        questions = {spec.hit_key: html_question(self.render(batch, spec.items)) for spec in batch.hits}
+        questions = {
+            spec.hit_key: html_question(self.render(batch, spec.items), self.settings.frame_height)
+            for spec in batch.hits
+        }
         existing = self.batch_hits(batch.batch_id)
         missing = [spec for spec in batch.hits if spec.hit_key not in existing]
         if missing:
@@ -349,9 +362,7 @@ class MTurkCrowd:
     # -- money and qualification --------------------------------------------------------------
 
     def estimate_cost(self, batch: HitBatch) -> CostEstimate:
-        assignments = len(batch.hits) * batch.assignments_per_hit
-        fee = assignment_fees(batch.reward_per_assignment, batch.assignments_per_hit)
-        return CostEstimate(batch.reward_per_assignment * assignments, fee * assignments)
+        return batch_cost(batch, "mturk")
 
     def balance(self) -> Decimal | None:
         response = self.api.call("GetAccountBalance")

@@ -12,11 +12,11 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 from lsun_crowd.cli import RichCascadeProgress, progress_bars, reported_errors
-from lsun_crowd.preview import render_preview, sample_hit
+from lsun_crowd.preview import sample_hit
 from lsun_crowd.project import Project
 from lsun_crowd.publish import spent_so_far
 from lsun_crowd.quality import assess
-from lsun_crowd.render import HTML_QUESTION_LIMIT, html_question
+from lsun_crowd.render import Renderer
 from lsun_crowd.schema import AssignmentRow, Hit, Worker
 from lsun_crowd_mturk import MTurkCrowd, open_crowd, parse_settings
 
@@ -37,7 +37,8 @@ def _open(project: Path, live: bool, yes: bool = True, spend: Decimal | None = N
     if settings.live and not yes:
         limit = f" and may spend up to {spend} USD of real money" if spend is not None else ""
         typer.confirm(f"This uses LIVE Mechanical Turk{limit}. Go on?", abort=True)
-    return opened, open_crowd(settings, opened.config.project.name, live_confirmed=settings.live)
+    templates = Renderer(opened.directory)
+    return opened, open_crowd(settings, opened.config.project.name, live_confirmed=settings.live, templates=templates)
 
 
 def _mode(crowd: MTurkCrowd) -> str:
@@ -63,12 +64,11 @@ def preview(
     with reported_errors():
         opened, crowd = _open(project, live)
         batch = sample_hit(opened, category)
-        html = render_preview(crowd, batch)
-        size = len(html_question(html))
-        out.write_text(html, encoding="utf-8")
+        shown = crowd.preview(batch)
+        out.write_text(shown.html, encoding="utf-8")
         console.print(
             f"{out}: one HIT of {len(batch.hits[0].items)} images; "
-            f"{size:,} of MTurk's {HTML_QUESTION_LIMIT:,} characters"
+            f"{shown.size:,} of MTurk's {shown.limit:,} characters ({shown.note})"
         )
 
 

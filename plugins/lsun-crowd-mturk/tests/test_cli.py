@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from lsun_crowd.cli import app
 from lsun_crowd.config import CONFIG_FILE
 from lsun_crowd.crowd import HitBatch, HitItem, HitSpec
 from lsun_crowd.plugins import Plugins
+from lsun_crowd.render import Renderer
 
 runner = CliRunner(env={"COLUMNS": "200"})
 if not any(group.name == "mturk" for group in app.registered_groups):
@@ -41,9 +43,11 @@ def mturk_project(directory: Path, prefix: bool = True) -> None:
 def turk(monkeypatch: pytest.MonkeyPatch) -> FakeTurk:
     fake = FakeTurk(balance=Decimal("42.50"))
 
-    def open_on_fake(settings: MTurkSettings, project: str, live_confirmed: bool = False) -> MTurkCrowd:
+    def open_on_fake(
+        settings: MTurkSettings, project: str, live_confirmed: bool = False, templates: Renderer | None = None
+    ) -> MTurkCrowd:
         assert live_confirmed == settings.live
-        return MTurkCrowd(Api(fake.client, settings, sleep=lambda _: None), settings, project)
+        return MTurkCrowd(Api(fake.client, settings, sleep=lambda _: None), settings, project, templates)
 
     monkeypatch.setattr(mturk_cli, "open_crowd", open_on_fake)
     return fake
@@ -70,6 +74,23 @@ def test_preview_writes_the_hit_mturk_would_show(tmp_path: Path, turk: FakeTurk)
     assert 'action="https://workersandbox.mturk.com/mturk/externalSubmit"' in html
     assert "Does the image show: digit-0?" in html
     assert not turk.calls  # a preview costs nothing and asks MTurk nothing
+
+
+def test_both_previews_show_the_projects_own_template_and_mturks_limit(tmp_path: Path, turk: FakeTurk) -> None:
+    mturk_project(tmp_path / "p")
+    override = tmp_path / "p" / "hit_templates" / "binary_grid.html"
+    override.parent.mkdir()
+    override.write_text('{% extends "default:binary_grid.html" %}{% block footer %}<p>ACME-FOOTER</p>{% endblock %}')
+    for command in (["mturk", "preview"], ["preview"]):
+        out = tmp_path / f"{command[0]}.html"
+        result = runner.invoke(app, [*command, "--project", str(tmp_path / "p"), "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        assert "<p>ACME-FOOTER</p>" in out.read_text() and 'action="https://workersandbox' in out.read_text()
+        size = re.search(
+            r"[\d,]+ of (MTurk's|at most) 65,535 characters \(MTurk's HTMLQuestion, sandbox\)", result.output
+        )
+        assert size, result.output
+    assert not turk.calls
 
 
 def test_preview_of_local_images_says_what_to_set(tmp_path: Path, turk: FakeTurk) -> None:

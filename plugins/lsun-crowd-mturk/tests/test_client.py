@@ -10,12 +10,23 @@ from pathlib import Path
 import pytest
 from fake_turk import FakeTurk
 from lsun_crowd_mturk import Api, MTurkCrowd, MTurkError, MTurkSettings, from_settings, make_client
-from lsun_crowd_mturk.adapter import assignment_fees, request_token
+from lsun_crowd_mturk.adapter import request_token
 from lsun_crowd_mturk.answers import MalformedAnswer, answers_xml, item_answers
+from lsun_crowd_mturk.question import HTML_QUESTION_LIMIT, html_question
 from lsun_crowd_mturk.settings import LIVE_ENDPOINT, SANDBOX_ENDPOINT
 
-from lsun_crowd.crowd import AlreadyApproved, CrowdError, HitBatch, HitItem, HitSpec, QualificationTest
-from lsun_crowd.render import HTML_QUESTION_LIMIT, TemplateError, html_question
+from lsun_crowd.crowd import (
+    AlreadyApproved,
+    ConfirmsSpend,
+    CrowdError,
+    HitBatch,
+    HitItem,
+    HitSpec,
+    PreviewsHits,
+    QualificationTest,
+)
+from lsun_crowd.fees import assignment_fee
+from lsun_crowd.render import TemplateError, render_grid
 
 URLS = MTurkSettings(image_root="/img", image_url_prefix="https://images.example.org")
 
@@ -58,6 +69,12 @@ def test_sandbox_is_the_default_and_an_override_always_wins(monkeypatch: pytest.
 def test_live_needs_a_confirmation_and_settings_are_checked(tmp_path: Path) -> None:
     with pytest.raises(CrowdError, match="live Mechanical Turk spends real money.*--live"):
         from_settings({"live": True}, tmp_path)
+    sandbox, _ = crowd_with(FakeTurk())
+    live, _ = crowd_with(FakeTurk(), URLS.model_copy(update={"live": True}))
+    assert isinstance(sandbox, ConfirmsSpend) and sandbox.spend_confirmation() is None
+    assert live.spend_confirmation() == "live Mechanical Turk: real money"
+    local, _ = crowd_with(FakeTurk(), URLS.model_copy(update={"live": True, "endpoint_url": "http://localhost:9"}))
+    assert local.spend_confirmation() == "live Mechanical Turk at http://localhost:9: real money"
     with pytest.raises(CrowdError, match=r"crowd.settings.block: Input should be 'soft' or 'hard'"):
         from_settings({"block": "sometimes"}, tmp_path)
     assert from_settings({}, tmp_path).settings.endpoint() == SANDBOX_ENDPOINT
@@ -97,10 +114,10 @@ def test_request_and_validation_errors_are_not_retried() -> None:
 
 
 def test_fees_follow_mturk_and_the_estimate_adds_them() -> None:
-    assert assignment_fees(Decimal("0.05"), 3) == Decimal("0.01")
-    assert assignment_fees(Decimal("0.02"), 3) == Decimal("0.01")  # MTurk's minimum fee
-    assert assignment_fees(Decimal("0.50"), 9) == Decimal("0.10")
-    assert assignment_fees(Decimal("0.50"), 10) == Decimal("0.20")  # 20% more from 10 assignments
+    assert assignment_fee(Decimal("0.05"), 3) == Decimal("0.01")
+    assert assignment_fee(Decimal("0.02"), 3) == Decimal("0.01")  # MTurk's minimum fee
+    assert assignment_fee(Decimal("0.50"), 9) == Decimal("0.10")
+    assert assignment_fee(Decimal("0.50"), 10) == Decimal("0.20")  # 20% more from 10 assignments
     estimate = crowd_with(FakeTurk())[0].estimate_cost(batch(hits=4, assignments=10))
     assert (estimate.rewards, estimate.fees) == (Decimal("2.00"), Decimal("0.80"))
 
@@ -128,6 +145,35 @@ def test_a_hit_over_mturks_size_limit_is_refused_before_publishing() -> None:
     with pytest.raises(TemplateError, match="over MTurk's limit of 65,535.*items_per_hit"):
         html_question("x" * HTML_QUESTION_LIMIT)
     assert "]]]]><![CDATA[>" in html_question("a]]>b")  # content cannot end the CDATA section early
+    many = batch(hits=1, items=400)
+    shown = crowd_with(FakeTurk())[0].preview(many)  # a preview reports the size instead of refusing
+    assert shown.size is not None and shown.size > HTML_QUESTION_LIMIT == shown.limit
+    assert "over MTurk's limit" in shown.note
+    with pytest.raises(TemplateError, match="over MTurk's limit"):
+        crowd_with(FakeTurk())[0].publish(many)
+
+
+def test_the_default_grid_stays_under_mturks_limit_with_long_urls() -> None:
+    # The default grid (10 images) with image URLs far longer than any CDN's (300 characters).
+    items = [
+        HitItem(str(1_000_000 + n), "https://images.example.org/" + "d" * 260 + f"/{n:06d}.jpg") for n in range(10)
+    ]
+    question = html_question(render_grid("Does the image show: living room?", items, "https://x.org/s", "x" * 500))
+    assert len(question) < 12_000 < HTML_QUESTION_LIMIT
+    many = [HitItem(str(n), "https://images.example.org/" + "d" * 260 + f"/{n}.jpg") for n in range(200)]
+    with pytest.raises(TemplateError, match="over MTurk's limit of 65,535.*items_per_hit"):
+        html_question(render_grid("q?", many, "/s"))  # too big a grid is refused, never truncated
+
+
+def test_the_preview_is_the_question_mturk_gets() -> None:
+    turk = FakeTurk()
+    crowd, _ = crowd_with(turk, URLS.model_copy(update={"frame_height": 640}))
+    assert isinstance(crowd, PreviewsHits)
+    shown = crowd.preview(batch(hits=1))
+    crowd.publish(batch(hits=1))
+    (question,) = [params["Question"] for name, params in turk.calls if name == "CreateHITWithHITType"]
+    assert shown.size == len(question) and shown.limit == HTML_QUESTION_LIMIT and shown.html in question
+    assert "<FrameHeight>640</FrameHeight>" in question and shown.note == "MTurk's HTMLQuestion, sandbox"
 
 
 def test_answers_are_read_back_and_malformed_ones_are_left_out_and_rejected(caplog: pytest.LogCaptureFixture) -> None:

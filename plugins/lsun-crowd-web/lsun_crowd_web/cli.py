@@ -10,6 +10,7 @@ from rich.console import Console
 
 from lsun_crowd.cli import reported_errors
 from lsun_crowd.project import Project
+from lsun_crowd.render import Renderer
 
 console = Console(soft_wrap=True)
 
@@ -34,6 +35,8 @@ def serve(
             return
         import uvicorn
 
+        templates = Renderer(opened.directory)
+        templates.check()  # a broken hit_templates/ override stops here, naming the file
         console.print(f"serving {opened.directory.name}'s HITs on http://{host}:{port}/a/<token>")
         examples = parse_settings(opened.config.crowd.settings).examples_for()
-        uvicorn.run(create_app(state, examples), host=host, port=port, log_level="warning")
+        uvicorn.run(create_app(state, examples, templates), host=host, port=port, log_level="warning")

@@ -8,7 +8,8 @@ the one the queue stores for that HIT, so no request path ever becomes a file pa
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import parse_qsl
 
@@ -18,8 +19,10 @@ from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from lsun_crowd.crowd import CrowdError, HitItem
-from lsun_crowd.render import answers_from_fields, render_grid
+from lsun_crowd.render import Renderer, TemplateError, answers_from_fields
 from lsun_crowd_web.state import WebState
+
+log = logging.getLogger(__name__)
 
 INSTRUCTIONS = "Answer yes only if the image clearly shows it."
 IDLE_PAGE = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
@@ -28,15 +31,28 @@ IDLE_PAGE = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
 <p>{message}</p><p>This page looks again every 15 seconds.</p></body></html>"""
 
 
-def create_app(state: WebState, examples: Mapping[str, Sequence[tuple[str, bool]]] | None = None) -> Starlette:
-    """The app over ``state``; ``examples`` maps a category to example images (URL, shows it)."""
+def create_app(
+    state: WebState,
+    examples: Mapping[str, Sequence[tuple[str, bool]]] | None = None,
+    templates: Renderer | None = None,
+) -> Starlette:
+    """The app over ``state``; ``examples`` maps a category to example images (URL, shows it);
+    ``templates`` are the project's (its own ``hit_templates/`` over the defaults)."""
     examples = examples or {}
+    templates = templates or Renderer()
 
     def who(request: Request) -> str | None:
         return state.annotator(request.path_params["token"])
 
     def unauthorized() -> Response:
         return PlainTextResponse("unknown or missing annotator token", status_code=401)
+
+    def hit_page(render: Callable[[], str]) -> Response:
+        try:
+            return HTMLResponse(render())
+        except TemplateError as error:  # a broken project template: say which, show no traceback
+            log.error("%s", error)
+            return PlainTextResponse(f"this HIT cannot be shown: {error}", status_code=500)
 
     async def page(request: Request) -> Response:
         worker = who(request)
@@ -48,21 +64,17 @@ def create_app(state: WebState, examples: Mapping[str, Sequence[tuple[str, bool]
             items = [
                 HitItem(item.item_key, f"/a/{token}/test-image/{test.test_id}/{item.item_key}") for item in test.items
             ]
-            body = render_grid(
-                test.question,
-                items,
-                f"/a/{token}/qualify/{test.test_id}",
-                f"A short test before your first HIT: {test.needed} of {len(items)} right lets you in.",
+            instructions = f"A short test before your first HIT: {test.needed} of {len(items)} right lets you in."
+            return hit_page(
+                lambda: templates.grid(test.question, items, f"/a/{token}/qualify/{test.test_id}", instructions)
             )
-            return HTMLResponse(body)
         hit = state.next_hit(worker)
         if hit is None:
             return HTMLResponse(IDLE_PAGE.format(message=html.escape(f"Thank you, {worker}.")))
         items = [HitItem(item.item_key, f"/a/{token}/image/{hit.hit_id}/{item.item_key}") for item in hit.items]
         submit_url = f"/a/{token}/submit/{hit.hit_id}"
-        return HTMLResponse(
-            render_grid(hit.question, items, submit_url, INSTRUCTIONS, examples=examples.get(hit.category, ()))
-        )
+        shown = examples.get(hit.category, ())
+        return hit_page(lambda: templates.grid(hit.question, items, submit_url, INSTRUCTIONS, examples=shown))
 
     async def submit(request: Request) -> Response:
         worker = who(request)
