@@ -10,12 +10,10 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from lsun_crowd import __version__
 from lsun_crowd.config import CONFIG_FILE, DEFAULT_TOML, ConfigError
-from lsun_crowd.context import Progress as CascadeProgress
 from lsun_crowd.crowd import CrowdError
 from lsun_crowd.embed import EmbeddingError
 from lsun_crowd.export import export as export_labels
@@ -24,6 +22,7 @@ from lsun_crowd.ingest import ingest as ingest_sources
 from lsun_crowd.methods import DEFAULT_METHOD, METHODS
 from lsun_crowd.plugins import PluginError, Plugins
 from lsun_crowd.preview import render_preview, sample_hit
+from lsun_crowd.progress import RichCascadeProgress, progress_bars
 from lsun_crowd.project import INGEST_REPORT, Project
 from lsun_crowd.status import category_status
 from lsun_crowd.store import StoreError
@@ -58,41 +57,6 @@ def reported_errors() -> Iterator[None]:
         errors.print("[bold red]error:[/] ", end="")
         errors.print(str(error), markup=False)
         raise typer.Exit(2) from None
-
-
-class RichCascadeProgress(CascadeProgress):
-    """Cascade events as rich progress bars and log lines."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.bars = progress
-        self.tasks: dict[str, TaskID] = {}
-
-    def message(self, text: str) -> None:
-        self.bars.console.print(text, highlight=False)
-
-    def start(self, task: str, total: int) -> None:
-        self.tasks[task] = self.bars.add_task(task, total=total)
-
-    def advance(self, task: str, amount: int = 1) -> None:
-        if task in self.tasks and amount:
-            self.bars.advance(self.tasks[task], amount)
-
-    def finish(self, task: str) -> None:
-        if task in self.tasks:
-            self.bars.remove_task(self.tasks.pop(task))
-
-
-def progress_bars(output: Console | None = None) -> Progress:
-    output = output or console
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=output,
-        transient=True,
-        disable=output.quiet,
-    )
 
 
 @app.command()
@@ -139,7 +103,7 @@ def run(
     """Run or resume the cascade."""
     with reported_errors():
         opened = Project.open(project)
-        with progress_bars() as bars:
+        with progress_bars(console) as bars:
             cascade = opened.cascade(opened.crowd(crowd), RichCascadeProgress(bars), bars)
             outcomes = cascade.run(category or None, rounds)
         for outcome in outcomes:

@@ -20,10 +20,10 @@ from rich.table import Table
 from sklearn.datasets import load_digits
 from sqlalchemy import func, select
 
-from lsun_crowd.cli import RichCascadeProgress, progress_bars
 from lsun_crowd.config import CONFIG_FILE
 from lsun_crowd.export import export
 from lsun_crowd.ingest import ingest, ingest_gold
+from lsun_crowd.progress import RichCascadeProgress, progress_bars
 from lsun_crowd.project import Project
 from lsun_crowd.schema import Category, Gold, Item, Label, Spend, Vote
 from lsun_crowd.store import Store

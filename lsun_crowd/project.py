@@ -11,11 +11,11 @@ from rich.progress import Progress as RichProgress
 from sqlalchemy import select, update
 
 from lsun_crowd.config import Config, load_config
-from lsun_crowd.context import Progress
 from lsun_crowd.crowd import CrowdBackend
 from lsun_crowd.embed import EmbeddingCache, cache_directory, embed_items
 from lsun_crowd.loop import Cascade
 from lsun_crowd.plugins import Plugins
+from lsun_crowd.progress import Progress
 from lsun_crowd.schema import Item
 from lsun_crowd.store import Store
 

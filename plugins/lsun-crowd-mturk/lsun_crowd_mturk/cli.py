@@ -11,8 +11,9 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func, select
 
-from lsun_crowd.cli import RichCascadeProgress, progress_bars, reported_errors
+from lsun_crowd.cli import reported_errors
 from lsun_crowd.preview import sample_hit
+from lsun_crowd.progress import RichCascadeProgress, progress_bars
 from lsun_crowd.project import Project
 from lsun_crowd.publish import spent_so_far
 from lsun_crowd.quality import assess
@@ -148,7 +149,7 @@ def run_on_mturk(
         first.close()
         opened, crowd = _open(project, live, yes, spend)
         console.print(f"Mechanical Turk {_mode(crowd)}; at most {spend} USD more will be spent")
-        with progress_bars() as bars:
+        with progress_bars(console) as bars:
             outcomes = opened.cascade(crowd, RichCascadeProgress(bars), bars).run(max_rounds=rounds)
         for outcome in outcomes:
             console.print(f"{outcome.category}: {outcome.reason} after {outcome.rounds} round(s)")
