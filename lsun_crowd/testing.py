@@ -9,17 +9,24 @@ An adapter's tests run it in one line::
 Override :meth:`CrowdBackendConformance.complete_work` where workers must be driven (a browser
 crowd posts answers; a stubbed API queues responses). The default polls ``hit_status``, which is
 all a platform with its own workforce needs.
+
+The end of this module builds test projects from values (:func:`digits_project`,
+:func:`write_project`), for the tests of lsun-crowd and of its plugins.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import tomllib
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
 
 import pytest
 
+from lsun_crowd import toml_writer
+from lsun_crowd.config import CONFIG_FILE, Config, load_config
 from lsun_crowd.crowd import (
     NO,
     YES,
@@ -33,6 +40,9 @@ from lsun_crowd.crowd import (
     HitState,
     QualificationTest,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
 
 CONFORMANCE_CATEGORY = "conformance"
 
@@ -216,3 +226,105 @@ class CrowdBackendConformance:
             "work came from a worker who did not pass the qualification test"
         )
         assert backend.qualification_results("conformance-test-never-published") == []
+
+
+# -- test projects built from values ------------------------------------------------------------
+#
+# A test states the settings it needs as values laid over the demo's, instead of editing the
+# demo's TOML text, where a pattern that no longer matches silently changes nothing: every file
+# written here is loaded back, and the configuration models forbid unknown keys.
+
+
+class _Remove:
+    def __repr__(self) -> str:
+        return "REMOVE"
+
+
+REMOVE: Final = _Remove()
+"""An override that deletes its key, e.g. ``{"crowd": {"settings": {"truth_file": REMOVE}}}``."""
+
+
+def merge_config(base: Mapping[str, Any], overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``base`` with ``overrides`` laid over it: tables merge key by key, any other value replaces
+    the old one, and :data:`REMOVE` deletes the key. Neither argument is changed."""
+    merged = {name: _copy_tables(value) for name, value in base.items()}
+    for name, value in (overrides or {}).items():
+        if value is REMOVE:
+            merged.pop(name, None)
+        elif isinstance(value, Mapping) and isinstance(merged.get(name), Mapping):
+            merged[name] = merge_config(merged[name], value)
+        else:
+            merged[name] = merge_config({}, value) if isinstance(value, Mapping) else value
+    return merged
+
+
+def _copy_tables(value: Any) -> Any:
+    return {name: _copy_tables(item) for name, item in value.items()} if isinstance(value, Mapping) else value
+
+
+def write_project(directory: Path, config: Mapping[str, Any] | Config) -> Config:
+    """Write ``directory/lsun-crowd.toml`` from values (or a :class:`Config`) and load it back, so
+    that an unknown key or a bad value fails here with :class:`ConfigError` naming the field."""
+    values = config.model_dump(mode="python") if isinstance(config, Config) else config
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / CONFIG_FILE).write_text(toml_writer.dumps(values), encoding="utf-8")
+    return load_config(directory)
+
+
+def update_project(directory: Path, overrides: Mapping[str, Any]) -> Config:
+    """Lay ``overrides`` over the project's configuration file and write it back, checked."""
+    current = tomllib.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+    return write_project(directory, merge_config(current, overrides))
+
+
+def digits_config(
+    seed: int = 0,
+    digits: range = range(10),
+    *,
+    sample_per_round: int = 300,
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The values :func:`lsun_crowd.demo.demo_config` writes (a test keeps the two equal), with
+    ``overrides`` merged in by :func:`merge_config`."""
+    demo = {
+        "project": {"name": "digits-demo", "seed": seed, "categories": [f"digit-{digit}" for digit in digits]},
+        "crowd": {
+            "adapter": "mock",
+            "items_per_hit": 10,
+            "gold_per_hit": 1,
+            "reward_per_assignment": Decimal("0.02"),
+            "poll_seconds": 0,
+            "settings": {"seed": seed, "truth_file": "truth.csv"},
+        },
+        "model": {"backbone": "pixels", "image_size": 8, "hidden_units": 128, "epochs": 150},
+        "cascade": {"sample_per_round": sample_per_round, "finish_with_humans_below": 60, "budget": 500},
+    }
+    return merge_config(demo, overrides)
+
+
+def digits_project(
+    directory: Path,
+    *,
+    limit: int | None = 600,
+    digits: range = range(2),
+    seed: int = 0,
+    sample_per_round: int = 150,
+    overrides: Mapping[str, Any] | None = None,
+) -> np.ndarray:
+    """A project of the demo's digit images with the simulated crowd, ingested with its gold and
+    ready to run; returns each image's true digit. ``overrides`` are laid over the demo's settings."""
+    # Imported here: this module is loaded by every pytest run, and these pull in the model stack.
+    from lsun_crowd.demo import write_pool
+    from lsun_crowd.ingest import ingest, ingest_gold
+    from lsun_crowd.project import Project
+
+    directory.mkdir(parents=True, exist_ok=True)
+    targets = write_pool(directory, seed, limit, digits)
+    write_project(directory, digits_config(seed, digits, sample_per_round=sample_per_round, overrides=overrides))
+    project = Project.open(directory)
+    try:
+        ingest(project.store, [directory / "images"], directory / "downloads")
+        ingest_gold(project.store, directory / "gold.csv")
+    finally:
+        project.close()
+    return targets

@@ -1,15 +1,13 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from lsun_crowd.config import CONFIG_FILE
-from lsun_crowd.demo import demo_config, write_pool
-from lsun_crowd.ingest import ingest, ingest_gold
-from lsun_crowd.project import Project
+from lsun_crowd.testing import digits_project as build_digits_project
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -19,22 +17,14 @@ def make_digits_project(
     limit: int = 600,
     digits: range = range(2),
     seed: int = 0,
-    extra: str = "",
     sample: int = 150,
-    redundancy: str = "",
+    overrides: Mapping[str, Any] | None = None,
 ) -> np.ndarray:
-    """A small digits project with the simulated crowd, ingested and ready to run."""
-    directory.mkdir(parents=True, exist_ok=True)
-    targets = write_pool(directory, seed, limit, digits)
-    config = demo_config(seed, digits, extra, redundancy).replace(
-        "sample_per_round = 300", f"sample_per_round = {sample}"
+    """A small digits project with the simulated crowd, ingested and ready to run; ``overrides``
+    are laid over the demo's settings (see :func:`lsun_crowd.testing.digits_config`)."""
+    return build_digits_project(
+        directory, limit=limit, digits=digits, seed=seed, sample_per_round=sample, overrides=overrides
     )
-    (directory / CONFIG_FILE).write_text(config)
-    project = Project.open(directory)
-    ingest(project.store, [directory / "images"], directory / "downloads")
-    ingest_gold(project.store, directory / "gold.csv")
-    project.close()
-    return targets
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from lsun_crowd.export import export
 from lsun_crowd.project import Project
 from lsun_crowd.schema import AssignmentRow, Hit, HitItem, Item, Label, Round, Spend, Vote, Worker
 from lsun_crowd.status import category_status
+from lsun_crowd.testing import update_project
 
 from .conftest import make_digits_project
 
@@ -94,7 +95,7 @@ def test_budget_stops_before_publishing_and_resumes_when_raised(tmp_path: Path) 
     directory = tmp_path / "p"
     make_digits_project(directory, limit=300, digits=range(1), sample=100)
     config = (directory / "lsun-crowd.toml").read_text()
-    (directory / "lsun-crowd.toml").write_text(config.replace("budget = 500", "budget = 0.5"))
+    update_project(directory, {"cascade": {"budget": Decimal("0.5")}})
     project, outcomes = run(directory)
     assert outcomes[0].reason == "budget" and outcomes[0].rounds == 0
     with project.store.session() as session:
@@ -108,10 +109,12 @@ def test_budget_stops_before_publishing_and_resumes_when_raised(tmp_path: Path) 
 
 def test_balance_stops_before_publishing(tmp_path: Path) -> None:
     directory = tmp_path / "p"
-    make_digits_project(directory, limit=300, digits=range(1), sample=100)
-    config = (directory / "lsun-crowd.toml").read_text()
-    (directory / "lsun-crowd.toml").write_text(
-        config.replace('truth_file = "truth.csv"', 'truth_file = "truth.csv"\nbalance = 0.30')
+    make_digits_project(
+        directory,
+        limit=300,
+        digits=range(1),
+        sample=100,
+        overrides={"crowd": {"settings": {"balance": Decimal("0.30")}}},
     )
     project, outcomes = run(directory)
     assert outcomes[0].reason == "balance"
@@ -176,7 +179,7 @@ def test_blocked_workers_votes_are_discounted(digits_project: tuple[Path, np.nda
 
 def test_policy_can_pay_blocked_workers_work(tmp_path: Path) -> None:
     directory = tmp_path / "p"
-    make_digits_project(directory, extra="[quality]\nreject_blocked_work = false\n")
+    make_digits_project(directory, overrides={"quality": {"reject_blocked_work": False}})
     project, _ = run(directory)
     with project.store.session() as session:
         from lsun_crowd.schema import Worker

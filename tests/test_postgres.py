@@ -11,6 +11,7 @@ from sqlalchemy import create_engine, func, select, text
 from lsun_crowd.project import Project
 from lsun_crowd.schema import SCHEMA_VERSION, Item, Meta, Vote
 from lsun_crowd.store import Store, category_id, insert_ignoring_duplicates
+from lsun_crowd.testing import update_project
 
 from .conftest import make_digits_project
 from .postgres import postgres_server
@@ -51,10 +52,7 @@ def test_store_on_postgres(postgres_url: str) -> None:
 def test_cascade_round_on_postgres(postgres_url: str, tmp_path: Path) -> None:
     directory = tmp_path / "project"
     make_digits_project(directory, limit=300, digits=range(1), sample=100)
-    config = (directory / "lsun-crowd.toml").read_text()
-    (directory / "lsun-crowd.toml").write_text(
-        config.replace('name = "digits-demo"', f'name = "digits-demo"\ndatabase_url = "{postgres_url}"')
-    )
+    update_project(directory, {"project": {"database_url": postgres_url}})
     # The project was ingested into SQLite by the helper; ingest again, now into PostgreSQL.
     project = Project.open(directory)
     assert project.store.engine.dialect.name == "postgresql"

@@ -17,7 +17,7 @@ from lsun_crowd.schema import HitItem as HitItemRow
 
 from .conftest import make_digits_project
 
-QUALIFIED = "[quality]\nqualification_items = 6\nqualification_pass = 0.8\n"
+QUALIFIED = {"quality": {"qualification_items": 6, "qualification_pass": 0.8}}
 
 
 def test_grading_counts_right_answers_against_the_pass_mark() -> None:
@@ -34,7 +34,7 @@ def test_grading_counts_right_answers_against_the_pass_mark() -> None:
 
 def test_only_workers_who_pass_the_test_vote(tmp_path: Path) -> None:
     directory = tmp_path / "p"
-    make_digits_project(directory, limit=300, digits=range(1), sample=100, extra=QUALIFIED)
+    make_digits_project(directory, limit=300, digits=range(1), sample=100, overrides=QUALIFIED)
     project = Project.open(directory)
     cascade = project.cascade(project.crowd())
     cascade.run(max_rounds=1)
@@ -66,7 +66,7 @@ def test_only_workers_who_pass_the_test_vote(tmp_path: Path) -> None:
 def test_too_few_gold_items_for_the_test_is_a_clear_error(tmp_path: Path) -> None:
     directory = tmp_path / "p"
     # The demo holds 20 gold images per category; 20 for the test leave none to hide in HITs.
-    make_digits_project(directory, limit=200, digits=range(1), extra="[quality]\nqualification_items = 20\n")
+    make_digits_project(directory, limit=200, digits=range(1), overrides={"quality": {"qualification_items": 20}})
     project = Project.open(directory)
     with pytest.raises(ValueError, match=r"'digit-0' has 20 gold item\(s\).*qualification_items.*at least 21"):
         project.cascade(project.crowd()).run(max_rounds=1)

@@ -69,7 +69,11 @@ def test_uncertain_images_get_follow_up_votes_up_to_the_cap(tmp_path: Path) -> N
 def test_fixed_redundancy_asks_once(tmp_path: Path) -> None:
     directory = tmp_path / "p"
     make_digits_project(
-        directory, limit=400, digits=range(1), sample=150, redundancy="votes_per_item = 3\nmax_votes_per_item = 3\n"
+        directory,
+        limit=400,
+        digits=range(1),
+        sample=150,
+        overrides={"crowd": {"votes_per_item": 3, "max_votes_per_item": 3}},
     )
     project = Project.open(directory)
     project.cascade(project.crowd()).run(max_rounds=1)

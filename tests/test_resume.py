@@ -18,11 +18,13 @@ poll_seconds = 0.1
 
 
 def configure(directory: Path) -> None:
-    make_digits_project(directory, limit=600, digits=range(2), sample=150)
-    config = (directory / "lsun-crowd.toml").read_text()
-    config = config.replace("poll_seconds = 0", "poll_seconds = 0.1")
-    config = config.replace('truth_file = "truth.csv"', 'truth_file = "truth.csv"\ntick_seconds = 100')
-    (directory / "lsun-crowd.toml").write_text(config)
+    make_digits_project(
+        directory,
+        limit=600,
+        digits=range(2),
+        sample=150,
+        overrides={"crowd": {"poll_seconds": 0.1, "settings": {"tick_seconds": 100}}},
+    )
 
 
 def start(directory: Path) -> subprocess.Popen[bytes]:

@@ -34,6 +34,7 @@ from lsun_crowd.render import (
     render_grid,
     render_multi_label,
 )
+from lsun_crowd.testing import REMOVE, update_project
 
 from .conftest import make_digits_project
 
@@ -214,9 +215,7 @@ def test_the_editable_install_finds_the_templates_where_the_design_puts_them() -
 def web_project(directory: Path) -> Path:
     """The digits project on the web crowd: its preview renders the project's own grid."""
     make_digits_project(directory, limit=100, digits=range(1))
-    config = (directory / CONFIG_FILE).read_text()
-    config = re.sub(r"\[crowd.settings\]\n(?:\w+ = .*\n)*", "", config.replace('adapter = "mock"', 'adapter = "web"'))
-    (directory / CONFIG_FILE).write_text(config)
+    update_project(directory, {"crowd": {"adapter": "web", "settings": REMOVE}})
     return directory
 
 

@@ -14,10 +14,10 @@ from test_round import make_project
 from typer.testing import CliRunner
 
 from lsun_crowd.cli import app
-from lsun_crowd.config import CONFIG_FILE
 from lsun_crowd.crowd import HitBatch, HitItem, HitSpec
 from lsun_crowd.plugins import Plugins
 from lsun_crowd.render import Renderer
+from lsun_crowd.testing import REMOVE, update_project
 
 runner = CliRunner(env={"COLUMNS": "200"})
 if not any(group.name == "mturk" for group in app.registered_groups):
@@ -27,16 +27,14 @@ if not any(group.name == "mturk" for group in app.registered_groups):
 def mturk_project(directory: Path, prefix: bool = True) -> None:
     """The round tests' project, switched to the mturk adapter and its settings."""
     make_project(directory)
-    config = (directory / CONFIG_FILE).read_text()
     settings = (
-        f'image_root = "{(directory / "images").resolve()}"\nimage_url_prefix = "https://images.example.org/digits"\n'
+        {"image_root": str((directory / "images").resolve()), "image_url_prefix": "https://images.example.org/digits"}
         if prefix
-        else ""
+        else {}
     )
-    config = config.replace('adapter = "mock"', 'adapter = "mturk"').replace(
-        'seed = 0\ntruth_file = "truth.csv"\n', settings
+    update_project(
+        directory, {"crowd": {"adapter": "mturk", "settings": {"seed": REMOVE, "truth_file": REMOVE, **settings}}}
     )
-    (directory / CONFIG_FILE).write_text(config)
 
 
 @pytest.fixture
@@ -121,8 +119,7 @@ def test_live_runs_need_a_yes_that_shows_the_spend(tmp_path: Path, turk: FakeTur
     assert code == 1 and "LIVE Mechanical Turk and may spend up to 500 USD of real money" in output
     assert not turk.calls
     # The plain run command refuses live mode from the settings alone.
-    config = (tmp_path / "p" / CONFIG_FILE).read_text().replace("[crowd.settings]\n", "[crowd.settings]\nlive = true\n")
-    (tmp_path / "p" / CONFIG_FILE).write_text(config)
+    update_project(tmp_path / "p", {"crowd": {"settings": {"live": True}}})
     result = runner.invoke(app, ["run", "--project", str(tmp_path / "p")])
     assert result.exit_code == 2 and "lsun-crowd mturk run --project DIR --live" in result.output
 

@@ -12,13 +12,11 @@ from fake_turk import FakeTurk
 from lsun_crowd_mturk import Api, MTurkCrowd, MTurkSettings
 from sqlalchemy import func, select
 
-from lsun_crowd.config import CONFIG_FILE
 from lsun_crowd.crowd import NO, YES
-from lsun_crowd.demo import demo_config, write_pool
-from lsun_crowd.ingest import ingest, ingest_gold
 from lsun_crowd.loop import Cascade
 from lsun_crowd.project import Project
 from lsun_crowd.schema import AssignmentRow, Hit, Label, Round, Vote, Worker
+from lsun_crowd.testing import digits_project
 
 HONEST = ("A1HONESTWORKER", "A2HONESTWORKER")
 ADVERSARY = "A3ADVERSARYWORKER"
@@ -27,19 +25,15 @@ ADVERSARY = "A3ADVERSARYWORKER"
 def make_project(directory: Path, budget: str = "500") -> np.ndarray:
     """200 digits, category digit-0; fixed redundancy (three votes), so that a round is one batch."""
     directory.mkdir(parents=True)
-    targets = write_pool(directory, seed=0, limit=200, digits=range(1))
-    config = demo_config(0, range(1), redundancy="votes_per_item = 3\nmax_votes_per_item = 3\n")
-    config = (
-        config.replace("sample_per_round = 300", "sample_per_round = 60")
-        .replace("poll_seconds = 0", "poll_seconds = 0\ncollect_timeout_seconds = 0.3")
-        .replace("budget = 500", f"budget = {budget}")
+    crowd = {"votes_per_item": 3, "max_votes_per_item": 3, "collect_timeout_seconds": 0.3}
+    return digits_project(
+        directory,
+        limit=200,
+        digits=range(1),
+        seed=0,
+        sample_per_round=60,
+        overrides={"crowd": crowd, "cascade": {"budget": Decimal(budget)}},
     )
-    (directory / CONFIG_FILE).write_text(config)
-    project = Project.open(directory)
-    ingest(project.store, [directory / "images"], directory / "downloads")
-    ingest_gold(project.store, directory / "gold.csv")
-    project.close()
-    return targets
 
 
 def settings_for(directory: Path, **extra: object) -> MTurkSettings:

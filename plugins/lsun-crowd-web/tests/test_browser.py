@@ -14,12 +14,10 @@ from live_server import LiveServer
 from lsun_crowd_web import WebCrowd
 from sqlalchemy import func, select
 
-from lsun_crowd.config import CONFIG_FILE
-from lsun_crowd.demo import demo_config, write_pool
-from lsun_crowd.ingest import ingest, ingest_gold
 from lsun_crowd.loop import Cascade, CategoryOutcome
 from lsun_crowd.project import Project
 from lsun_crowd.schema import AssignmentRow, Item, Round, Vote, Worker
+from lsun_crowd.testing import REMOVE, digits_project
 
 REQUIRED = os.environ.get("LSUN_CROWD_REQUIRE_BROWSER") == "1"  # CI: a missing browser is a failure
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -43,18 +41,16 @@ def browser_or_skip():  # type: ignore[no-untyped-def]
 def make_project(directory: Path) -> dict[str, bool]:
     """18 images of digit-0's pool in one round: two HITs of nine images and a gold one, two votes each."""
     directory.mkdir(parents=True)
-    targets = write_pool(directory, seed=0, limit=120, digits=range(1))
-    config = (
-        demo_config(0, range(1), redundancy="votes_per_item = 2\nmax_votes_per_item = 2\n")
-        .replace('adapter = "mock"', 'adapter = "web"')
-        .replace('seed = 0\ntruth_file = "truth.csv"\n', "")
-        .replace("sample_per_round = 300", "sample_per_round = 18")
-        .replace("poll_seconds = 0", "poll_seconds = 0.2")
+    crowd = {"adapter": "web", "votes_per_item": 2, "max_votes_per_item": 2, "poll_seconds": 0.2}
+    targets = digits_project(
+        directory,
+        limit=120,
+        digits=range(1),
+        seed=0,
+        sample_per_round=18,
+        overrides={"crowd": {**crowd, "settings": {"seed": REMOVE, "truth_file": REMOVE}}},
     )
-    (directory / CONFIG_FILE).write_text(config)
     project = Project.open(directory)
-    ingest(project.store, [directory / "images"], directory / "downloads")
-    ingest_gold(project.store, directory / "gold.csv")
     with project.store.session() as session:
         uris = dict(session.execute(select(Item.id, Item.uri)).all())
     project.close()
