@@ -4,39 +4,89 @@ from __future__ import annotations
 
 import inspect
 import re
+import types
+from collections.abc import Callable
 from pathlib import Path
 
+import pluggy
 import pytest
 import typer
 from typer.testing import CliRunner
 
 from lsun_crowd import hookspecs
-from lsun_crowd.hookspecs import hookimpl
+from lsun_crowd.hookspecs import hookimpl, hookspec
 from lsun_crowd.plugins import Backbone, CrowdAdapter, PluginError, Plugins, get_plugin_manager
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
-HOOKS = sorted(
-    name for name, value in vars(hookspecs).items() if name.startswith("register_") and inspect.isfunction(value)
-)
+TESTS = Path(__file__).parent
 
 
-def _signature(name: str) -> str:
-    function = getattr(hookspecs, name)
+def hook_specs(manager: pluggy.PluginManager) -> dict[str, Callable[..., object]]:
+    """Every hook the manager has a specification for, whatever its name, with the spec's function."""
+    return {
+        name: caller.spec.function
+        for name, caller in sorted(vars(manager.hook).items())
+        if isinstance(caller, pluggy.HookCaller) and caller.spec is not None
+    }
+
+
+HOOKS = hook_specs(get_plugin_manager())
+
+
+def signature(name: str, function: Callable[..., object]) -> str:
     parameters = ", ".join(f"{p.name}: {p.annotation}" for p in inspect.signature(function).parameters.values())
-    return f"def {name}({parameters}) -> None"
+    return f"def {name}({parameters}) -> {inspect.signature(function).return_annotation}"
 
 
-@pytest.mark.parametrize("hook", HOOKS)
+def documentation_problem(name: str, function: Callable[..., object], text: str) -> str | None:
+    if f"## {name}(" not in text:
+        return f"docs/plugins.md has no section for {name}"
+    if signature(name, function) not in text:
+        return f"docs/plugins.md does not show {signature(name, function)!r}"
+    return None
+
+
+def has_hook_test(name: str, tests: str) -> bool:
+    return re.search(rf"def test_hook_{name}\b", tests) is not None
+
+
+@pytest.mark.parametrize("hook", sorted(HOOKS))
 def test_every_hook_is_documented_with_its_signature(hook: str) -> None:
-    text = DOCS.read_text()
-    assert f"## {hook}(" in text, f"docs/plugins.md has no section for {hook}"
-    assert _signature(hook) in text, f"docs/plugins.md does not show {_signature(hook)!r}"
+    problem = documentation_problem(hook, HOOKS[hook], DOCS.read_text())
+    assert problem is None, problem
 
 
-@pytest.mark.parametrize("hook", HOOKS)
+@pytest.mark.parametrize("hook", sorted(HOOKS))
 def test_every_hook_has_a_test(hook: str) -> None:
-    tests = "\n".join(path.read_text() for path in Path(__file__).parent.glob("test_*.py"))
-    assert re.search(rf"def test_hook_{hook}\b", tests), f"no test_hook_{hook}"
+    tests = "\n".join(path.read_text() for path in TESTS.glob("test_*.py"))
+    assert has_hook_test(hook, tests), f"no test_hook_{hook}"
+
+
+def test_the_meta_tests_see_every_hookspec_whatever_its_name() -> None:
+    # Every function of the spec module marked @hookspec is a hook the meta-tests check ...
+    marked = {
+        name
+        for name, value in vars(hookspecs).items()
+        if inspect.isfunction(value) and hasattr(value, f"{hookspecs.hookspec.project_name}_spec")
+    }
+    assert marked and marked <= set(HOOKS)
+
+    # ... and so is a hook with any other name, added by any module: it would need its docs and test.
+    def before_publish(batch: object) -> bool:  # type: ignore[empty-body]
+        """A hook not named register_*."""
+
+    later = types.ModuleType("later_specs")
+    later.before_publish = hookspec(before_publish)  # type: ignore[attr-defined]
+    manager = get_plugin_manager()
+    manager.add_hookspecs(later)
+    found = hook_specs(manager)
+    assert set(found) == set(HOOKS) | {"before_publish"}
+    missing = documentation_problem("before_publish", found["before_publish"], DOCS.read_text())
+    assert missing == "docs/plugins.md has no section for before_publish"
+    documented = "## before_publish(batch)\n\n```python\ndef before_publish(batch: object) -> bool\n```\n"
+    assert documentation_problem("before_publish", found["before_publish"], documented) is None
+    assert not has_hook_test("before_publish", "def test_hook_before_publishing(): ...")
+    assert has_hook_test("before_publish", "def test_hook_before_publish(): ...")
 
 
 class ThrowAwayPlugin:
