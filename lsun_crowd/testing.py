@@ -8,7 +8,9 @@ An adapter's tests run it in one line::
 
 Override :meth:`CrowdBackendConformance.complete_work` where workers must be driven (a browser
 crowd posts answers; a stubbed API queues responses). The default polls ``hit_status``, which is
-all a platform with its own workforce needs.
+all a platform with its own workforce needs. A crowd without money implements
+:meth:`~CrowdBackendConformance.bonuses_paid`, and a platform that draws a few workers out of a
+large crowd overrides :meth:`~CrowdBackendConformance.make_batch_for_everyone`.
 
 The end of this module builds test projects from values (:func:`digits_project`,
 :func:`write_project`), for the tests of lsun-crowd and of its plugins.
@@ -73,6 +75,19 @@ class CrowdBackendConformance:
             if all(status.state != HitState.OPEN for status in backend.hit_status(hit_ids)):
                 return
         raise AssertionError(f"HITs still open after {self.max_polls} polls")
+
+    def bonuses_paid(self, backend: CrowdBackend, worker_id: str) -> list[Decimal] | None:
+        """The bonuses the platform has recorded for the worker, one amount per bonus, as the
+        suite's only view of bonuses on a crowd without money (``balance()`` is ``None``);
+        ``None`` where the platform does not say. Read the adapter's state or the fake's calls."""
+        return None
+
+    def make_batch_for_everyone(self, backend: CrowdBackend, batch_id: str) -> HitBatch:
+        """A batch that any worker who worked before and is not excluded by the adapter takes part
+        in, so that who is missing from it was kept out. The default batch does where
+        :meth:`complete_work` lets the same few workers work in the same order each time; a
+        platform that draws a few workers out of a large crowd asks for more assignments."""
+        return self.make_batch(batch_id)
 
     def make_batch(self, batch_id: str = "conformance-batch-1") -> HitBatch:
         hits = tuple(
@@ -180,20 +195,53 @@ class CrowdBackendConformance:
     def test_bonus_is_paid_once_per_token(self, backend: CrowdBackend) -> None:
         _, _, assignments = self._published_assignments(backend)
         target = assignments[0]
-        before = backend.balance()
+        balance = backend.balance()
+        paid = self.bonuses_paid(backend, target.worker_id)
+        assert balance is not None or paid is not None, (
+            "a crowd without money (balance() is None) must implement bonuses_paid(), or nothing shows "
+            "whether a bonus was paid once, twice or never"
+        )
         for _ in range(2):
             backend.pay_bonus(target.worker_id, target.assignment_id, Decimal("0.25"), "careful work", "bonus-1")
-        after = backend.balance()
-        if before is not None and after is not None:
-            assert before - after == Decimal("0.25")
+        self._check_bonuses(backend, target.worker_id, balance, paid, [Decimal("0.25")])
+        # Another token is another bonus, even of the same amount for the same work.
+        backend.pay_bonus(target.worker_id, target.assignment_id, Decimal("0.25"), "careful work", "bonus-2")
+        self._check_bonuses(backend, target.worker_id, balance, paid, [Decimal("0.25")] * 2)
 
-    def test_block_and_unblock_are_idempotent(self, backend: CrowdBackend) -> None:
+    def _check_bonuses(
+        self,
+        backend: CrowdBackend,
+        worker_id: str,
+        balance_before: Decimal | None,
+        paid_before: list[Decimal] | None,
+        new: list[Decimal],
+    ) -> None:
+        balance = backend.balance()
+        if balance_before is not None and balance is not None:
+            assert balance_before - balance == sum(new), "the balance shows a bonus paid more or less than once"
+        if paid_before is not None:
+            paid = self.bonuses_paid(backend, worker_id)
+            assert paid is not None and sorted(paid) == sorted([*paid_before, *new]), (
+                f"bonuses recorded for {worker_id}: {paid}, expected {sorted([*paid_before, *new])}"
+            )
+
+    def test_a_blocked_worker_gets_no_work_until_unblocked(self, backend: CrowdBackend) -> None:
         _, _, assignments = self._published_assignments(backend)
         worker = assignments[0].worker_id
-        backend.block_worker(worker, "failed gold items")
-        backend.block_worker(worker, "failed gold items")
-        backend.unblock_worker(worker, "appeal accepted")
-        backend.unblock_worker(worker, "appeal accepted")
+        for _ in range(2):  # blocking twice is blocking once
+            backend.block_worker(worker, "failed gold items")
+        while_blocked = self._workers_on(backend, self.make_batch_for_everyone(backend, "conformance-blocked"))
+        assert while_blocked, "nobody worked on the batch published after the block, so it shows nothing"
+        assert worker not in while_blocked, f"blocked worker {worker} got new work"
+        for _ in range(2):
+            backend.unblock_worker(worker, "appeal accepted")
+        after = self._workers_on(backend, self.make_batch_for_everyone(backend, "conformance-unblocked"))
+        assert worker in after, f"worker {worker} got no work after being unblocked (others did: {sorted(after)})"
+
+    def _workers_on(self, backend: CrowdBackend, batch: HitBatch) -> set[str]:
+        hit_ids = [hit.hit_id for hit in backend.publish(batch)]
+        self.complete_work(backend, hit_ids)
+        return {a.worker_id for hit_id in hit_ids for a in backend.list_assignments(hit_id)}
 
     def test_expire_closes_open_hits(self, backend: CrowdBackend) -> None:
         hit_ids = [hit.hit_id for hit in backend.publish(self.make_batch())]

@@ -47,10 +47,13 @@ def test_vendor_plugin_is_discovered_with_its_version(acme_installed: None) -> N
 
 def test_a_round_runs_through_the_vendor(acme_installed: None, tmp_path: Path) -> None:
     directory = tmp_path / "project"
-    targets = make_digits_project(directory, limit=300, digits=range(1), sample=100)
-    config = (directory / "lsun-crowd.toml").read_text().replace('adapter = "mock"', 'adapter = "acme"')
-    config = config.replace("[crowd.settings]", '[crowd.settings]\nreference = "truth.csv"')
-    (directory / "lsun-crowd.toml").write_text(config)
+    targets = make_digits_project(
+        directory,
+        limit=300,
+        digits=range(1),
+        sample=100,
+        overrides={"crowd": {"adapter": "acme", "settings": {"reference": "truth.csv"}}},
+    )
     project = Project.open(directory)
     outcome = project.cascade(project.crowd()).run(max_rounds=1)[0]
     assert outcome.rounds == 1
@@ -84,3 +87,6 @@ class TestAcmeConformance(CrowdBackendConformance):
             (f"/conformance/images/{n:04d}.png", "conformance"): conformance_truth(f"/{n}.png", "") for n in range(100)
         }
         return AcmeCrowd(answers)
+
+    def bonuses_paid(self, backend, worker_id):  # type: ignore[no-untyped-def]
+        return [amount for worker, amount in backend.bonuses.values() if worker == worker_id]

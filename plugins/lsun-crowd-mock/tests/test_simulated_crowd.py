@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import sqlite3
 from collections import Counter
+from contextlib import closing
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -8,13 +11,26 @@ import numpy as np
 import pytest
 from lsun_crowd_mock import CrowdMix, SimulatedCrowd
 
-from lsun_crowd.crowd import NO, YES, CrowdError, HitBatch, HitItem, HitSpec, HitState
+from lsun_crowd.crowd import NO, YES, CrowdBackend, CrowdError, HitBatch, HitItem, HitSpec, HitState
 from lsun_crowd.testing import CrowdBackendConformance, conformance_truth
 
 
 class TestSimulatedCrowdConformance(CrowdBackendConformance):
     def make_backend(self, tmp_path: Path) -> SimulatedCrowd:
-        return SimulatedCrowd(conformance_truth, CrowdMix(seed=3, expire_rate=0), tmp_path / "state.sqlite")
+        self.state_file = tmp_path / "state.sqlite"
+        return SimulatedCrowd(conformance_truth, CrowdMix(seed=3, expire_rate=0), self.state_file)
+
+    def bonuses_paid(self, backend: CrowdBackend, worker_id: str) -> list[Decimal]:
+        with closing(sqlite3.connect(self.state_file)) as db:  # the platform's own record, as a second reader
+            rows = db.execute("SELECT amount FROM bonuses WHERE worker_id = ?", (worker_id,)).fetchall()
+        return [Decimal(amount) for (amount,) in rows]
+
+    def make_batch_for_everyone(self, backend: CrowdBackend, batch_id: str) -> HitBatch:
+        # The platform draws each HIT's workers from its whole crowd; a HIT asking one assignment
+        # per worker is offered to every worker it does not exclude (each HIT, so that one returned
+        # HIT does not hide a worker).
+        assert isinstance(backend, SimulatedCrowd)
+        return replace(self.make_batch(batch_id), assignments_per_hit=backend.mix.workers)
 
 
 def truth_even(uri: str, category: str) -> bool:

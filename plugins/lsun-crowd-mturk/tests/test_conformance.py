@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from decimal import Decimal
 from pathlib import Path, PurePosixPath
 
 from fake_turk import FakeTurk, truthful
@@ -32,3 +33,13 @@ class TestMTurkConformance(CrowdBackendConformance):
         # Whatever no qualified worker took runs out: MTurk expires it at the end of its lifetime.
         self.turk.now += __import__("datetime").timedelta(days=30)
         super().complete_work(backend, hit_ids)
+
+    def bonuses_paid(self, backend: CrowdBackend, worker_id: str) -> list[Decimal]:
+        # MTurk keeps no list of bonuses a requester can read back: the fake's SendBonus calls for
+        # the worker, counted once per token it accepted, are what MTurk paid.
+        tokens = {
+            params["UniqueRequestToken"]
+            for operation, params in self.turk.calls
+            if operation == "SendBonus" and params["WorkerId"] == worker_id
+        }
+        return [self.turk.bonuses[token] for token in sorted(tokens) if token in self.turk.bonuses]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from decimal import Decimal
 from pathlib import Path
 
 from lsun_crowd_web import WebCrowd, WebState
@@ -31,6 +32,10 @@ class TestWebConformance(CrowdBackendConformance):
         open_ids = [s.hit_id for s in backend.hit_status(hit_ids) if s.state == "open"]
         backend.expire(open_ids)
         super().complete_work(backend, hit_ids)
+
+    def bonuses_paid(self, backend: CrowdBackend, worker_id: str) -> list[Decimal]:
+        rows = self.state.execute("SELECT amount FROM bonuses WHERE worker = ?", (worker_id,))
+        return [Decimal(amount) for (amount,) in rows]
 
     @staticmethod
     def answer(uri: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -34,10 +35,10 @@ class AcmeCrowd:
     def __init__(self, answers: Mapping[tuple[str, str], bool]) -> None:
         self.answers = answers
         self.batches: dict[str, list[PublishedHit]] = {}
-        self.hits: dict[str, tuple[HitBatch, int]] = {}
+        self.hits: dict[str, tuple[HitBatch, int, tuple[str, ...]]] = {}  # batch, spec, staff on it
         self.reviews: dict[str, AssignmentStatus] = {}
         self.expired: set[str] = set()
-        self.bonus_tokens: set[str] = set()
+        self.bonuses: dict[str, tuple[str, Decimal]] = {}  # token → worker, amount
         self.blocked: set[str] = set()
         self.qualifications: dict[str, dict[str, QualificationResult]] = {}
 
@@ -47,9 +48,14 @@ class AcmeCrowd:
         with path.open(newline="") as handle:
             return cls({(row["uri"], row["category"]): row["label"] == "1" for row in csv.DictReader(handle)})
 
-    def _staff(self, batch: HitBatch) -> list[str]:
-        """The staff who work on the batch: as many as it asks for, less any who failed its test."""
-        staff = [f"ACME-STAFF-{n}" for n in range(batch.assignments_per_hit)]
+    def _roster(self, batch: HitBatch) -> tuple[str, ...]:
+        """The staff put on a batch when it arrives: as many as it asks for, none who is blocked."""
+        available = (person for n in itertools.count() if (person := f"ACME-STAFF-{n}") not in self.blocked)
+        return tuple(itertools.islice(available, batch.assignments_per_hit))
+
+    def _staff(self, batch: HitBatch, roster: tuple[str, ...]) -> list[str]:
+        """The staff who work on the batch: its roster, less any who failed its test."""
+        staff = list(roster)
         test = batch.qualification
         if test is None:
             return staff
@@ -66,9 +72,10 @@ class AcmeCrowd:
     def publish(self, batch: HitBatch) -> list[PublishedHit]:
         if batch.batch_id not in self.batches:
             published = []
+            roster = self._roster(batch)
             for index, spec in enumerate(batch.hits):
                 hit_id = "ACME-" + hashlib.sha1(f"{batch.batch_id}/{spec.hit_key}".encode()).hexdigest()[:12]
-                self.hits[hit_id] = (batch, index)
+                self.hits[hit_id] = (batch, index, roster)
                 published.append(PublishedHit(spec.hit_key, hit_id))
             self.batches[batch.batch_id] = published
         return self.batches[batch.batch_id]
@@ -76,8 +83,8 @@ class AcmeCrowd:
     def hit_status(self, hit_ids: Sequence[str]) -> list[HitStatus]:
         statuses = []
         for hit_id in hit_ids:
-            batch, _ = self.hits[hit_id]
-            done = 0 if hit_id in self.expired else len(self._staff(batch))
+            batch, _, roster = self.hits[hit_id]
+            done = 0 if hit_id in self.expired else len(self._staff(batch, roster))
             # Staff short of the batch's ask (some failed its test) leave the HIT to run out.
             complete = done == batch.assignments_per_hit and hit_id not in self.expired
             statuses.append(
@@ -88,7 +95,7 @@ class AcmeCrowd:
     def list_assignments(self, hit_id: str) -> list[Assignment]:
         if hit_id in self.expired:
             return []
-        batch, index = self.hits[hit_id]
+        batch, index, roster = self.hits[hit_id]
         answers = {
             item.item_key: YES if self.answers[(item.uri, batch.category)] else NO for item in batch.hits[index].items
         }
@@ -102,7 +109,7 @@ class AcmeCrowd:
                 0.0,
                 1.0,
             )
-            for person in self._staff(batch)
+            for person in self._staff(batch, roster)
         ]
 
     def approve(self, assignment_id: str, feedback: str | None = None) -> None:
@@ -114,7 +121,7 @@ class AcmeCrowd:
         self.reviews[assignment_id] = AssignmentStatus.REJECTED
 
     def pay_bonus(self, worker_id: str, assignment_id: str, amount: Decimal, reason: str, token: str) -> None:
-        self.bonus_tokens.add(token)
+        self.bonuses.setdefault(token, (worker_id, amount))
 
     def block_worker(self, worker_id: str, reason: str) -> None:
         self.blocked.add(worker_id)
