@@ -1,5 +1,9 @@
 """Training the round's model on every human label so far and letting it label the pool.
 
+The pool is streamed: scored from the memory-mapped embedding cache and labeled in chunks of
+:data:`lsun_crowd.ledger.CHUNK` images inside the round's one closing transaction, so memory stays
+bounded whatever the pool's size, and a crash leaves either all of the split or none of it.
+
 Thresholds come from the active calibration images: human-labeled, never trained on, and each one
 still exchangeable with the pool because every split since its round would have left it
 unlabeled. Those a split would have decided retire from calibration with the pool's images.
@@ -12,12 +16,12 @@ import math
 import numpy as np
 from sqlalchemy import select, update
 
+from lsun_crowd import ledger
 from lsun_crowd.classifier import probability, train_head
 from lsun_crowd.consensus import MIN_CALIBRATION_LABELS, fit_platt
-from lsun_crowd.context import DONE, Context, RoundRef, pool_ids, set_state
-from lsun_crowd.schema import Gold, Item, Label, Round, RoundItem, RoundModel, utc_now
+from lsun_crowd.context import DONE, Context, RoundRef, set_state
+from lsun_crowd.schema import Gold, Item, ItemRole, Label, LabelSource, Round, RoundItem, RoundModel, utc_now
 from lsun_crowd.split import choose_thresholds
-from lsun_crowd.store import insert_ignoring_duplicates
 
 
 def train_and_split(ctx: Context, ref: RoundRef) -> str:
@@ -29,14 +33,18 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
         calibration_role = (
             select(RoundItem.item_id)
             .join(Round, Round.id == RoundItem.round_id)
-            .where(Round.category_id == ref.category_id, RoundItem.role == "calibration")
+            .where(Round.category_id == ref.category_id, RoundItem.role == ItemRole.CALIBRATION)
         )
         training: list[tuple[str, int, float]] = [
             (sha, label, confidence)
             for sha, label, confidence in session.execute(
                 select(Item.sha256, Label.label, Label.confidence)
                 .join(Label, Label.item_id == Item.id)
-                .where(Label.category_id == ref.category_id, Label.source == "human", Item.id.notin_(calibration_role))
+                .where(
+                    Label.category_id == ref.category_id,
+                    Label.source == LabelSource.HUMAN,
+                    Item.id.notin_(calibration_role),
+                )
                 .order_by(Item.id)
             )
         ]
@@ -56,14 +64,12 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
             .join(Label, (Label.item_id == RoundItem.item_id) & (Label.category_id == ref.category_id))
             .where(
                 Round.category_id == ref.category_id,
-                RoundItem.role == "calibration",
+                RoundItem.role == ItemRole.CALIBRATION,
                 RoundItem.active,
-                Label.source == "human",
+                Label.source == LabelSource.HUMAN,
             )
             .order_by(RoundItem.item_id)
         ).all()
-        pool = pool_ids(session, ref.category_id)
-        pool_hashes = dict(session.execute(select(Item.id, Item.sha256).where(Item.id.in_(pool))).all())
     targets = np.array([label for _, label, _ in training], dtype=np.float64)
     embeddings = ctx.embeddings()
     if len(set(targets.tolist())) < 2 or not calibration:
@@ -87,28 +93,33 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
         cascade.target_npv,
         cascade.confidence,
     )
-    pool_scores = head.logits(embeddings.get([pool_hashes[item] for item in pool]))
-    decisions = thresholds.decide(pool_scores)
     retired = thresholds.decide(calibration_scores) >= 0
     # Calibrated on the labels that stay active, which are a random sample of the pool left behind,
     # so its probabilities hold for the images the next round samples from that pool.
     platt = fit_platt(calibration_scores[~retired], calibration_labels[~retired], MIN_CALIBRATION_LABELS)
-    positive_probability = probability(pool_scores)
-    labels = [
-        {
-            "item_id": item,
-            "category_id": ref.category_id,
-            "label": int(decision),
-            "source": "model",
-            "round_id": ref.id,
-            "confidence": float(p if decision == 1 else 1 - p),
-            "votes": 0,
-        }
-        for item, p, decision in zip(pool, positive_probability, decisions, strict=True)
-        if decision >= 0
-    ]
+    positives = negatives = left = 0
     with ctx.store.session() as session:
-        insert_ignoring_duplicates(session, Label, labels)
+        for chunk in ledger.iter_pool(session, ref.category_id):
+            scores = head.logits(embeddings.get([sha for _, sha in chunk]))
+            decisions = thresholds.decide(scores)
+            positive_probability = probability(scores)
+            decided = decisions >= 0
+            ledger.record_labels(
+                session,
+                ref.category_id,
+                (
+                    ledger.NewLabel(item, int(decision), float(p if decision == 1 else 1 - p))
+                    for (item, _), p, decision in zip(chunk, positive_probability, decisions, strict=True)
+                    if decision >= 0
+                ),
+                source=LabelSource.MODEL,
+                origin=f"round:{ref.id}:model",
+                round_id=ref.id,
+                reason=f"round {ref.number} split",
+            )
+            positives += int((decisions == 1).sum())
+            negatives += int((decisions == 0).sum())
+            left += int((~decided).sum())
         session.merge(
             RoundModel(
                 round_id=ref.id,
@@ -138,11 +149,9 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
                 f"NPV bound {thresholds.npv_bound:.3f}"
             ),
         )
-    positives = int((decisions == 1).sum())
-    negatives = int((decisions == 0).sum())
     ctx.progress.message(
         f"{ref.category}: round {ref.number}: model labeled {positives} positive, {negatives} negative; "
-        f"{len(pool) - positives - negatives} left (logit thresholds {thresholds.low:.2f}/{thresholds.high:.2f}, "
+        f"{left} left (logit thresholds {thresholds.low:.2f}/{thresholds.high:.2f}, "
         f"calibration {thresholds.calibration_size})"
     )
     return state

@@ -19,11 +19,12 @@ from lsun_crowd.embed import EmbeddingError
 from lsun_crowd.export import export as export_labels
 from lsun_crowd.ingest import IngestError, ingest_gold
 from lsun_crowd.ingest import ingest as ingest_sources
+from lsun_crowd.lock import LockHeld
 from lsun_crowd.methods import DEFAULT_METHOD, METHODS
 from lsun_crowd.plugins import PluginError, Plugins
 from lsun_crowd.preview import render_preview, sample_hit
-from lsun_crowd.progress import RichCascadeProgress, progress_bars
 from lsun_crowd.project import INGEST_REPORT, Project
+from lsun_crowd.running import SpendNotConfirmed, confirm_spend, run_project
 from lsun_crowd.status import category_status
 from lsun_crowd.store import StoreError
 from lsun_crowd.votes_io import read_votes, write_labels
@@ -33,7 +34,9 @@ EXPECTED_ERRORS = (
     CrowdError,
     EmbeddingError,
     IngestError,
+    LockHeld,
     PluginError,
+    SpendNotConfirmed,
     StoreError,
     FileNotFoundError,
     ValueError,
@@ -99,15 +102,18 @@ def run(
     crowd: Annotated[str | None, typer.Option(help="crowd adapter (default: [crowd] adapter)")] = None,
     rounds: Annotated[int | None, typer.Option(help="most rounds per category")] = None,
     category: Annotated[list[str] | None, typer.Option(help="only these categories")] = None,
+    once: Annotated[bool, typer.Option("--once", help="one pass over every category, then exit")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="spend real money without asking")] = False,
 ) -> None:
-    """Run or resume the cascade."""
+    """Run or resume the cascade: every category side by side until each is resolved, at its round
+    limit, or out of money. One run per project at a time."""
     with reported_errors():
         opened = Project.open(project)
-        with progress_bars(console) as bars:
-            cascade = opened.cascade(opened.crowd(crowd), RichCascadeProgress(bars), bars)
-            outcomes = cascade.run(category or None, rounds)
-        for outcome in outcomes:
-            console.print(f"{outcome.category}: {outcome.reason} after {outcome.rounds} round(s)")
+        backend = opened.crowd(crowd)
+        warning = confirm_spend(opened, backend, yes, lambda text: typer.confirm(text, default=False))
+        if warning is not None:
+            console.print(warning)
+        run_project(opened, backend, console, categories=category or None, rounds=rounds, once=once)
 
 
 @app.command()

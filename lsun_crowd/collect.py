@@ -1,65 +1,155 @@
-"""Collecting a round: poll the platform until every HIT is complete or expired, storing each
-new assignment and its votes as it arrives. Votes are unique per assignment and image, so an
-assignment listed twice, or again after a crash, is stored once."""
+"""Collecting: one poll of every open HIT of every published job, without waiting.
+
+A poll asks the platform for the state of the open HITs (in pages of :data:`PAGE`), lists the
+assignments of those with new submissions, and stores each new assignment and its votes. Votes are
+unique per assignment and image, so an assignment listed twice, or again after a crash, is stored
+once. A job whose HITs are all complete or expired is collected. A job past its collection
+deadline has its open HITs expired on the platform first, and only then given up on.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
 
-from lsun_crowd.context import COLLECTED, Context, RoundRef, set_state
-from lsun_crowd.crowd import NO, YES, HitState
-from lsun_crowd.schema import AssignmentRow, Hit, Vote, Worker
+from lsun_crowd.context import Context, JobRef, set_job_state
+from lsun_crowd.crowd import NO, YES, HitState, VirtualClock
+from lsun_crowd.schema import AssignmentRow, Category, Hit, Job, JobState, Meta, Round, Vote, Worker
 from lsun_crowd.schema import HitItem as HitItemRow
 from lsun_crowd.store import insert_ignoring_duplicates
 
 log = logging.getLogger(__name__)
 ANSWER_VALUES = {YES: 1, NO: 0}
+PAGE = 100  # HITs per status request and per store transaction
+POLLS_KEY = "polls"
 
 
-def collect(ctx: Context, ref: RoundRef) -> str:
-    crowd = ctx.config.crowd
-    deadline = time.monotonic() + crowd.collect_timeout_seconds
+@dataclass(frozen=True)
+class OpenHit:
+    row_id: int
+    platform_id: str
+    job_id: int
+    category_id: int
+    known: int  # assignments stored so far
+
+
+@dataclass(frozen=True)
+class PollResult:
+    assignments: int = 0  # new assignments stored
+    closed_hits: int = 0
+    collected_jobs: int = 0
+
+    @property
+    def moved(self) -> bool:
+        return bool(self.assignments or self.closed_hits or self.collected_jobs)
+
+
+def polls_so_far(ctx: Context) -> int:
     with ctx.store.session() as session:
-        round_hits = session.scalars(select(Hit).where(Hit.round_id == ref.id)).all()
-        hits = {hit.platform_hit_id: hit.id for hit in round_hits}
-        total = sum(hit.assignments_requested for hit in round_hits)
-        have = session.scalar(select(func.count(AssignmentRow.id)).where(AssignmentRow.hit_id.in_(hits.values())))
-    task = f"{ref.category} r{ref.number}: assignments"
-    ctx.progress.start(task, total)
-    ctx.progress.advance(task, int(have or 0))
-    while True:
-        with ctx.store.session() as session:
-            open_ids = [
-                pid
-                for pid in session.scalars(
-                    select(Hit.platform_hit_id).where(Hit.round_id == ref.id, Hit.state == HitState.OPEN)
-                ).all()
-                if pid
-            ]
-        if not open_ids:
-            break
-        # One reading of the clock per poll: a HIT is only ever given up on after the platform
-        # was told to expire it, never because the deadline passed halfway through a poll.
-        timed_out = time.monotonic() > deadline
-        if timed_out:
-            ctx.crowd.expire(open_ids)
-        for status in ctx.crowd.hit_status(open_ids):
-            added = _store_assignments(ctx, ref.category_id, hits[status.hit_id], status.hit_id)
-            ctx.progress.advance(task, added)
-            if status.state != HitState.OPEN or timed_out:
+        row = session.get(Meta, POLLS_KEY)
+        return int(row.value) if row is not None else 0
+
+
+def sync_clock(ctx: Context) -> None:
+    """A simulated platform's clock is the runner's count of polls, kept in the store, so a poll
+    repeated after a crash sees the platform exactly as the first attempt did."""
+    if isinstance(ctx.crowd, VirtualClock):
+        ctx.crowd.set_clock(polls_so_far(ctx))
+
+
+def poll(ctx: Context, category_ids: Sequence[int], progress: Callable[[int, int], None] | None = None) -> PollResult:
+    """One poll of the published jobs of these categories; ``progress(job id, new assignments)``."""
+    page = _open_hits(ctx, category_ids, -1)
+    if not page:
+        return PollResult(collected_jobs=_finish_collected_jobs(ctx, category_ids))
+    number = polls_so_far(ctx) + 1
+    if isinstance(ctx.crowd, VirtualClock):
+        ctx.crowd.set_clock(number)
+    now = time.time()  # one reading per poll: a HIT is given up on only after the platform was told
+    with ctx.store.session() as session:
+        published = select(Job.id).where(Job.state == JobState.PUBLISHED, Job.category_id.in_(category_ids))
+        overdue = set(
+            session.scalars(
+                select(Job.id).where(
+                    Job.id.in_(published), Job.collect_deadline.is_not(None), Job.collect_deadline < now
+                )
+            )
+        )
+    result = PollResult()
+    while page:
+        expiring = [hit.platform_id for hit in page if hit.job_id in overdue]
+        if expiring:
+            ctx.crowd.expire(expiring)
+        by_platform_id = {hit.platform_id: hit for hit in page}
+        for status in ctx.crowd.hit_status([hit.platform_id for hit in page]):
+            hit = by_platform_id[status.hit_id]
+            added = 0
+            if status.submitted != hit.known or status.state != HitState.OPEN:
+                added = store_assignments(ctx, hit.category_id, hit.row_id, hit.platform_id)
+            if added and progress is not None:
+                progress(hit.job_id, added)
+            closed = status.state != HitState.OPEN or hit.job_id in overdue
+            if closed:
                 final = HitState.EXPIRED if status.state == HitState.OPEN else status.state
                 with ctx.store.session() as session:
-                    session.execute(update(Hit).where(Hit.id == hits[status.hit_id]).values(state=final))
-        ctx.sleep(crowd.poll_seconds)
-    ctx.progress.finish(task)
+                    session.execute(update(Hit).where(Hit.id == hit.row_id).values(state=final))
+            result = PollResult(result.assignments + added, result.closed_hits + int(closed))
+        page = _open_hits(ctx, category_ids, page[-1].row_id)
+    collected = _finish_collected_jobs(ctx, category_ids)
     with ctx.store.session() as session:
-        return set_state(session, ref, COLLECTED)
+        session.merge(Meta(key=POLLS_KEY, value=str(number)))
+    return PollResult(result.assignments, result.closed_hits, collected)
 
 
-def _store_assignments(ctx: Context, cat_id: int, hit_row_id: int, platform_hit_id: str) -> int:
+def _open_hits(ctx: Context, category_ids: Sequence[int], after: int) -> list[OpenHit]:
+    with ctx.store.session() as session:
+        hits = session.execute(
+            select(Hit.id, Hit.platform_hit_id, Hit.job_id, Job.category_id)
+            .join(Job, Job.id == Hit.job_id)
+            .where(
+                Job.state == JobState.PUBLISHED,
+                Job.category_id.in_(category_ids),
+                Hit.state == HitState.OPEN,
+                Hit.platform_hit_id.is_not(None),
+                Hit.id > after,
+            )
+            .order_by(Hit.id)
+            .limit(PAGE)
+        ).all()
+        known = dict(
+            session.execute(
+                select(AssignmentRow.hit_id, func.count(AssignmentRow.id))
+                .where(AssignmentRow.hit_id.in_([row.id for row in hits]))
+                .group_by(AssignmentRow.hit_id)
+            ).all()
+        )
+    return [
+        OpenHit(row.id, str(row.platform_hit_id), int(row.job_id), int(row.category_id), int(known.get(row.id, 0)))
+        for row in hits
+    ]
+
+
+def _finish_collected_jobs(ctx: Context, category_ids: Sequence[int]) -> int:
+    """Published jobs with no open HIT left are collected."""
+    with ctx.store.session() as session:
+        still_open = select(Hit.id).where(Hit.job_id == Job.id, Hit.state == HitState.OPEN).exists()
+        done = session.execute(
+            select(Job, Category.name, Round.number)
+            .join(Category, Category.id == Job.category_id)
+            .outerjoin(Round, Round.id == Job.round_id)
+            .where(Job.state == JobState.PUBLISHED, Job.category_id.in_(category_ids), ~still_open)
+            .order_by(Job.id)
+        ).all()
+        for job, category, number in done:
+            set_job_state(session, JobRef(category, job.category_id, job, number), JobState.COLLECTED)
+    return len(done)
+
+
+def store_assignments(ctx: Context, cat_id: int, hit_row_id: int, platform_hit_id: str) -> int:
     """Store a HIT's new assignments and their votes. Returns how many assignments were new."""
     assignments = ctx.crowd.list_assignments(platform_hit_id)
     with ctx.store.session() as session:

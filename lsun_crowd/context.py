@@ -1,4 +1,4 @@
-"""What every step of a round works with, and the round states the steps move through."""
+"""What every step works with: the context, the round and the job a step works on."""
 
 from __future__ import annotations
 
@@ -7,29 +7,39 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from lsun_crowd.config import Config
 from lsun_crowd.crowd import CrowdBackend
 from lsun_crowd.embed import EmbeddingCache
 from lsun_crowd.progress import Progress as Progress  # re-exported: steps import it from here
-from lsun_crowd.schema import Gold, Item, Label, Round, RoundItem
+from lsun_crowd.schema import Job, JobState, Round, RoundState
 from lsun_crowd.store import Store
 
 log = logging.getLogger("lsun_crowd")
 
-# Round states, in order. A round "stopped" for money resumes at the money check.
-SAMPLED, PUBLISHING, PUBLISHED, COLLECTED, REVIEWED, LABELED, DONE = (
-    "sampled",
-    "publishing",
-    "published",
-    "collected",
-    "reviewed",
-    "labeled",
-    "done",
+# The round states, as the steps have always named them.
+SAMPLED, PUBLISHING, PUBLISHED, COLLECTED, REVIEWED, LABELED, DONE, STOPPED = (
+    RoundState.SAMPLED,
+    RoundState.PUBLISHING,
+    RoundState.PUBLISHED,
+    RoundState.COLLECTED,
+    RoundState.REVIEWED,
+    RoundState.LABELED,
+    RoundState.DONE,
+    RoundState.STOPPED,
 )
-STOPPED = "stopped"
+
+# While a round's crowd work runs, the round shows its current job's state.
+ROUND_STATE_OF_JOB: dict[JobState, RoundState] = {
+    JobState.PENDING: RoundState.SAMPLED,
+    JobState.STOPPED: RoundState.STOPPED,
+    JobState.PUBLISHING: RoundState.PUBLISHING,
+    JobState.PUBLISHED: RoundState.PUBLISHED,
+    JobState.COLLECTED: RoundState.COLLECTED,
+    JobState.REVIEWED: RoundState.REVIEWED,
+}
 
 
 @dataclass
@@ -62,26 +72,54 @@ class RoundRef:
         return f"{self.category}: round {self.number}"
 
 
+@dataclass(frozen=True)
+class JobRef:
+    """A job a step works on: its row as last read, with its category and round."""
+
+    category: str
+    category_id: int
+    job: Job
+    round_number: int | None  # None: a job outside any round
+
+    @property
+    def id(self) -> int:
+        return self.job.id
+
+    @property
+    def round_id(self) -> int | None:
+        return self.job.round_id
+
+    @property
+    def batch_id(self) -> str:
+        return self.job.batch_id
+
+    @property
+    def state(self) -> JobState:
+        return JobState(self.job.state)
+
+    def describe(self) -> str:
+        where = f"round {self.round_number}" if self.round_number is not None else self.job.kind
+        extra = f", follow-up {self.job.sequence}" if self.job.sequence else ""
+        return f"{self.category}: {where}{extra}"
+
+
 def set_state(session: Session, ref: RoundRef, state: str, **values: object) -> str:
     session.execute(update(Round).where(Round.id == ref.id).values(state=state, **values))
+    return state
+
+
+def set_job_state(session: Session, ref: JobRef, state: JobState, **values: object) -> JobState:
+    """Move a job on, and its round with it (a round shows its current job's state)."""
+    job_values = {key: value for key, value in values.items() if key != "round_notes"}
+    session.execute(update(Job).where(Job.id == ref.id).values(state=state, **job_values))
+    if ref.round_id is not None:
+        round_values: dict[str, object] = {"state": ROUND_STATE_OF_JOB[state]}
+        if "round_notes" in values:
+            round_values["notes"] = values["round_notes"]
+        session.execute(update(Round).where(Round.id == ref.round_id).values(**round_values))
     return state
 
 
 def rng(seed: int, *parts: int) -> np.random.Generator:
     """A generator for one decision of one round, the same however often it is recreated."""
     return np.random.default_rng([seed, *parts])
-
-
-def pool_ids(session: Session, category_id: int) -> list[int]:
-    """Images with no label for the category and not waiting in an unfinished round."""
-    labeled = select(Label.item_id).where(Label.category_id == category_id)
-    gold = select(Gold.item_id).where(Gold.category_id == category_id)
-    waiting = (
-        select(RoundItem.item_id)
-        .join(Round, Round.id == RoundItem.round_id)
-        .where(Round.category_id == category_id, Round.state.notin_([DONE, STOPPED]))
-    )
-    query = select(Item.id).where(
-        Item.problem.is_(None), Item.id.notin_(labeled), Item.id.notin_(gold), Item.id.notin_(waiting)
-    )
-    return list(session.scalars(query.order_by(Item.id)))

@@ -222,6 +222,11 @@ class ConfirmsSpend(Protocol):
         ``None`` when it does not (a sandbox, a simulation)."""
         ...
 
+    def confirm_spend(self) -> None:
+        """The person running the project saw the warning and the most it may spend, and agreed.
+        Until this is called, an adapter that spends real money publishes nothing."""
+        ...
+
 
 @runtime_checkable
 class VirtualClock(Protocol):

@@ -14,6 +14,7 @@ votes on the CPU.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -119,6 +120,7 @@ def dawid_skene(
     tolerance: float = 1e-6,
     max_iterations: int = 200,
     device: str | None = None,
+    worker_prior: Mapping[Hashable, tuple[float, float]] | None = None,
 ) -> Posterior:
     """Dawid–Skene with a full confusion matrix per worker.
 
@@ -126,20 +128,27 @@ def dawid_skene(
     time, and useless) from one who reads the images. Each confusion row gets pseudo-votes:
     ``prior_correct`` on the diagonal and ``prior_wrong`` spread over the rest. The defaults are a
     light smoothing; the cascade, which fits on few votes per worker early on, passes a stronger
-    prior from ``[quality]``. The worker estimate is the expected accuracy under the fitted
-    class shares.
+    prior from ``[quality]``. ``worker_prior`` adds, per worker, more pseudo-votes (right, wrong)
+    from what is known of them elsewhere (the cascade: their gold answers in other categories),
+    so a worker found careless in one category counts for less in the next from the start. The
+    worker estimate is the expected accuracy under the fitted class shares.
     """
     where = pick_device(device or "auto")
     fit = _Fit.start(votes, known, where, torch.float32)
     n_items, n_classes, n_workers = len(votes.items), len(votes.classes), len(votes.workers)
     cells = n_workers * n_classes
     identity = torch.eye(n_classes, dtype=torch.float32, device=where)
-    row_prior = identity * prior_correct + (1 - identity) * prior_wrong / (n_classes - 1)
+    extra = np.zeros((n_workers, 2), dtype=np.float32)
+    for index, worker in enumerate(votes.workers):
+        extra[index] = (worker_prior or {}).get(worker, (0.0, 0.0))
+    right = torch.as_tensor(prior_correct + extra[:, 0], device=where).reshape(-1, 1, 1)
+    wrong = torch.as_tensor(prior_wrong + extra[:, 1], device=where).reshape(-1, 1, 1)
+    row_prior = identity * right + (1 - identity) * wrong / (n_classes - 1)  # worker × class × answer
     # Each vote's (worker, answer) cell: the M-step sums posteriors into these cells and the
     # E-step reads each vote's log-likelihood back out of them, one small table per class.
     vote_cell = fit.worker * n_classes + fit.answer
     cell_votes = _sum_by(vote_cell, torch.ones_like(vote_cell, dtype=torch.float32), cells)
-    confusion = (row_prior / row_prior.sum(dim=1, keepdim=True)).expand(n_workers, -1, -1)
+    confusion = row_prior / row_prior.sum(dim=2, keepdim=True)
     class_share = torch.full((n_classes,), 1.0 / n_classes, device=where)
     log_odds = torch.zeros((n_classes - 1, n_items), device=where)
     for _ in range(max_iterations):

@@ -10,7 +10,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from lsun_crowd.schema import Category, Gold, Item, Label, Round
+from lsun_crowd.ledger import CHUNK
+from lsun_crowd.schema import Category, Gold, Item, Label, LabelSource, Round
 from lsun_crowd.store import Store
 
 FIELDS = ("uri", "sha256", "category", "label", "source", "round", "confidence", "votes")
@@ -18,50 +19,56 @@ LABEL_NAMES = {1: "positive", 0: "negative"}
 
 
 def records(store: Store) -> Iterator[dict[str, Any]]:
+    """Every (image, category) record, categories by name and images by id, read in keyset chunks
+    so that memory stays bounded whatever the pool's size."""
     with store.session() as session:
         categories = session.execute(select(Category.id, Category.name).order_by(Category.name)).all()
-        items = session.execute(select(Item.id, Item.uri, Item.sha256).order_by(Item.id)).all()
-        labels = {
-            (item, cat): (label, source, number, confidence, votes)
-            for item, cat, label, source, number, confidence, votes in session.execute(
-                select(
-                    Label.item_id,
-                    Label.category_id,
-                    Label.label,
-                    Label.source,
-                    Round.number,
-                    Label.confidence,
-                    Label.votes,
-                ).outerjoin(Round, Round.id == Label.round_id)
-            )
-        }
-        gold = {
-            (item, cat): answer
-            for item, cat, answer in session.execute(select(Gold.item_id, Gold.category_id, Gold.answer))
-        }
     for cat_id, category in categories:
-        for item_id, uri, sha256 in items:
-            record: dict[str, Any] = {"uri": uri, "sha256": sha256, "category": category}
-            if (item_id, cat_id) in gold:
-                record |= {
-                    "label": LABEL_NAMES[gold[(item_id, cat_id)]],
-                    "source": "human",
-                    "round": 0,
-                    "confidence": 1.0,
-                    "votes": 0,
-                }
-            elif (item_id, cat_id) in labels:
-                label, source, number, confidence, votes = labels[(item_id, cat_id)]
-                record |= {
-                    "label": LABEL_NAMES[label],
-                    "source": "model" if source == "model" else "human",
-                    "round": number,
-                    "confidence": round(confidence, 6),
-                    "votes": votes,
-                }
-            else:
-                record |= {"label": "unlabeled", "source": None, "round": None, "confidence": None, "votes": 0}
-            yield record
+        after = -1
+        while True:
+            with store.session() as session:
+                rows = session.execute(
+                    select(
+                        Item.id,
+                        Item.uri,
+                        Item.sha256,
+                        Gold.answer,
+                        Label.label,
+                        Label.source,
+                        Round.number,
+                        Label.confidence,
+                        Label.votes,
+                    )
+                    .outerjoin(Gold, (Gold.item_id == Item.id) & (Gold.category_id == cat_id))
+                    .outerjoin(Label, (Label.item_id == Item.id) & (Label.category_id == cat_id))
+                    .outerjoin(Round, Round.id == Label.round_id)
+                    .where(Item.id > after)
+                    .order_by(Item.id)
+                    .limit(CHUNK)
+                ).all()
+            if not rows:
+                break
+            after = rows[-1][0]
+            for _, uri, sha256, gold, label, source, number, confidence, votes in rows:
+                yield {"uri": uri, "sha256": sha256, "category": category} | _label_fields(
+                    gold, label, source, number, confidence, votes
+                )
+
+
+def _label_fields(
+    gold: int | None, label: int | None, source: str | None, number: int | None, confidence: float | None, votes: int
+) -> dict[str, Any]:
+    if gold is not None:
+        return {"label": LABEL_NAMES[gold], "source": "human", "round": 0, "confidence": 1.0, "votes": 0}
+    if label is not None:
+        return {
+            "label": LABEL_NAMES[label],
+            "source": "model" if source == LabelSource.MODEL else "human",
+            "round": number,
+            "confidence": round(float(confidence or 0.0), 6),
+            "votes": votes,
+        }
+    return {"label": "unlabeled", "source": None, "round": None, "confidence": None, "votes": 0}
 
 
 def export(store: Store, out: Path, fmt: str = "jsonl") -> int:

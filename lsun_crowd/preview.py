@@ -6,8 +6,8 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from lsun_crowd.context import pool_ids
 from lsun_crowd.crowd import CrowdBackend, HitBatch, HitItem, HitPreview, HitSpec, PreviewsHits
+from lsun_crowd.ledger import iter_pool
 from lsun_crowd.project import Project
 from lsun_crowd.publish import question
 from lsun_crowd.render import Renderer
@@ -24,7 +24,8 @@ def sample_hit(project: Project, category: str | None = None) -> HitBatch:
     if category and category not in project.config.project.categories:
         raise ValueError(f"category {category!r} is not one of {project.config.project.categories}")
     with project.store.session() as session:
-        items = pool_ids(session, category_id(session, name))[: project.config.crowd.items_per_hit]
+        first = next(iter_pool(session, category_id(session, name), project.config.crowd.items_per_hit), [])
+        items = [item for item, _ in first]
         rows = session.execute(select(Item.id, Item.uri).where(Item.id.in_(items)).order_by(Item.id)).all()
     if not rows:
         raise ValueError(f"category {name!r} has no unlabeled images left to preview")

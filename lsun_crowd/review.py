@@ -1,37 +1,54 @@
-"""Reviewing a round: score gold answers, block workers confidently below the bar, approve or
-reject each assignment through the crowd, then turn the votes into human labels."""
+"""Reviewing a job: score gold answers, block workers confidently below the bar, approve or
+reject each assignment through the crowd; then turn a round's votes into human labels."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Hashable
-from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
+from lsun_crowd import ledger
 from lsun_crowd.aggregate import Posterior, Votes
 from lsun_crowd.classifier import Head
 from lsun_crowd.config import QualityConfig
 from lsun_crowd.consensus import PlattScaling, with_model
-from lsun_crowd.context import LABELED, REVIEWED, SAMPLED, Context, RoundRef, set_state
-from lsun_crowd.crowd import AlreadyApproved
+from lsun_crowd.context import LABELED, SAMPLED, Context, JobRef, RoundRef, set_job_state, set_state
+from lsun_crowd.crowd import AlreadyApproved, AssignmentStatus
 from lsun_crowd.dawid_skene import dawid_skene
 from lsun_crowd.embed import pick_device
-from lsun_crowd.publish import lay_out_hits
+from lsun_crowd.publish import lay_out_job
 from lsun_crowd.quality import assess
-from lsun_crowd.schema import AssignmentRow, Gold, Hit, Item, Label, Round, RoundItem, RoundModel, Vote, Worker
+from lsun_crowd.schema import (
+    AssignmentRow,
+    Gold,
+    Hit,
+    Item,
+    ItemRole,
+    JobState,
+    Label,
+    LabelSource,
+    Round,
+    RoundItem,
+    RoundModel,
+    Vote,
+    Worker,
+)
 from lsun_crowd.schema import HitItem as HitItemRow
-from lsun_crowd.store import insert_ignoring_duplicates
 
 log = logging.getLogger(__name__)
+# Pseudo-votes a worker's gold record in other categories counts for, at most: on the demo's three
+# seeds, 10 gave 11 wrong human labels in all against 15 unscaled and 20 before categories ran side
+# by side, with 13-15% fewer votes (docs/benchmarks.md).
+GOLD_ELSEWHERE_WEIGHT = 10.0
 REJECTION_FEEDBACK = "Your answers on our check images were too often wrong, so this work was not accepted."
 
 
-def review(ctx: Context, ref: RoundRef) -> str:
+def review(ctx: Context, ref: JobRef) -> JobState:
     policy = ctx.config.quality
-    round_assignments = select(AssignmentRow.id).join(Hit, Hit.id == AssignmentRow.hit_id).where(Hit.round_id == ref.id)
+    round_assignments = select(AssignmentRow.id).join(Hit, Hit.id == AssignmentRow.hit_id).where(Hit.job_id == ref.id)
     with ctx.store.session() as session:
         # Score gold answers exactly once per assignment, in the same transaction as the flag.
         unscored = (
@@ -70,7 +87,7 @@ def review(ctx: Context, ref: RoundRef) -> str:
         pending = session.execute(
             select(AssignmentRow.id, AssignmentRow.platform_assignment_id, Worker.blocked)
             .join(Worker, Worker.id == AssignmentRow.worker_id)
-            .where(AssignmentRow.id.in_(round_assignments), AssignmentRow.status == "submitted")
+            .where(AssignmentRow.id.in_(round_assignments), AssignmentRow.status == AssignmentStatus.SUBMITTED)
             .order_by(AssignmentRow.id)
         ).all()
     for row_id, platform_id, blocked in pending:
@@ -87,10 +104,10 @@ def review(ctx: Context, ref: RoundRef) -> str:
             session.execute(
                 update(AssignmentRow)
                 .where(AssignmentRow.id == row_id)
-                .values(status="rejected" if rejected else "approved")
+                .values(status=AssignmentStatus.REJECTED if rejected else AssignmentStatus.APPROVED)
             )
     with ctx.store.session() as session:
-        return set_state(session, ref, REVIEWED)
+        return set_job_state(session, ref, JobState.REVIEWED)
 
 
 def label_by_humans(ctx: Context, ref: RoundRef) -> str:
@@ -100,7 +117,8 @@ def label_by_humans(ctx: Context, ref: RoundRef) -> str:
     Adaptive redundancy: the round's images still below ``min_label_confidence`` go out again in a
     follow-up batch (state ``sampled``) for ``follow_up_votes`` more votes each, as long as that
     keeps the votes asked for them within ``max_votes_per_item``. Images still uncertain then go
-    back to the pool. With ``max_votes_per_item == votes_per_item`` this is fixed redundancy.
+    back to the pool. With ``max_votes_per_item == votes_per_item`` this is fixed redundancy. The
+    round's images are few (one sample), so the lists here grow with the sample, not the pool.
 
     With ``model_consensus``, the previous round's model votes too on the round's training images
     (see :mod:`lsun_crowd.consensus`); calibration images keep labels from people alone, since
@@ -125,11 +143,13 @@ def label_by_humans(ctx: Context, ref: RoundRef) -> str:
         }
         labeled = set(
             session.scalars(
-                select(Label.item_id).where(Label.category_id == ref.category_id, Label.item_id.in_(list(asked)))
+                select(Label.item_id)
+                .join(RoundItem, (RoundItem.item_id == Label.item_id) & (RoundItem.round_id == ref.id))
+                .where(Label.category_id == ref.category_id)
             )
         )
         confidence = dict.fromkeys(asked, 0.0)  # an image without a single vote is uncertain too
-        labels: list[dict[str, Any]] = []
+        labels: list[ledger.NewLabel] = []
         if posterior is not None:
             winners, certainty = posterior.labels(), posterior.confidence()
             for index, item in enumerate(posterior.items):
@@ -138,18 +158,17 @@ def label_by_humans(ctx: Context, ref: RoundRef) -> str:
                 confidence[item] = float(certainty[index])
                 count = int(posterior.vote_counts[index])
                 if certainty[index] >= quality.min_label_confidence and count >= crowd.min_votes_per_item:
-                    labels.append(
-                        {
-                            "item_id": item,
-                            "category_id": ref.category_id,
-                            "label": int(winners[index]),
-                            "source": "human",
-                            "round_id": ref.id,
-                            "confidence": float(certainty[index]),
-                            "votes": count,
-                        }
-                    )
-        insert_ignoring_duplicates(session, Label, labels)
+                    labels.append(ledger.NewLabel(item, int(winners[index]), float(certainty[index]), count))
+        follow_up = int(session.scalar(select(Round.follow_up).where(Round.id == ref.id)) or 0)
+        ledger.record_labels(
+            session,
+            ref.category_id,
+            labels,
+            source=LabelSource.HUMAN,
+            origin=f"round:{ref.id}:human",
+            round_id=ref.id,
+            reason=f"crowd votes, labeling pass {follow_up + 1} of round {ref.number}",
+        )
         uncertain = sorted(
             item
             for item, votes in asked.items()
@@ -159,11 +178,11 @@ def label_by_humans(ctx: Context, ref: RoundRef) -> str:
         )
         message = (
             f"{ref.category}: round {ref.number}: {len(labels)} images labeled by humans "
-            f"({sum(label['label'] for label in labels)} positive)"
+            f"({sum(label.label for label in labels)} positive)"
         )
         if uncertain:
-            follow_up = int(session.scalar(select(Round.follow_up).where(Round.id == ref.id)) or 0) + 1
-            lay_out_hits(ctx, session, ref, uncertain, follow_up, crowd.follow_up_votes)
+            follow_up += 1
+            lay_out_job(ctx, session, ref, uncertain, follow_up, crowd.follow_up_votes)
             session.execute(update(Round).where(Round.id == ref.id).values(follow_up=follow_up))
             state = set_state(session, ref, SAMPLED)
             message += f"; {len(uncertain)} still uncertain get {crowd.follow_up_votes} more vote(s) each"
@@ -198,7 +217,7 @@ def _with_previous_model(ctx: Context, ref: RoundRef, posterior: Posterior) -> P
             session.execute(
                 select(RoundItem.item_id, Item.sha256)
                 .join(Item, Item.id == RoundItem.item_id)
-                .where(RoundItem.round_id == ref.id, RoundItem.role == "train")
+                .where(RoundItem.round_id == ref.id, RoundItem.role == ItemRole.TRAIN)
             ).all()
         )
     assert model.platt_slope is not None and model.platt_intercept is not None and model.base_rate is not None
@@ -238,4 +257,28 @@ def human_posterior(session: Session, category_id: int, quality: QualityConfig) 
     gold = dict(session.execute(select(Gold.item_id, Gold.answer).where(Gold.category_id == category_id)).all())
     votes = Votes.from_triples(triples, classes=(0, 1))
     known = {index: gold[item] for index, item in enumerate(votes.items) if item in gold}
-    return dawid_skene(votes, known, quality.prior_correct, quality.prior_wrong)
+    return dawid_skene(
+        votes, known, quality.prior_correct, quality.prior_wrong, worker_prior=gold_elsewhere(session, category_id)
+    )
+
+
+def gold_elsewhere(session: Session, category_id: int) -> dict[Hashable, tuple[float, float]]:
+    """Each worker's right and wrong gold answers in the other categories, as pseudo-votes: evidence
+    of their care that this category's fit would otherwise learn only from its own gold (which is
+    in the fit already, clamped). With categories running side by side, a worker found careless in
+    one counts for less in all the others at once. Scaled to at most
+    :data:`GOLD_ELSEWHERE_WEIGHT` answers, so that a worker's record on other questions sets their
+    starting point here and this category's own evidence still decides."""
+    right = func.sum(case((Vote.answer == Gold.answer, 1), else_=0))
+    rows = session.execute(
+        select(Worker.platform_worker_id, right, func.count(Vote.id))
+        .join(Worker, Worker.id == Vote.worker_id)
+        .join(Gold, (Gold.item_id == Vote.item_id) & (Gold.category_id == Vote.category_id))
+        .where(Vote.is_gold, Vote.category_id != category_id, Worker.blocked.is_(False))
+        .group_by(Worker.platform_worker_id)
+    ).all()
+    shrink = {worker: min(1.0, GOLD_ELSEWHERE_WEIGHT / total) for worker, _, total in rows}
+    return {
+        worker: (float(correct) * shrink[worker], float(total - correct) * shrink[worker])
+        for worker, correct, total in rows
+    }

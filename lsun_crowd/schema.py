@@ -1,7 +1,13 @@
-"""The project store's tables (SQLAlchemy 2). Unique constraints make every write replayable."""
+"""The project store's tables (SQLAlchemy 2), and the states and roles their rows take.
+
+This module is the only owner of the schema: every table, index and state name is declared here.
+Unique constraints make every write replayable; an index backs every query the runner, ``status``
+and ``export`` make, so none of them scans a table that grows with the pool.
+"""
 
 from __future__ import annotations
 
+import enum
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -10,6 +16,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     Numeric,
@@ -19,7 +26,60 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 3
+from lsun_crowd.crowd import AssignmentStatus, HitState
+
+SCHEMA_VERSION = 4
+
+__all__ = ["AssignmentStatus", "HitState"]  # re-exported: every state the store holds is named here
+
+
+HIT_DRAFT = "draft"  # laid out in the store, not on the platform yet
+
+
+class RoundState(enum.StrEnum):
+    """A round, in order. While its crowd work runs, the round is in its current job's state."""
+
+    SAMPLED = "sampled"  # images drawn; the current job is laid out and waits for the money check
+    PUBLISHING = "publishing"  # the money check passed; its HITs go out
+    PUBLISHED = "published"  # HITs are out; votes are stored as they arrive
+    COLLECTED = "collected"  # every HIT of the current job is complete or expired
+    REVIEWED = "reviewed"  # gold scored, workers judged, work approved or rejected
+    LABELED = "labeled"  # human labels stored; the model trains and splits next
+    DONE = "done"
+    STOPPED = "stopped"  # the budget or the balance could not pay for the current job
+
+
+class JobState(enum.StrEnum):
+    """One unit of crowd work: laid out, checked for money, published, collected, reviewed."""
+
+    PENDING = "pending"  # HITs laid out in the store, nothing posted yet
+    STOPPED = "stopped"
+    PUBLISHING = "publishing"
+    PUBLISHED = "published"
+    COLLECTED = "collected"
+    REVIEWED = "reviewed"
+
+
+class JobKind(enum.StrEnum):
+    ROUND = "round"  # a round's first batch
+    FOLLOW_UP = "follow_up"  # more votes for a round's images still uncertain
+
+
+class ItemRole(enum.StrEnum):
+    TRAIN = "train"
+    CALIBRATION = "calibration"
+
+
+class LabelSource(enum.StrEnum):
+    HUMAN = "human"
+    MODEL = "model"
+    GOLD = "gold"
+
+
+class SpendKind(enum.StrEnum):
+    REWARD = "reward"
+    FEE = "fee"
+    BONUS = "bonus"
 
 
 def utc_now() -> datetime:
@@ -56,7 +116,7 @@ class Category(Base):
 
 class Round(Base):
     __tablename__ = "rounds"
-    __table_args__ = (UniqueConstraint("category_id", "number"),)
+    __table_args__ = (UniqueConstraint("category_id", "number"), Index("ix_rounds_state", "state"))
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     category_id: Mapped[int] = mapped_column(ForeignKey("categories.id"))
     number: Mapped[int] = mapped_column(Integer)
@@ -91,6 +151,7 @@ class RoundItem(Base):
     """An image a round sent to humans. Calibration images never train a model."""
 
     __tablename__ = "round_items"
+    __table_args__ = (Index("ix_round_items_item", "item_id"),)
     round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"), primary_key=True)
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id"), primary_key=True)
     role: Mapped[str] = mapped_column(String(16))  # "train" | "calibration"
@@ -103,28 +164,58 @@ class Gold(Base):
     """Known answers, hidden inside HITs to measure workers."""
 
     __tablename__ = "gold"
-    __table_args__ = (UniqueConstraint("item_id", "category_id"),)
+    __table_args__ = (UniqueConstraint("item_id", "category_id"), Index("ix_gold_category", "category_id"))
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id"))
     category_id: Mapped[int] = mapped_column(ForeignKey("categories.id"))
     answer: Mapped[int] = mapped_column(Integer)
 
 
+class Job(Base):
+    """A unit of crowd work with its own HITs: a round's first batch, a follow-up batch, and later
+    audits and repairs. Its batch id names it on the platform; its state moves as in
+    :class:`JobState`, each step committed with the work that reached it."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_state", "state"), Index("ix_jobs_round", "round_id"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    category_id: Mapped[int] = mapped_column(ForeignKey("categories.id"))
+    round_id: Mapped[int | None] = mapped_column(ForeignKey("rounds.id"), nullable=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    sequence: Mapped[int] = mapped_column(Integer, default=0)  # 0: a round's first batch; k: follow-up k
+    batch_id: Mapped[str] = mapped_column(String(200), unique=True)
+    state: Mapped[str] = mapped_column(String(16))
+    assignments_per_hit: Mapped[int] = mapped_column(Integer)
+    # Reserved by the money check and not yet booked as spend: counted against the budget until
+    # the publish records what was spent, so jobs checked side by side never overspend together.
+    reserved: Mapped[Decimal | None] = mapped_column(Numeric(12, 4), nullable=True)
+    collect_deadline: Mapped[float | None] = mapped_column(Float, nullable=True)  # seconds since the epoch
+    notes: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+
 class Hit(Base):
     __tablename__ = "hits"
-    __table_args__ = (UniqueConstraint("batch_id", "hit_key"),)
+    __table_args__ = (
+        UniqueConstraint("batch_id", "hit_key"),
+        Index("ix_hits_job_state", "job_id", "state"),
+        Index("ix_hits_round", "round_id"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"))
+    # A round's HITs name their round; those of jobs outside a round (audits) do not.
+    round_id: Mapped[int | None] = mapped_column(ForeignKey("rounds.id"), nullable=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"), nullable=True)
     batch_id: Mapped[str] = mapped_column(String(200))
     hit_key: Mapped[str] = mapped_column(String(200))
     platform_hit_id: Mapped[str | None] = mapped_column(String(200), unique=True, nullable=True)
-    state: Mapped[str] = mapped_column(String(32), default="draft")  # draft|open|complete|expired
+    state: Mapped[str] = mapped_column(String(32), default=HIT_DRAFT)  # draft, then a HitState
     assignments_requested: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
 
 
 class HitItem(Base):
     __tablename__ = "hit_items"
+    __table_args__ = (Index("ix_hit_items_item", "item_id"),)
     hit_id: Mapped[int] = mapped_column(ForeignKey("hits.id"), primary_key=True)
     position: Mapped[int] = mapped_column(Integer, primary_key=True)
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id"))
@@ -142,6 +233,7 @@ class Worker(Base):
 
 class AssignmentRow(Base):
     __tablename__ = "assignments"
+    __table_args__ = (Index("ix_assignments_hit", "hit_id"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     platform_assignment_id: Mapped[str] = mapped_column(String(200), unique=True)
     hit_id: Mapped[int] = mapped_column(ForeignKey("hits.id"))
@@ -154,7 +246,11 @@ class AssignmentRow(Base):
 
 class Vote(Base):
     __tablename__ = "votes"
-    __table_args__ = (UniqueConstraint("assignment_id", "item_id"),)
+    __table_args__ = (
+        UniqueConstraint("assignment_id", "item_id"),
+        Index("ix_votes_category", "category_id"),
+        Index("ix_votes_item", "item_id"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     assignment_id: Mapped[int] = mapped_column(ForeignKey("assignments.id"))
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id"))
@@ -165,10 +261,15 @@ class Vote(Base):
 
 
 class Label(Base):
-    """The current label of an image for a category, and where it came from."""
+    """The current label of an image for a category, and where it came from: the view of
+    :class:`LabelEvent` that every reader uses, kept by :mod:`lsun_crowd.ledger` in the same
+    transaction as the event that set it."""
 
     __tablename__ = "labels"
-    __table_args__ = (UniqueConstraint("item_id", "category_id"),)
+    __table_args__ = (
+        UniqueConstraint("item_id", "category_id"),
+        Index("ix_labels_category_label", "category_id", "label", "source"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id"))
     category_id: Mapped[int] = mapped_column(ForeignKey("categories.id"))
@@ -179,11 +280,48 @@ class Label(Base):
     votes: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class LabelEvent(Base):
+    """Every label ever given, append-only: a later audit or repair adds an event that revises
+    the current label and keeps this history. ``origin`` names what decided it (a round's human
+    labeling or split, a job), once per image and category, so a replayed step adds nothing."""
+
+    __tablename__ = "label_events"
+    __table_args__ = (
+        UniqueConstraint("item_id", "category_id", "origin"),
+        Index("ix_label_events_category", "category_id", "item_id"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"))
+    category_id: Mapped[int] = mapped_column(ForeignKey("categories.id"))
+    label: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(16))
+    origin: Mapped[str] = mapped_column(String(64))
+    round_id: Mapped[int | None] = mapped_column(ForeignKey("rounds.id"), nullable=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"), nullable=True)
+    confidence: Mapped[float] = mapped_column(Float)
+    votes: Mapped[int] = mapped_column(Integer, default=0)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+
+class RunLock(Base):
+    """Who is running the project now: one row while a ``run`` holds it (see :mod:`lsun_crowd.lock`)."""
+
+    __tablename__ = "run_lock"
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    token: Mapped[str] = mapped_column(String(64))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[float] = mapped_column(Float)  # the holder's process start, to tell a reused pid
+    heartbeat_at: Mapped[float] = mapped_column(Float)
+
+
 class Spend(Base):
     __tablename__ = "spend"
-    __table_args__ = (UniqueConstraint("reference", "kind"),)
+    __table_args__ = (UniqueConstraint("reference", "kind"), Index("ix_spend_round", "round_id"))
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     round_id: Mapped[int | None] = mapped_column(ForeignKey("rounds.id"), nullable=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"), nullable=True)
     reference: Mapped[str] = mapped_column(String(200))  # batch id, or bonus token
     kind: Mapped[str] = mapped_column(String(16))  # reward|fee|bonus
     amount: Mapped[Decimal] = mapped_column(Numeric(12, 4))

@@ -7,8 +7,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Engine, Table, create_engine, event, select, text
+from sqlalchemy import Engine, Table, create_engine, event, inspect, select, text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from lsun_crowd.schema import SCHEMA_VERSION, Base, Category, Meta
@@ -25,8 +26,66 @@ def _nothing_to_alter(session: Session) -> None:
     """Version 3 only adds tables (round models), which ``create_all`` has made already."""
 
 
+def _add_jobs_and_label_events(session: Session) -> None:
+    """Version 4: crowd work becomes jobs, labels get their append-only history.
+
+    Every batch of HITs already stored becomes a job of its round: the round's current batch in
+    the round's own state, earlier ones reviewed. The current labels become the first events.
+    (``create_all`` has made the new tables already; on SQLite ``hits.round_id`` keeps the NOT
+    NULL of version 3, which only jobs outside a round would need lifted.)
+    """
+    for table in ("hits", "spend"):
+        columns = {column["name"] for column in inspect(session.connection()).get_columns(table)}
+        if "job_id" not in columns:  # a store made by an older version; a newer one has it already
+            session.execute(text(f"ALTER TABLE {table} ADD COLUMN job_id INTEGER REFERENCES jobs(id)"))
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("ALTER TABLE hits ALTER COLUMN round_id DROP NOT NULL"))
+    batches = session.execute(
+        text(
+            "SELECT h.round_id, h.batch_id, MIN(h.assignments_requested), r.category_id, r.follow_up, r.state "
+            "FROM hits h JOIN rounds r ON r.id = h.round_id GROUP BY h.round_id, h.batch_id, r.category_id, "
+            "r.follow_up, r.state ORDER BY h.round_id, h.batch_id"
+        )
+    ).all()
+    crowd_states = {"sampled": "pending", "stopped": "stopped", "publishing": "publishing"}
+    crowd_states |= {state: state for state in ("published", "collected", "reviewed")}
+    for round_id, batch, assignments, category, follow_up, round_state in batches:
+        last = batch.rsplit(":", 1)[-1]  # r{round}, or f{k} for a follow-up batch
+        sequence = int(last[1:]) if last.startswith("f") and last[1:].isdigit() else 0
+        current = sequence == follow_up and round_state in crowd_states
+        session.execute(
+            text(
+                "INSERT INTO jobs (category_id, round_id, kind, sequence, batch_id, state, assignments_per_hit, "
+                "notes, created_at) VALUES (:category, :round, :kind, :sequence, :batch, :state, :assignments, '', "
+                "CURRENT_TIMESTAMP)"
+            ),
+            {
+                "category": category,
+                "round": round_id,
+                "kind": "follow_up" if sequence else "round",
+                "sequence": sequence,
+                "batch": batch,
+                "state": crowd_states[round_state] if current else "reviewed",
+                "assignments": assignments,
+            },
+        )
+    session.execute(text("UPDATE hits SET job_id = (SELECT jobs.id FROM jobs WHERE jobs.batch_id = hits.batch_id)"))
+    session.execute(text("UPDATE spend SET job_id = (SELECT jobs.id FROM jobs WHERE jobs.batch_id = spend.reference)"))
+    session.execute(
+        text(
+            "INSERT INTO label_events (item_id, category_id, label, source, origin, round_id, confidence, votes, "
+            "reason, created_at) SELECT item_id, category_id, label, source, 'v3', round_id, confidence, votes, "
+            "'carried over from schema version 3', CURRENT_TIMESTAMP FROM labels"
+        )
+    )
+
+
 # Upgrades from version N to N+1, run in order inside the same transaction.
-MIGRATIONS: dict[int, Callable[[Session], None]] = {1: _add_adaptive_redundancy, 2: _nothing_to_alter}
+MIGRATIONS: dict[int, Callable[[Session], None]] = {
+    1: _add_adaptive_redundancy,
+    2: _nothing_to_alter,
+    3: _add_jobs_and_label_events,
+}
 
 
 class StoreError(RuntimeError):
@@ -62,7 +121,10 @@ class Store:
         return cls(database_url(project_dir, configured_url))
 
     def _create_or_upgrade(self) -> None:
-        Base.metadata.create_all(self.engine)
+        try:
+            Base.metadata.create_all(self.engine)
+        except OperationalError as error:
+            raise StoreError(f"{self.url}: cannot open the project store: {error.orig}") from None
         with self.session() as session:
             row = session.get(Meta, "schema_version")
             if row is None:
@@ -78,6 +140,11 @@ class Store:
                 MIGRATIONS[version](session)
                 version += 1
             row.value = str(version)
+        # Tables that existed before a version added an index get it now; a no-op once present.
+        with self.engine.begin() as connection:
+            for table in Base.metadata.sorted_tables:
+                for index in table.indexes:
+                    index.create(connection, checkfirst=True)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -11,11 +11,6 @@ from pathlib import Path
 
 from .conftest import make_digits_project
 
-SLOW_POLLING = """
-[crowd]
-poll_seconds = 0.1
-"""
-
 
 def configure(directory: Path) -> None:
     make_digits_project(
@@ -89,6 +84,13 @@ def snapshot(directory: Path) -> dict[str, list[tuple[object, ...]]]:
             ).fetchall(),
             "spend": db.execute("SELECT reference, kind, amount FROM spend ORDER BY 1, 2").fetchall(),
             "blocked": db.execute("SELECT platform_worker_id FROM workers WHERE blocked ORDER BY 1").fetchall(),
+            "jobs": db.execute(
+                "SELECT batch_id, kind, sequence, state, assignments_per_hit FROM jobs ORDER BY 1"
+            ).fetchall(),
+            "label_events": db.execute(
+                "SELECT i.sha256, e.category_id, e.label, e.source, e.origin, round(e.confidence, 6), e.votes "
+                "FROM label_events e JOIN items i ON i.id = e.item_id ORDER BY 1, 2, 5"
+            ).fetchall(),
         }
 
 
@@ -119,3 +121,43 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(tmp_path: Path) -> 
     assert len(expected["votes"]) > 1000 and len(expected["hits"]) > 50
     assert any(label[3] == "model" for label in expected["labels"])
     assert all(row[2] == "done" for row in expected["rounds"])
+
+
+OUT_AT_ONCE = (
+    "SELECT COUNT(DISTINCT j.category_id) >= 3 FROM jobs j JOIN hits h ON h.job_id = j.id "
+    "WHERE j.state = 'published' AND h.state = 'open' "
+    "AND EXISTS (SELECT 1 FROM votes v WHERE v.category_id = j.category_id)"
+)
+
+
+def test_killed_with_three_categories_out_resumes_exactly(tmp_path: Path) -> None:
+    interrupted, reference = tmp_path / "interrupted", tmp_path / "reference"
+    for directory in (interrupted, reference):
+        make_digits_project(
+            directory,
+            limit=400,
+            digits=range(3),
+            sample=100,
+            overrides={"crowd": {"poll_seconds": 0.1, "settings": {"tick_seconds": 100}}},
+        )
+
+    run = start(interrupted)
+    # Kill 1: HITs of all three categories out, votes of each arriving.
+    kill_when(run, interrupted, OUT_AT_ONCE)
+    assert query(interrupted, OUT_AT_ONCE) == 1
+    run = start(interrupted)
+    # Kill 2: a follow-up batch of a later round out.
+    kill_when(
+        run,
+        interrupted,
+        "SELECT COUNT(*) FROM jobs j JOIN rounds r ON r.id = j.round_id "
+        "WHERE j.kind = 'follow_up' AND j.state = 'published' AND r.number >= 2",
+    )
+    finish(interrupted)
+    finish(reference)
+
+    got, expected = snapshot(interrupted), snapshot(reference)
+    for table in expected:
+        assert got[table] == expected[table], f"{table} differ after the kills"
+    assert len(expected["rounds"]) >= 6 and len(expected["votes"]) > 1000
+    assert {row[0] for row in expected["rounds"]} == {"digit-0", "digit-1", "digit-2"}

@@ -4,7 +4,10 @@ Workers come in a mix: honest workers whose accuracy is drawn from a Beta distri
 who answer at random or always the same, and adversaries who answer mostly wrong. Some images are
 ambiguous, and good workers disagree on them. Workers abandon or return assignments, some HITs
 expire half-filled, and answers arrive after a latency measured on a virtual clock that advances
-each time the platform is polled, so nothing ever sleeps.
+each time the platform is polled (``tick_seconds`` a poll), so nothing ever sleeps. Under
+``lsun-crowd run`` the runner drives that clock (:class:`~lsun_crowd.crowd.VirtualClock`): time is
+the runner's count of polls, kept in the project store, so a poll repeated after a crash sees the
+platform as the first attempt did.
 
 Everything a real platform would remember lives in a SQLite file, so a crashed and restarted
 cascade talks to the same "platform" again. The outcome of each HIT (who works on it, what they
@@ -194,10 +197,24 @@ class SimulatedCrowd:
         return float(self._db.execute("SELECT value FROM meta WHERE key='clock'").fetchone()[0])
 
     def _tick(self) -> float:
+        """Each status request is one poll of virtual time, unless a runner drives the clock."""
+        if self._db.execute("SELECT 1 FROM meta WHERE key='driven'").fetchone():
+            return self._clock()
         with self._db:
             self._db.execute(
                 "UPDATE meta SET value = CAST(value AS REAL) + ? WHERE key='clock'", (self.mix.tick_seconds,)
             )
+        return self._clock()
+
+    def set_clock(self, polls: int) -> None:
+        """The runner's clock (:class:`~lsun_crowd.crowd.VirtualClock`): from the first call on, time
+        is ``polls × tick_seconds`` and status requests no longer move it."""
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('driven', '1')")
+            self._db.execute("UPDATE meta SET value=? WHERE key='clock'", (str(polls * self.mix.tick_seconds),))
+
+    def clock_seconds(self) -> float:
+        """Virtual seconds since the platform opened."""
         return self._clock()
 
     def _balance(self) -> Decimal:

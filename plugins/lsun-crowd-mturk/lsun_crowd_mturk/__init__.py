@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lsun_crowd.config import ConfigError, load_config
-from lsun_crowd.crowd import CrowdError
 from lsun_crowd.hookspecs import hookimpl
 from lsun_crowd.plugins import CrowdAdapter, RegisterCrowdAdapter, parse_crowd_settings
 from lsun_crowd.render import Renderer
@@ -46,15 +45,13 @@ def open_crowd(
     settings: MTurkSettings, project: str, live_confirmed: bool = False, templates: Renderer | None = None
 ) -> MTurkCrowd:
     """The adapter on a real boto3 client, rendering with ``templates`` (the project's own
-    ``hit_templates/`` over the defaults). Live mode only with ``live_confirmed``: the caller
-    showed the maximum spend and got a yes (``lsun-crowd mturk run --live``)."""
-    if settings.live and not live_confirmed:
-        raise CrowdError(
-            "crowd.settings.live is true: publishing to live Mechanical Turk spends real money, so run "
-            "`lsun-crowd mturk run --project DIR --live` to see the maximum spend and confirm it "
-            "(add --yes in scripts)"
-        )
-    return MTurkCrowd(Api(make_client(settings), settings), settings, project, templates)
+    ``hit_templates/`` over the defaults). In live mode it publishes only once the spend is
+    confirmed: ``live_confirmed`` here, or later through :meth:`MTurkCrowd.confirm_spend`, which
+    ``lsun-crowd run`` calls after showing the most it may spend and getting a yes."""
+    crowd = MTurkCrowd(Api(make_client(settings), settings), settings, project, templates)
+    if live_confirmed:
+        crowd.confirm_spend()
+    return crowd
 
 
 def from_settings(settings: Mapping[str, Any], project_dir: Path) -> MTurkCrowd:

@@ -75,6 +75,7 @@ class MTurkCrowd:
         self.project = project
         self.templates = templates or Renderer()  # the project's hit_templates/ over the defaults
         self.qualifications = QualificationTypes(api, project, self.image_url)
+        self.spend_confirmed = False
 
     # -- publishing ---------------------------------------------------------------------------
 
@@ -117,6 +118,16 @@ class MTurkCrowd:
         endpoint = self.settings.endpoint()
         where = "" if endpoint == LIVE_ENDPOINT else f" at {endpoint}"  # an override wins over the mode
         return f"live Mechanical Turk{where}: real money"
+
+    def confirm_spend(self) -> None:
+        self.spend_confirmed = True
+
+    def _check_spend_confirmed(self) -> None:
+        if self.settings.live and not self.spend_confirmed:
+            raise CrowdError(
+                "live Mechanical Turk spends real money: nothing is published until the spend is confirmed "
+                "(`lsun-crowd run --project DIR` shows the most it may spend and asks; --yes in scripts)"
+            )
 
     def requirements(self, test: QualificationTest | None) -> list[dict[str, Any]]:
         settings = self.settings
@@ -161,6 +172,7 @@ class MTurkCrowd:
         return str(response["HITTypeId"])
 
     def publish(self, batch: HitBatch) -> list[PublishedHit]:
+        self._check_spend_confirmed()
         questions = {
             spec.hit_key: html_question(self.render(batch, spec.items), self.settings.frame_height)
             for spec in batch.hits
@@ -285,6 +297,7 @@ class MTurkCrowd:
         self._review("RejectAssignment", assignment_id, "Rejected", RequesterFeedback=feedback)
 
     def pay_bonus(self, worker_id: str, assignment_id: str, amount: Decimal, reason: str, token: str) -> None:
+        self._check_spend_confirmed()
         if amount <= 0 or amount > self.settings.bonus_limit:
             raise CrowdError(
                 f"a bonus of {amount} is outside (0, {self.settings.bonus_limit}] (crowd.settings.bonus_limit)"

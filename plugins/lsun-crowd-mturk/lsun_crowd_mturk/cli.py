@@ -13,11 +13,11 @@ from sqlalchemy import func, select
 
 from lsun_crowd.cli import reported_errors
 from lsun_crowd.preview import sample_hit
-from lsun_crowd.progress import RichCascadeProgress, progress_bars
 from lsun_crowd.project import Project
 from lsun_crowd.publish import spent_so_far
 from lsun_crowd.quality import assess
 from lsun_crowd.render import Renderer
+from lsun_crowd.running import run_project
 from lsun_crowd.schema import AssignmentRow, Hit, Worker
 from lsun_crowd_mturk import MTurkCrowd, open_crowd, parse_settings
 
@@ -149,7 +149,4 @@ def run_on_mturk(
         first.close()
         opened, crowd = _open(project, live, yes, spend)
         console.print(f"Mechanical Turk {_mode(crowd)}; at most {spend} USD more will be spent")
-        with progress_bars(console) as bars:
-            outcomes = opened.cascade(crowd, RichCascadeProgress(bars), bars).run(max_rounds=rounds)
-        for outcome in outcomes:
-            console.print(f"{outcome.category}: {outcome.reason} after {outcome.rounds} round(s)")
+        run_project(opened, crowd, console, rounds=rounds)

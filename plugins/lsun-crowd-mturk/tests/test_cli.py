@@ -118,10 +118,14 @@ def test_live_runs_need_a_yes_that_shows_the_spend(tmp_path: Path, turk: FakeTur
     code, output = invoke("run", "--project", str(tmp_path / "p"), "--live", answer="n\n")
     assert code == 1 and "LIVE Mechanical Turk and may spend up to 500 USD of real money" in output
     assert not turk.calls
-    # The plain run command refuses live mode from the settings alone.
+    # The plain run command serves live mode too: it shows the most it may spend and asks first.
     update_project(tmp_path / "p", {"crowd": {"settings": {"live": True}}})
-    result = runner.invoke(app, ["run", "--project", str(tmp_path / "p")])
-    assert result.exit_code == 2 and "lsun-crowd mturk run --project DIR --live" in result.output
+    result = runner.invoke(app, ["run", "--project", str(tmp_path / "p")], input="n\n")
+    assert result.exit_code == 2, result.output
+    shown = " ".join(result.output.split())
+    assert "live Mechanical Turk: real money: this run may spend up to 500 USD more (the budget left)" in shown
+    assert "nothing was published: the spend was not confirmed" in shown
+    assert not turk.calls
 
 
 def test_workers_lists_and_blocks(tmp_path: Path, turk: FakeTurk) -> None:

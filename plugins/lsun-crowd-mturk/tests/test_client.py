@@ -67,12 +67,19 @@ def test_sandbox_is_the_default_and_an_override_always_wins(monkeypatch: pytest.
 
 
 def test_live_needs_a_confirmation_and_settings_are_checked(tmp_path: Path) -> None:
-    with pytest.raises(CrowdError, match="live Mechanical Turk spends real money.*--live"):
-        from_settings({"live": True}, tmp_path)
+    assert from_settings({"live": True}, tmp_path).spend_confirmed is False  # built, but it publishes nothing
     sandbox, _ = crowd_with(FakeTurk())
-    live, _ = crowd_with(FakeTurk(), URLS.model_copy(update={"live": True}))
+    turk = FakeTurk()
+    live, _ = crowd_with(turk, URLS.model_copy(update={"live": True}))
     assert isinstance(sandbox, ConfirmsSpend) and sandbox.spend_confirmation() is None
     assert live.spend_confirmation() == "live Mechanical Turk: real money"
+    with pytest.raises(CrowdError, match="live Mechanical Turk spends real money: nothing is published until"):
+        live.publish(batch())
+    with pytest.raises(CrowdError, match="until the spend is confirmed"):
+        live.pay_bonus("W1", "A1", Decimal("0.10"), "thanks", "token-1")
+    assert turk.count("CreateHITWithHITType") == 0 and turk.count("SendBonus") == 0
+    live.confirm_spend()
+    assert len(live.publish(batch())) == 2 and turk.count("CreateHITWithHITType") == 2
     local, _ = crowd_with(FakeTurk(), URLS.model_copy(update={"live": True, "endpoint_url": "http://localhost:9"}))
     assert local.spend_confirmation() == "live Mechanical Turk at http://localhost:9: real money"
     with pytest.raises(CrowdError, match=r"crowd.settings.block: Input should be 'soft' or 'hard'"):

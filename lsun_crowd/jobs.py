@@ -1,0 +1,48 @@
+"""Jobs: units of crowd work, each moved on by :func:`advance_job` without ever waiting.
+
+A job is laid out (its HITs stored), checked for money, published, collected (by the runner's
+poll, which covers every job at once) and reviewed. Each operation is idempotent and commits the
+state it reached, so a job resumes after a crash wherever it stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import select
+
+from lsun_crowd.context import Context, JobRef
+from lsun_crowd.publish import check_money, publish
+from lsun_crowd.review import review
+from lsun_crowd.schema import Category, Job, JobState, Round
+
+STEPS: dict[JobState, Callable[[Context, JobRef], JobState]] = {
+    JobState.PENDING: check_money,
+    JobState.PUBLISHING: publish,
+    JobState.COLLECTED: review,
+}
+
+
+def advance_job(ctx: Context, ref: JobRef) -> bool:
+    """Do what is due now: check the money and publish what is not published, review complete
+    work. ``False`` when the job waits: on the crowd (published), for money (stopped), or done."""
+    state = ref.state
+    if state not in STEPS:
+        return False
+    while state in STEPS:
+        state = STEPS[state](ctx, ref)
+    return True
+
+
+def recheck_stopped(ctx: Context, category_ids: list[int]) -> None:
+    """Jobs stopped for money go on if a raised budget or a topped-up balance now allows them."""
+    with ctx.store.session() as session:
+        stopped = session.execute(
+            select(Job, Category.name, Round.number)
+            .join(Category, Category.id == Job.category_id)
+            .outerjoin(Round, Round.id == Job.round_id)
+            .where(Job.state == JobState.STOPPED, Job.category_id.in_(category_ids))
+            .order_by(Job.id)
+        ).all()
+    for job, category, number in stopped:
+        check_money(ctx, JobRef(category, job.category_id, job, number))

@@ -1,0 +1,195 @@
+"""Typed, set-based reads and writes over the store that more than one step needs.
+
+Nothing here binds a parameter list that grows with the pool: the pool is selected by predicate
+(``NOT EXISTS`` against indexed tables) and streamed in keyset-paginated chunks, and bulk writes go
+out in chunks of :data:`CHUNK` rows. "What is the current label of this image for this category" is
+answered here and nowhere else: :func:`current_label` / the ``labels`` table, which
+:func:`record_labels` keeps in the same transaction as the append-only :class:`LabelEvent` history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from sqlalchemy import ColumnElement, exists, func, select
+from sqlalchemy.orm import Session
+
+from lsun_crowd.schema import Gold, Item, Job, JobState, Label, LabelEvent, Round, RoundItem, RoundState, Spend
+from lsun_crowd.store import insert_ignoring_duplicates
+
+CHUNK = 20_000  # rows per bulk write or streamed read; far below every database's parameter limit
+
+
+def chunks(rows: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+# -- the pool ---------------------------------------------------------------------------------------
+
+
+def in_pool(category_id: int) -> ColumnElement[bool]:
+    """Images with no label for the category, not gold for it, readable, and not waiting in an
+    unfinished round of it: what a round may sample from and the model may label."""
+    labeled = exists().where(Label.item_id == Item.id, Label.category_id == category_id)
+    gold = exists().where(Gold.item_id == Item.id, Gold.category_id == category_id)
+    waiting = (
+        exists()
+        .where(RoundItem.item_id == Item.id)
+        .where(Round.id == RoundItem.round_id)
+        .where(Round.category_id == category_id, Round.state.notin_([RoundState.DONE, RoundState.STOPPED]))
+    )
+    return Item.problem.is_(None) & ~labeled & ~gold & ~waiting
+
+
+def pool_size(session: Session, category_id: int) -> int:
+    return int(session.scalar(select(func.count(Item.id)).where(in_pool(category_id))) or 0)
+
+
+def iter_pool(session: Session, category_id: int, size: int = CHUNK) -> Iterator[list[tuple[int, str]]]:
+    """``(item id, sha256)`` of the pool in id order, ``size`` at a time (keyset pagination, so
+    each chunk is an index range scan whatever the pool's size)."""
+    after = -1
+    while True:
+        rows = [
+            (int(item), str(sha))
+            for item, sha in session.execute(
+                select(Item.id, Item.sha256).where(Item.id > after, in_pool(category_id)).order_by(Item.id).limit(size)
+            )
+        ]
+        if not rows:
+            return
+        yield rows
+        after = rows[-1][0]
+
+
+def pool_at(session: Session, category_id: int, positions: NDArray[np.int64]) -> NDArray[np.int64]:
+    """The pool's item ids at sorted ``positions`` of its id order, streamed: memory grows with the
+    sample, not the pool."""
+    wanted = np.sort(np.asarray(positions, dtype=np.int64))
+    found: list[int] = []
+    offset = 0
+    cursor = 0
+    for rows in iter_pool(session, category_id):
+        end = offset + len(rows)
+        while cursor < len(wanted) and wanted[cursor] < end:
+            found.append(rows[int(wanted[cursor]) - offset][0])
+            cursor += 1
+        offset = end
+        if cursor == len(wanted):
+            break
+    return np.array(found, dtype=np.int64)
+
+
+# -- labels -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewLabel:
+    item_id: int
+    label: int  # 1 positive, 0 negative
+    confidence: float
+    votes: int = 0
+
+
+@dataclass(frozen=True)
+class CurrentLabel:
+    label: int
+    source: str
+    round_id: int | None
+    confidence: float
+    votes: int
+
+
+def current_label(session: Session, item_id: int, category_id: int) -> CurrentLabel | None:
+    """The image's current label for the category, or ``None`` while it has none (gold answers are
+    known, not labeled: see :class:`~lsun_crowd.schema.Gold`)."""
+    row = session.execute(
+        select(Label.label, Label.source, Label.round_id, Label.confidence, Label.votes).where(
+            Label.item_id == item_id, Label.category_id == category_id
+        )
+    ).first()
+    return CurrentLabel(*row) if row is not None else None
+
+
+def record_labels(
+    session: Session,
+    category_id: int,
+    labels: Iterable[NewLabel],
+    *,
+    source: str,
+    origin: str,
+    round_id: int | None = None,
+    job_id: int | None = None,
+    reason: str = "",
+) -> int:
+    """Append label events and set them as current where the image has no label yet. ``origin``
+    (e.g. ``round:12:human``) decides an image once: replaying the same step adds nothing.
+    Returns the number of images that gained a current label."""
+    added = 0
+    batch: list[NewLabel] = []
+    for label in labels:
+        batch.append(label)
+        if len(batch) == CHUNK:
+            added += _write_labels(session, category_id, batch, source, origin, round_id, job_id, reason)
+            batch = []
+    if batch:
+        added += _write_labels(session, category_id, batch, source, origin, round_id, job_id, reason)
+    return added
+
+
+def _write_labels(
+    session: Session,
+    category_id: int,
+    batch: list[NewLabel],
+    source: str,
+    origin: str,
+    round_id: int | None,
+    job_id: int | None,
+    reason: str,
+) -> int:
+    common = {"category_id": category_id, "source": source, "round_id": round_id}
+    insert_ignoring_duplicates(
+        session,
+        LabelEvent,
+        [
+            common
+            | {
+                "item_id": label.item_id,
+                "label": label.label,
+                "confidence": label.confidence,
+                "votes": label.votes,
+                "origin": origin,
+                "job_id": job_id,
+                "reason": reason,
+            }
+            for label in batch
+        ],
+    )
+    return insert_ignoring_duplicates(
+        session,
+        Label,
+        [
+            common
+            | {"item_id": label.item_id, "label": label.label, "confidence": label.confidence, "votes": label.votes}
+            for label in batch
+        ],
+    )
+
+
+# -- money ------------------------------------------------------------------------------------------
+
+
+def spent(session: Session) -> Decimal:
+    return Decimal(session.scalar(select(func.coalesce(func.sum(Spend.amount), 0))) or 0)
+
+
+def reserved(session: Session) -> Decimal:
+    """Money the money check has promised to jobs that have not published yet."""
+    total = session.scalar(select(func.coalesce(func.sum(Job.reserved), 0)).where(Job.state == JobState.PUBLISHING))
+    return Decimal(total or 0)

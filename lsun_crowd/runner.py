@@ -1,0 +1,153 @@
+"""The runner: every category's rounds and jobs moved on side by side, in one loop.
+
+A pass moves every category as far as it can go without waiting (sample, check money, publish,
+review, label, train, split), then polls the platform once for every open HIT of every category.
+The loop sleeps ``poll_seconds`` only when a pass moved nothing. So every category's HITs are out
+at once, and a category whose votes are in trains and splits without waiting for the others. The
+money check counts what every job has spent or been promised, so categories publishing side by
+side never overspend together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlalchemy import func, select
+
+from lsun_crowd import ledger
+from lsun_crowd.collect import poll, sync_clock
+from lsun_crowd.context import Context, RoundRef
+from lsun_crowd.jobs import recheck_stopped
+from lsun_crowd.rounds import advance_round, latest_round, sample_round
+from lsun_crowd.schema import AssignmentRow, Hit, Job, JobState, RoundState
+from lsun_crowd.store import category_id
+
+
+class Outcome(StrEnum):
+    RESOLVED = "resolved"
+    ROUND_LIMIT = "round limit"
+    BUDGET = "budget"
+    BALANCE = "balance"
+    RUNNING = "running"  # only after ``once``: still work to do
+
+
+@dataclass(frozen=True)
+class CategoryOutcome:
+    category: str
+    rounds: int
+    reason: str  # an Outcome
+
+
+@dataclass(frozen=True)
+class Category:
+    name: str
+    id: int
+
+
+class Runner:
+    """Runs the given categories until each is resolved, at its round limit or out of money."""
+
+    def __init__(self, context: Context, categories: list[str], max_rounds: int) -> None:
+        if not categories:
+            raise ValueError("no categories: list them in [project] categories of lsun-crowd.toml")
+        self.context = context
+        self.max_rounds = max_rounds
+        with context.store.session() as session:
+            self.categories = [Category(name, category_id(session, name)) for name in categories]
+        self.outcomes: dict[str, CategoryOutcome] = {}
+        self._tasks: dict[int, str] = {}
+
+    def run(self, once: bool = False, on_pass: Callable[[], None] | None = None) -> list[CategoryOutcome]:
+        """Pass after pass until every category is finished (one pass with ``once``); ``on_pass``
+        is called after each pass (the run lock's heartbeat)."""
+        ctx = self.context
+        # Embed the pool first: an image that cannot be read leaves the pool before anyone sees it.
+        ctx.embeddings()
+        sync_clock(ctx)
+        recheck_stopped(ctx, [category.id for category in self.categories])
+        while True:
+            moved = self.run_pass()
+            if on_pass is not None:
+                on_pass()
+            if once or len(self.outcomes) == len(self.categories):
+                break
+            if not moved:
+                ctx.sleep(ctx.config.crowd.poll_seconds)
+        return [self.outcome(category) for category in self.categories]
+
+    def run_pass(self) -> bool:
+        """One pass: move every unfinished category, then poll every open HIT once."""
+        moved = False
+        for category in self.categories:
+            if category.name not in self.outcomes:
+                moved |= self._advance_category(category)
+        waiting = [category.id for category in self.categories if category.name not in self.outcomes]
+        if waiting:
+            result = poll(self.context, waiting, self._progress)
+            moved |= result.moved
+            self._finish_progress()
+        return moved
+
+    def outcome(self, category: Category) -> CategoryOutcome:
+        found = self.outcomes.get(category.name)
+        if found is not None:
+            return found
+        latest = latest_round(self.context, category.id)
+        return CategoryOutcome(category.name, latest.number if latest else 0, Outcome.RUNNING)
+
+    def _advance_category(self, category: Category) -> bool:
+        """Move the category's current round on until it waits on the crowd or the category is
+        finished; a finished category gets its outcome."""
+        ctx = self.context
+        moved = False
+        while True:
+            latest = latest_round(ctx, category.id)
+            if latest is not None and latest.state == RoundState.STOPPED:
+                reason = (latest.notes or "budget").split(":")[0]
+                self.outcomes[category.name] = CategoryOutcome(category.name, latest.number - 1, reason)
+                return moved
+            if latest is None or latest.state == RoundState.DONE:
+                done = latest.number if latest else 0
+                with ctx.store.session() as session:
+                    remaining = ledger.pool_size(session, category.id)
+                if remaining == 0:
+                    self.outcomes[category.name] = CategoryOutcome(category.name, done, Outcome.RESOLVED)
+                    return moved
+                if done >= self.max_rounds:
+                    self.outcomes[category.name] = CategoryOutcome(category.name, done, Outcome.ROUND_LIMIT)
+                    return moved
+                latest = sample_round(ctx, category.name, category.id, done + 1)
+                moved = True
+            if not advance_round(ctx, RoundRef(category.name, category.id, latest)):
+                return moved
+            moved = True
+
+    def _progress(self, job_id: int, added: int) -> None:
+        """A progress bar per job, counting its assignments."""
+        task = self._tasks.get(job_id)
+        if task is None:
+            with self.context.store.session() as session:
+                batch = session.scalar(select(Job.batch_id).where(Job.id == job_id))
+                requested = session.scalar(select(func.sum(Hit.assignments_requested)).where(Hit.job_id == job_id))
+                known = session.scalar(
+                    select(func.count(AssignmentRow.id))
+                    .join(Hit, Hit.id == AssignmentRow.hit_id)
+                    .where(Hit.job_id == job_id)
+                )
+            task = f"{batch}: assignments"
+            self._tasks[job_id] = task
+            self.context.progress.start(task, int(requested or 0))
+            added = int(known or 0)
+        self.context.progress.advance(task, added)
+
+    def _finish_progress(self) -> None:
+        if not self._tasks:
+            return
+        with self.context.store.session() as session:
+            open_jobs = set(
+                session.scalars(select(Job.id).where(Job.id.in_(list(self._tasks)), Job.state == JobState.PUBLISHED))
+            )
+        for job_id in [job for job in self._tasks if job not in open_jobs]:
+            self.context.progress.finish(self._tasks.pop(job_id))

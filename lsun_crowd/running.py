@@ -1,0 +1,59 @@
+"""Running a project from a command: the run lock, the live-spend confirmation, progress bars and
+the closing lines. ``lsun-crowd run`` and plugins' own run commands (``lsun-crowd mturk run``) go
+through :func:`run_project`, so every way of running a project holds the same lock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from rich.console import Console
+
+from lsun_crowd.crowd import ConfirmsSpend, CrowdBackend
+from lsun_crowd.lock import RunLockGuard
+from lsun_crowd.progress import RichCascadeProgress, progress_bars
+from lsun_crowd.project import Project
+from lsun_crowd.publish import spent_so_far
+from lsun_crowd.runner import CategoryOutcome, Outcome
+
+
+class SpendNotConfirmed(RuntimeError):
+    """The person running the project did not agree to spend real money."""
+
+
+def confirm_spend(project: Project, crowd: CrowdBackend, yes: bool, ask: Callable[[str], bool]) -> str | None:
+    """Where the crowd spends real money, say so with the most this run can spend, and ask (unless
+    ``yes``). Returns the warning shown, ``None`` for a crowd without real money."""
+    if not isinstance(crowd, ConfirmsSpend):
+        return None
+    warning = crowd.spend_confirmation()
+    if warning is None:
+        return None
+    most = project.config.cascade.budget - spent_so_far(project.store)
+    text = f"{warning}: this run may spend up to {most} USD more (the budget left)"
+    if not yes and not ask(f"{text}. Go on?"):
+        raise SpendNotConfirmed("nothing was published: the spend was not confirmed (pass --yes in scripts)")
+    crowd.confirm_spend()
+    return text
+
+
+def run_project(
+    project: Project,
+    crowd: CrowdBackend,
+    console: Console,
+    *,
+    categories: list[str] | None = None,
+    rounds: int | None = None,
+    once: bool = False,
+) -> list[CategoryOutcome]:
+    """Run (or resume) the project under its run lock, drawing progress bars on ``console``; prints
+    one closing line per category."""
+    guard = RunLockGuard(project.store)
+    with guard, progress_bars(console) as bars:
+        cascade = project.cascade(crowd, RichCascadeProgress(bars), bars)
+        outcomes = cascade.runner(categories or None, rounds).run(once=once, on_pass=guard.heartbeat)
+    for outcome in outcomes:
+        if outcome.reason == Outcome.RUNNING:
+            console.print(f"{outcome.category}: round {outcome.rounds} in progress")
+        else:
+            console.print(f"{outcome.category}: {outcome.reason} after {outcome.rounds} round(s)")
+    return outcomes

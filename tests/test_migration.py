@@ -1,0 +1,76 @@
+"""A real version-3 store (written by the code before jobs) upgrades to jobs and label events."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from lsun_crowd.ledger import current_label
+from lsun_crowd.schema import SCHEMA_VERSION, Hit, Job, JobKind, JobState, Label, LabelEvent, Meta, Round, Spend
+from lsun_crowd.store import Store
+
+V3_DUMP = Path(__file__).parent / "data" / "store-v3.sql"
+
+
+def v3_store(tmp_path: Path) -> Path:
+    path = tmp_path / "lsun-crowd.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(V3_DUMP.read_text())
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
+        counts = {table: db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] for table in ("hits", "labels")}
+    db.close()
+    assert counts["hits"] > 100 and counts["labels"] > 300
+    return path
+
+
+def test_a_version_3_store_gets_jobs_for_every_batch_and_label_events(tmp_path: Path) -> None:
+    path = v3_store(tmp_path)
+    with sqlite3.connect(path) as db:
+        batches = db.execute("SELECT DISTINCT batch_id FROM hits ORDER BY batch_id").fetchall()
+        labels = db.execute("SELECT item_id, category_id, label, source, round_id FROM labels ORDER BY 1, 2").fetchall()
+        spend = db.execute("SELECT COUNT(*), SUM(amount) FROM spend").fetchone()
+    db.close()
+
+    store = Store(f"sqlite:///{path}")
+    with store.session() as session:
+        assert session.get(Meta, "schema_version").value == str(SCHEMA_VERSION)  # type: ignore[union-attr]
+        jobs = {job.batch_id: job for job in session.scalars(select(Job))}
+        assert sorted(jobs) == [batch for (batch,) in batches]
+        # Every HIT belongs to the job of its batch, and every spend row to the job it paid for.
+        assert session.scalar(select(func.count(Hit.id)).where(Hit.job_id.is_(None))) == 0
+        mismatched = session.scalar(
+            select(func.count(Hit.id)).join(Job, Job.id == Hit.job_id).where(Job.batch_id != Hit.batch_id)
+        )
+        assert mismatched == 0
+        assert session.scalar(select(func.count(Spend.id)).where(Spend.job_id.is_(None))) == 0
+        count, total = session.execute(select(func.count(Spend.id), func.sum(Spend.amount))).one()
+        assert count == spend[0] > 20 and abs(float(total) - spend[1]) < 1e-9
+        # Digit-1 was killed collecting round 1's first follow-up: that job is the one still out.
+        live = session.execute(select(Round.state, Round.follow_up).where(Round.state != "done")).one()
+        assert live == ("published", 1)
+        out = [job for job in jobs.values() if job.state != JobState.REVIEWED]
+        assert [(job.batch_id, job.state, job.kind, job.sequence) for job in out] == [
+            ("digits-demo:digit-1:r1:f1", JobState.PUBLISHED, JobKind.FOLLOW_UP, 1)
+        ]
+        assert jobs["digits-demo:digit-0:r2"].kind == JobKind.ROUND
+        assert jobs["digits-demo:digit-0:r2:f3"].sequence == 3
+        assert jobs["digits-demo:digit-0:r2:f1"].assignments_per_hit == 1
+        # The labels are the first events of their history, and still the current labels.
+        assert session.scalar(select(func.count(LabelEvent.id))) == len(labels)
+        current = session.execute(
+            select(Label.item_id, Label.category_id, Label.label, Label.source, Label.round_id).order_by(
+                Label.item_id, Label.category_id
+            )
+        ).all()
+        assert [tuple(row) for row in current] == labels
+        item, category, label, source, round_id = labels[0]
+        found = current_label(session, item, category)
+        assert found is not None and (found.label, found.source, found.round_id) == (label, source, round_id)
+    store.close()
+    # Opening again changes nothing.
+    again = Store(f"sqlite:///{path}")
+    with again.session() as session:
+        assert session.scalar(select(func.count(Job.id))) == len(batches)
+    again.close()
