@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -13,34 +11,18 @@ from rich.console import Console
 from rich.table import Table
 
 from lsun_crowd import __version__
-from lsun_crowd.config import CONFIG_FILE, DEFAULT_TOML, ConfigError
-from lsun_crowd.crowd import CrowdError
-from lsun_crowd.embed import EmbeddingError
+from lsun_crowd.config import CONFIG_FILE, DEFAULT_TOML
+from lsun_crowd.errors import errors, reported_errors
 from lsun_crowd.export import export as export_labels
-from lsun_crowd.ingest import IngestError, ingest_gold
 from lsun_crowd.ingest import ingest as ingest_sources
-from lsun_crowd.lock import LockHeld
+from lsun_crowd.ingest import ingest_gold
 from lsun_crowd.methods import DEFAULT_METHOD, METHODS
-from lsun_crowd.plugins import PluginError, Plugins
+from lsun_crowd.plugins import Plugins
 from lsun_crowd.preview import render_preview, sample_hit
 from lsun_crowd.project import INGEST_REPORT, Project
-from lsun_crowd.running import SpendNotConfirmed, confirm_spend, run_project
+from lsun_crowd.running import confirm_spend, run_project
 from lsun_crowd.status import category_status
-from lsun_crowd.store import StoreError
 from lsun_crowd.votes_io import read_votes, write_labels
-
-EXPECTED_ERRORS = (
-    ConfigError,
-    CrowdError,
-    EmbeddingError,
-    IngestError,
-    LockHeld,
-    PluginError,
-    SpendNotConfirmed,
-    StoreError,
-    FileNotFoundError,
-    ValueError,
-)
 
 app = typer.Typer(
     help="Build large, trustworthy image datasets with crowd votes and a classifier cascade.",
@@ -48,18 +30,7 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console(soft_wrap=True)
-errors = Console(stderr=True, soft_wrap=True, highlight=False)
 ProjectOption = Annotated[Path, typer.Option("--project", "-p", help="project directory")]
-
-
-@contextmanager
-def reported_errors() -> Iterator[None]:
-    try:
-        yield
-    except EXPECTED_ERRORS as error:
-        errors.print("[bold red]error:[/] ", end="")
-        errors.print(str(error), markup=False)
-        raise typer.Exit(2) from None
 
 
 @app.command()

@@ -19,7 +19,22 @@ from numpy.typing import NDArray
 from sqlalchemy import ColumnElement, exists, func, select
 from sqlalchemy.orm import Session
 
-from lsun_crowd.schema import Gold, Item, Job, JobState, Label, LabelEvent, Round, RoundItem, RoundState, Spend
+from lsun_crowd.schema import (
+    AssignmentRow,
+    Gold,
+    Hit,
+    HitState,
+    Item,
+    Job,
+    JobState,
+    Label,
+    LabelEvent,
+    Round,
+    RoundItem,
+    RoundState,
+    Spend,
+    Worker,
+)
 from lsun_crowd.store import insert_ignoring_duplicates
 
 CHUNK = 20_000  # rows per bulk write or streamed read; far below every database's parameter limit
@@ -193,3 +208,43 @@ def reserved(session: Session) -> Decimal:
     """Money the money check has promised to jobs that have not published yet."""
     total = session.scalar(select(func.coalesce(func.sum(Job.reserved), 0)).where(Job.state == JobState.PUBLISHING))
     return Decimal(total or 0)
+
+
+# -- what plugins' own commands read -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    worker_id: str  # the platform's id
+    assignments: int
+    gold_correct: int
+    gold_wrong: int
+    blocked: bool
+
+
+def worker_records(session: Session) -> list[WorkerRecord]:
+    """Every worker the project has seen, with their assignments and gold record."""
+    rows = session.execute(
+        select(
+            Worker.platform_worker_id,
+            func.count(AssignmentRow.id),
+            Worker.gold_correct,
+            Worker.gold_wrong,
+            Worker.blocked,
+        )
+        .outerjoin(AssignmentRow, AssignmentRow.worker_id == Worker.id)
+        .group_by(Worker.id, Worker.platform_worker_id, Worker.gold_correct, Worker.gold_wrong, Worker.blocked)
+        .order_by(Worker.platform_worker_id)
+    ).all()
+    return [WorkerRecord(str(w), int(n), int(right), int(wrong), bool(blocked)) for w, n, right, wrong, blocked in rows]
+
+
+def open_platform_hits(session: Session) -> set[str]:
+    """The platform ids of the HITs the store knows as open: anything else of the project's on the
+    platform is an orphan (of a crash between publishing and the store's commit)."""
+    return {
+        str(hit)
+        for hit in session.scalars(
+            select(Hit.platform_hit_id).where(Hit.state == HitState.OPEN, Hit.platform_hit_id.is_not(None))
+        )
+    }

@@ -162,7 +162,7 @@ def check_money(ctx: Context, ref: JobRef) -> JobState:
     what = f"round {ref.round_number}" if ref.round_number is not None else ref.batch_id
     reason = None
     if committed + cost.total > budget:
-        reason = f"budget: {what} would cost {cost.total}, {budget - committed} of {budget} left"
+        reason = f"budget: {what} would cost {cost.total}, {(budget - committed).normalize()} of {budget} left"
     else:
         balance = ctx.crowd.balance()
         if balance is not None and balance < cost.total:

@@ -9,7 +9,7 @@ from lsun_crowd_mock import SimulatedCrowd
 from sqlalchemy import func, select
 
 from lsun_crowd.project import Project
-from lsun_crowd.schema import Category, Hit, Job, JobState, Round, Spend
+from lsun_crowd.schema import Category, Hit, Job, JobState, Meta, Round, Spend
 from lsun_crowd.store import Store
 
 from .conftest import make_digits_project
@@ -77,3 +77,46 @@ def test_ten_categories_take_about_as_long_as_the_slowest_alone(tmp_path: Path) 
     assert both <= 1.5 * max(alone)
     assert both < 0.3 * sum(alone)  # one after the other, it was close to the sum
     assert spent is not None and spent > 0
+
+
+def test_categories_side_by_side_never_overspend_the_budget_together(tmp_path: Path) -> None:
+    """A budget that pays for one category's first batch (0.42 USD: 7 HITs × 2 assignments ×
+    (0.02 + 0.01 fee)) and not two: the first category publishes, the second stops unpublished,
+    and nothing is spent beyond the budget."""
+    directory = tmp_path / "p"
+    make_digits_project(directory, limit=200, digits=range(2), sample=60, overrides={"cascade": {"budget": 0.5}})
+    project = Project.open(directory)
+    outcomes = {outcome.category: outcome for outcome in project.cascade(project.crowd()).run()}
+    with project.store.session() as session:
+        spent = session.scalar(select(func.sum(Spend.amount))) or 0
+        by_category = dict(
+            session.execute(
+                select(Category.name, func.count(Job.id))
+                .join(Job, Job.category_id == Category.id)
+                .where(Job.state != JobState.STOPPED)
+                .group_by(Category.name)
+            ).all()
+        )
+        notes = session.scalar(select(Job.notes).join(Category).where(Category.name == "digit-1"))
+    assert 0.42 <= spent <= 0.5
+    assert outcomes["digit-1"].reason == "budget" and outcomes["digit-1"].rounds == 0
+    assert "digit-1" not in by_category and by_category["digit-0"] >= 1
+    assert notes == "budget: round 1 would cost 0.42, 0.08 of 0.5 left"
+    project.close()
+
+
+def test_run_once_makes_one_pass_and_a_later_run_finishes(tmp_path: Path) -> None:
+    directory = tmp_path / "p"
+    make_digits_project(directory, limit=200, digits=range(2), sample=60, overrides=SMALL["overrides"])  # type: ignore[arg-type]
+    project = Project.open(directory)
+    first = project.cascade(project.crowd()).run(once=True)
+    assert [outcome.reason for outcome in first] == ["running", "running"]
+    assert open_categories(project.store) == ["digit-0", "digit-1"]  # both published in the one pass
+    with project.store.session() as session:
+        polls = session.get(Meta, "polls")
+        states = set(session.scalars(select(Round.state)))
+    assert polls is not None and polls.value == "1"  # one pass: one poll of the platform
+    assert states == {"published"}  # nothing waits for the crowd's next answers in a pass
+    rest = project.cascade(project.crowd()).run()
+    assert [outcome.reason for outcome in rest] == ["resolved", "resolved"]
+    project.close()

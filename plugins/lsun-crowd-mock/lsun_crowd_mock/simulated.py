@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from lsun_crowd.api import IngestError, read_answers
 from lsun_crowd.crowd import (
     NO,
     YES,
@@ -44,7 +45,6 @@ from lsun_crowd.crowd import (
     QualificationTest,
 )
 from lsun_crowd.fees import FeeSchedule, batch_cost
-from lsun_crowd.ingest import IngestError, read_answers
 from lsun_crowd.plugins import parse_crowd_settings
 
 Truth = Callable[[str, str], bool]

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lsun_crowd.config import ConfigError, load_config
+from lsun_crowd.api import ConfigError, load_config
 from lsun_crowd.hookspecs import hookimpl
 from lsun_crowd.plugins import CrowdAdapter, RegisterCrowdAdapter, parse_crowd_settings
 from lsun_crowd.render import Renderer

@@ -9,16 +9,18 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import func, select
 
-from lsun_crowd.cli import reported_errors
-from lsun_crowd.preview import sample_hit
-from lsun_crowd.project import Project
-from lsun_crowd.publish import spent_so_far
-from lsun_crowd.quality import assess
+from lsun_crowd.api import (
+    Project,
+    assess,
+    open_platform_hits,
+    reported_errors,
+    run_project,
+    sample_hit,
+    spent,
+    worker_records,
+)
 from lsun_crowd.render import Renderer
-from lsun_crowd.running import run_project
-from lsun_crowd.schema import AssignmentRow, Hit, Worker
 from lsun_crowd_mturk import MTurkCrowd, open_crowd, parse_settings
 
 mturk = typer.Typer(
@@ -83,8 +85,7 @@ def cleanup(
     """Expire this project's HITs that the store does not know as open: orphans of a crash."""
     with reported_errors():
         opened, crowd = _open(project, live, yes)
-        with opened.store.session() as session:
-            tracked = set(session.scalars(select(Hit.platform_hit_id).where(Hit.state == "open")))
+        tracked = open_platform_hits(opened)
         orphans = [hit for hit in crowd.project_hits() if hit["HITId"] not in tracked]
         if not orphans:
             console.print(f"{_mode(crowd)}: no orphaned HITs of {crowd.project}")
@@ -115,22 +116,15 @@ def workers(
             crowd.unblock_worker(unblock, reason)
             console.print(f"{unblock}: unblocked")
         table = Table("worker", "assignments", "gold right", "gold wrong", "accuracy (posterior)", "blocked")
-        with opened.store.session() as session:
-            rows = session.execute(
-                select(Worker, func.count(AssignmentRow.id))
-                .outerjoin(AssignmentRow, AssignmentRow.worker_id == Worker.id)
-                .group_by(Worker.id)
-                .order_by(Worker.platform_worker_id)
-            ).all()
-        for worker, assignments in rows:
+        for worker in worker_records(opened):
             quality = assess(worker.gold_correct, worker.gold_wrong, opened.config.quality)
             table.add_row(
-                worker.platform_worker_id,
-                str(assignments),
+                worker.worker_id,
+                str(worker.assignments),
                 str(worker.gold_correct),
                 str(worker.gold_wrong),
                 f"{quality.mean:.3f}",
-                "yes" if worker.blocked or worker.platform_worker_id == block else "",
+                "yes" if worker.blocked or worker.worker_id == block else "",
             )
         console.print(table)
 
@@ -145,7 +139,7 @@ def run_on_mturk(
     """Run or resume the cascade on Mechanical Turk; live only after confirming the maximum spend."""
     with reported_errors():
         first = Project.open(project)
-        spend = first.config.cascade.budget - spent_so_far(first.store)
+        spend = first.config.cascade.budget - spent(first)
         first.close()
         opened, crowd = _open(project, live, yes, spend)
         console.print(f"Mechanical Turk {_mode(crowd)}; at most {spend} USD more will be spent")

@@ -8,8 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from lsun_crowd.cli import reported_errors
-from lsun_crowd.project import Project
+from lsun_crowd.api import Project, reported_errors
 from lsun_crowd.render import Renderer
 
 console = Console(soft_wrap=True)
