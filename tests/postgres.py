@@ -84,3 +84,15 @@ def postgres_server() -> Iterator[str]:
             [*as_user, str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True
         )
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def fresh_database(server_url: str, name: str) -> str:
+    """An empty database ``name`` on the server (dropped first if a run left one); its URL."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return server_url.replace("/postgres?", f"/{name}?")

@@ -12,14 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from lsun_crowd.lock import LockHeld, RunLockGuard, current_holder
 from lsun_crowd.schema import RunLock
 from lsun_crowd.store import Store
 from lsun_crowd.testing import write_project
 
-from .postgres import postgres_server
+from .postgres import fresh_database, postgres_server
 
 HOLD = """
 import sys, time
@@ -43,13 +42,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'lsun-crowd.db'}"
     server: str = request.getfixturevalue("postgres_server_url")
-    name = "lock_" + request.node.name.lower().replace("[", "_").replace("]", "")[:40]
-    engine = create_engine(server, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return server.replace("/postgres?", f"/{name}?")
+    return fresh_database(server, "lock_" + request.node.name.lower().replace("[", "_").replace("]", "")[:40])
 
 
 def project_on(directory: Path, url: str) -> Path:

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select
 
 from lsun_crowd.project import Project
 from lsun_crowd.schema import SCHEMA_VERSION, Item, Meta, Vote
@@ -14,7 +14,7 @@ from lsun_crowd.store import Store, category_id, insert_ignoring_duplicates
 from lsun_crowd.testing import update_project
 
 from .conftest import make_digits_project
-from .postgres import postgres_server
+from .postgres import fresh_database, postgres_server
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +26,7 @@ def postgres_server_url() -> Iterator[str]:
 @pytest.fixture
 def postgres_url(postgres_server_url: str, request: pytest.FixtureRequest) -> str:
     """A fresh, empty database on the shared server for each test."""
-    name = "test_" + request.node.name.lower()[:50]
-    engine = create_engine(postgres_server_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return postgres_server_url.replace("/postgres?", f"/{name}?")
+    return fresh_database(postgres_server_url, "test_" + request.node.name.lower()[:50])
 
 
 def test_store_on_postgres(postgres_url: str) -> None:

@@ -94,6 +94,16 @@ def snapshot(directory: Path) -> dict[str, list[tuple[object, ...]]]:
         }
 
 
+def finish_both_alike(interrupted: Path, reference: Path) -> dict[str, list[tuple[object, ...]]]:
+    """Finish the killed project and the uninterrupted one; they must be equal, table by table."""
+    finish(interrupted)
+    finish(reference)
+    got, expected = snapshot(interrupted), snapshot(reference)
+    for table in expected:
+        assert got[table] == expected[table], f"{table} differ after the kills"
+    return expected
+
+
 def test_killed_and_resumed_run_matches_an_uninterrupted_one(tmp_path: Path) -> None:
     interrupted, reference = tmp_path / "interrupted", tmp_path / "reference"
     configure(interrupted)
@@ -112,12 +122,7 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(tmp_path: Path) -> 
         "SELECT COUNT(*) FROM rounds r WHERE r.number >= 2 AND r.state = 'published' "
         "AND EXISTS (SELECT 1 FROM labels WHERE source = 'model')",
     )
-    finish(interrupted)
-    finish(reference)
-
-    got, expected = snapshot(interrupted), snapshot(reference)
-    for table in expected:
-        assert got[table] == expected[table], f"{table} differ after the kills"
+    expected = finish_both_alike(interrupted, reference)
     assert len(expected["votes"]) > 1000 and len(expected["hits"]) > 50
     assert any(label[3] == "model" for label in expected["labels"])
     assert all(row[2] == "done" for row in expected["rounds"])
@@ -153,11 +158,6 @@ def test_killed_with_three_categories_out_resumes_exactly(tmp_path: Path) -> Non
         "SELECT COUNT(*) FROM jobs j JOIN rounds r ON r.id = j.round_id "
         "WHERE j.kind = 'follow_up' AND j.state = 'published' AND r.number >= 2",
     )
-    finish(interrupted)
-    finish(reference)
-
-    got, expected = snapshot(interrupted), snapshot(reference)
-    for table in expected:
-        assert got[table] == expected[table], f"{table} differ after the kills"
+    expected = finish_both_alike(interrupted, reference)
     assert len(expected["rounds"]) >= 6 and len(expected["votes"]) > 1000
     assert {row[0] for row in expected["rounds"]} == {"digit-0", "digit-1", "digit-2"}
