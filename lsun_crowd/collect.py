@@ -61,9 +61,15 @@ def sync_clock(ctx: Context) -> None:
         ctx.crowd.set_clock(polls_so_far(ctx))
 
 
-def poll(ctx: Context, category_ids: Sequence[int], progress: Callable[[int, int], None] | None = None) -> PollResult:
-    """One poll of the published jobs of these categories; ``progress(job id, new assignments)``."""
-    page = _open_hits(ctx, category_ids, -1)
+def poll(
+    ctx: Context,
+    category_ids: Sequence[int],
+    progress: Callable[[int, int], None] | None = None,
+    job_id: int | None = None,
+) -> PollResult:
+    """One poll of the published jobs of these categories (or of one job); ``progress(job id, new
+    assignments)`` hears of what arrived."""
+    page = _open_hits(ctx, category_ids, -1, job_id)
     if not page:
         return PollResult(collected_jobs=_finish_collected_jobs(ctx, category_ids))
     number = polls_so_far(ctx) + 1
@@ -98,16 +104,16 @@ def poll(ctx: Context, category_ids: Sequence[int], progress: Callable[[int, int
                 with ctx.store.session() as session:
                     session.execute(update(Hit).where(Hit.id == hit.row_id).values(state=final))
             result = PollResult(result.assignments + added, result.closed_hits + int(closed))
-        page = _open_hits(ctx, category_ids, page[-1].row_id)
+        page = _open_hits(ctx, category_ids, page[-1].row_id, job_id)
     collected = _finish_collected_jobs(ctx, category_ids)
     with ctx.store.session() as session:
         session.merge(Meta(key=POLLS_KEY, value=str(number)))
     return PollResult(result.assignments, result.closed_hits, collected)
 
 
-def _open_hits(ctx: Context, category_ids: Sequence[int], after: int) -> list[OpenHit]:
+def _open_hits(ctx: Context, category_ids: Sequence[int], after: int, job_id: int | None = None) -> list[OpenHit]:
     with ctx.store.session() as session:
-        hits = session.execute(
+        query = (
             select(Hit.id, Hit.platform_hit_id, Hit.job_id, Job.category_id)
             .join(Job, Job.id == Hit.job_id)
             .where(
@@ -119,7 +125,8 @@ def _open_hits(ctx: Context, category_ids: Sequence[int], after: int) -> list[Op
             )
             .order_by(Hit.id)
             .limit(PAGE)
-        ).all()
+        )
+        hits = session.execute(query if job_id is None else query.where(Hit.job_id == job_id)).all()
         known = dict(
             session.execute(
                 select(AssignmentRow.hit_id, func.count(AssignmentRow.id))

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from sqlalchemy import select
 
+from lsun_crowd.collect import poll
 from lsun_crowd.context import Context, JobRef
 from lsun_crowd.publish import check_money, publish
 from lsun_crowd.review import review
@@ -23,15 +24,20 @@ STEPS: dict[JobState, Callable[[Context, JobRef], JobState]] = {
 }
 
 
-def advance_job(ctx: Context, ref: JobRef) -> bool:
-    """Do what is due now: check the money and publish what is not published, review complete
-    work. ``False`` when the job waits: on the crowd (published), for money (stopped), or done."""
+def advance_job(ctx: Context, ref: JobRef, collect: bool = False) -> bool:
+    """Do what is due now: check the money and publish what is not published, store what has
+    arrived (with ``collect``; the runner instead polls every job's HITs at once), review complete
+    work. ``False`` when nothing moved: the job waits on the crowd or for money, or is done."""
     state = ref.state
-    if state not in STEPS:
-        return False
+    moved = False
+    if state == JobState.PUBLISHED and collect:
+        moved = poll(ctx, [ref.category_id], job_id=ref.id).moved
+        with ctx.store.session() as session:
+            state = JobState(session.scalars(select(Job.state).where(Job.id == ref.id)).one())
     while state in STEPS:
         state = STEPS[state](ctx, ref)
-    return True
+        moved = True
+    return moved
 
 
 def recheck_stopped(ctx: Context, category_ids: list[int]) -> None:

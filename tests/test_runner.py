@@ -120,3 +120,31 @@ def test_run_once_makes_one_pass_and_a_later_run_finishes(tmp_path: Path) -> Non
     rest = project.cascade(project.crowd()).run()
     assert [outcome.reason for outcome in rest] == ["resolved", "resolved"]
     project.close()
+
+
+def test_a_job_advances_on_its_own_without_waiting(tmp_path: Path) -> None:
+    """advance_job with collect: publish, then store what has arrived poll by poll, then review;
+    each call returns at once, and says whether anything moved."""
+    from lsun_crowd.context import RoundRef
+    from lsun_crowd.jobs import advance_job
+    from lsun_crowd.rounds import current_job, latest_round, sample_round
+
+    directory = tmp_path / "p"
+    make_digits_project(directory, limit=200, digits=range(1), sample=30)
+    project = Project.open(directory)
+    context = project.cascade(project.crowd()).context
+    with project.store.session() as session:
+        category = session.scalars(select(Category.id)).one()
+    sample_round(context, "digit-0", category, 1)
+    ref = lambda: current_job(context, RoundRef("digit-0", category, latest_round(context, category)))  # noqa: E731
+    assert advance_job(context, ref()) and ref().state == JobState.PUBLISHED  # checked and published
+    assert not advance_job(context, ref())  # without collect it waits for the runner's poll
+    calls = 0
+    while ref().state != JobState.REVIEWED:
+        advance_job(context, ref(), collect=True)
+        calls += 1
+        assert calls < 50
+    with project.store.session() as session:
+        assert session.scalar(select(func.count()).select_from(Hit).where(Hit.state == "open")) == 0
+        assert session.scalar(select(Round.state)) == "reviewed"
+    project.close()
