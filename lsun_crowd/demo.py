@@ -25,7 +25,7 @@ from lsun_crowd.export import export
 from lsun_crowd.ingest import ingest, ingest_gold
 from lsun_crowd.progress import RichCascadeProgress, progress_bars
 from lsun_crowd.project import Project
-from lsun_crowd.schema import Category, Gold, Item, Label, Spend, Vote
+from lsun_crowd.schema import Category, Gold, Item, Label, LabelSource, Spend, Vote
 from lsun_crowd.store import Store
 
 GOLD_PER_CLASS = 10
@@ -256,7 +256,7 @@ def score_human_labeling(store: Store, targets: np.ndarray) -> HumanLabeling:
             select(Item.uri, Category.name, Label.label)
             .join(Label, Label.item_id == Item.id)
             .join(Category, Category.id == Label.category_id)
-            .where(Label.source == "human")
+            .where(Label.source == LabelSource.HUMAN)
         ).all()
         categories = session.scalar(select(func.count(Category.id))) or 0
         items = session.scalar(select(func.count(Item.id)).where(Item.problem.is_(None))) or 0

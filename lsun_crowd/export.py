@@ -59,11 +59,18 @@ def _label_fields(
     gold: int | None, label: int | None, source: str | None, number: int | None, confidence: float | None, votes: int
 ) -> dict[str, Any]:
     if gold is not None:
-        return {"label": LABEL_NAMES[gold], "source": "human", "round": 0, "confidence": 1.0, "votes": 0}
+        return {
+            "label": LABEL_NAMES[gold],
+            "source": LabelSource.HUMAN.value,
+            "round": 0,
+            "confidence": 1.0,
+            "votes": 0,
+        }
     if label is not None:
         return {
             "label": LABEL_NAMES[label],
-            "source": "model" if source == LabelSource.MODEL else "human",
+            # Gold and people both count as human in the export; the model is the model.
+            "source": (LabelSource.MODEL if source == LabelSource.MODEL else LabelSource.HUMAN).value,
             "round": number,
             "confidence": round(float(confidence or 0.0), 6),
             "votes": votes,

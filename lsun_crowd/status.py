@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from sqlalchemy import func, select
 
-from lsun_crowd.schema import Category, Gold, Item, Label, Round, Spend, Vote
+from lsun_crowd.schema import Category, Gold, Item, Label, LabelSource, Round, Spend, Vote
 from lsun_crowd.store import Store
 
 
@@ -51,7 +51,9 @@ def category_status(store: Store, categories: list[str]) -> list[CategoryStatus]
                     select(Gold.answer, func.count()).where(Gold.category_id == cat_id).group_by(Gold.answer)
                 ).all()
             )
-            human = session.scalar(select(func.count()).where(Label.category_id == cat_id, Label.source == "human"))
+            human = session.scalar(
+                select(func.count()).where(Label.category_id == cat_id, Label.source == LabelSource.HUMAN)
+            )
             votes = session.scalar(select(func.count(Vote.id)).where(Vote.category_id == cat_id))
             spent = session.scalar(
                 select(func.coalesce(func.sum(Spend.amount), 0))
