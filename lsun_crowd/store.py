@@ -10,9 +10,10 @@ from typing import Any, cast
 from sqlalchemy import Engine, Table, create_engine, event, inspect, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.schema import CreateTable
 from sqlalchemy.orm import Session, sessionmaker
 
-from lsun_crowd.schema import SCHEMA_VERSION, Base, Category, Meta
+from lsun_crowd.schema import SCHEMA_VERSION, Base, Category, Hit, Meta
 
 DATABASE_FILE = "lsun-crowd.db"
 
@@ -31,15 +32,12 @@ def _add_jobs_and_label_events(session: Session) -> None:
 
     Every batch of HITs already stored becomes a job of its round: the round's current batch in
     the round's own state, earlier ones reviewed. The current labels become the first events.
-    (``create_all`` has made the new tables already; on SQLite ``hits.round_id`` keeps the NOT
-    NULL of version 3, which only jobs outside a round would need lifted.)
+    ``hits.round_id`` may be empty from now on (a job outside any round).
     """
     for table in ("hits", "spend"):
         columns = {column["name"] for column in inspect(session.connection()).get_columns(table)}
         if "job_id" not in columns:  # a store made by an older version; a newer one has it already
             session.execute(text(f"ALTER TABLE {table} ADD COLUMN job_id INTEGER REFERENCES jobs(id)"))
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("ALTER TABLE hits ALTER COLUMN round_id DROP NOT NULL"))
     batches = session.execute(
         text(
             "SELECT h.round_id, h.batch_id, MIN(h.assignments_requested), r.category_id, r.follow_up, r.state "
@@ -71,6 +69,7 @@ def _add_jobs_and_label_events(session: Session) -> None:
         )
     session.execute(text("UPDATE hits SET job_id = (SELECT jobs.id FROM jobs WHERE jobs.batch_id = hits.batch_id)"))
     session.execute(text("UPDATE spend SET job_id = (SELECT jobs.id FROM jobs WHERE jobs.batch_id = spend.reference)"))
+    _lift_not_null_on_hit_rounds(session)
     session.execute(
         text(
             "INSERT INTO label_events (item_id, category_id, label, source, origin, round_id, confidence, votes, "
@@ -78,6 +77,32 @@ def _add_jobs_and_label_events(session: Session) -> None:
             "'carried over from schema version 3', CURRENT_TIMESTAMP FROM labels"
         )
     )
+
+
+HIT_COLUMNS = "id, round_id, job_id, batch_id, hit_key, platform_hit_id, state, assignments_requested, created_at"
+
+
+def _lift_not_null_on_hit_rounds(session: Session) -> None:
+    """PostgreSQL drops the constraint. SQLite cannot, so the table is rebuilt inside the
+    migration's transaction: its rows are copied aside, the table is dropped and made anew, and
+    the rows go back with their ids. With ``defer_foreign_keys`` the other tables' references to
+    ``hits`` are checked at commit, when every one finds its row again. Its indexes are made after
+    the migration, with every table's."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("ALTER TABLE hits ALTER COLUMN round_id DROP NOT NULL"))
+        return
+    table = cast(Table, Hit.__table__)
+    session.execute(text("PRAGMA defer_foreign_keys = ON"))
+    for index in table.indexes:
+        session.execute(text(f"DROP INDEX IF EXISTS {index.name}"))
+    session.execute(text(f"CREATE TEMPORARY TABLE hits_v3 AS SELECT {HIT_COLUMNS} FROM hits"))
+    session.execute(text("DROP TABLE hits"))
+    session.execute(CreateTable(table))
+    session.execute(text(f"INSERT INTO hits ({HIT_COLUMNS}) SELECT {HIT_COLUMNS} FROM hits_v3 ORDER BY id"))
+    session.execute(text("DROP TABLE hits_v3"))
+    broken = session.execute(text("PRAGMA foreign_key_check")).all()
+    if broken:
+        raise StoreError(f"rebuilding the hits table broke {len(broken)} reference(s), e.g. {tuple(broken[0])}")
 
 
 # Upgrades from version N to N+1, run in order inside the same transaction.

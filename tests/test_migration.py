@@ -8,7 +8,19 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from lsun_crowd.ledger import current_label
-from lsun_crowd.schema import SCHEMA_VERSION, Hit, Job, JobKind, JobState, Label, LabelEvent, Meta, Round, Spend
+from lsun_crowd.schema import (
+    SCHEMA_VERSION,
+    Hit,
+    HitItem,
+    Job,
+    JobKind,
+    JobState,
+    Label,
+    LabelEvent,
+    Meta,
+    Round,
+    Spend,
+)
 from lsun_crowd.store import Store
 
 V3_DUMP = Path(__file__).parent / "data" / "store-v3.sql"
@@ -31,6 +43,7 @@ def test_a_version_3_store_gets_jobs_for_every_batch_and_label_events(tmp_path: 
         batches = db.execute("SELECT DISTINCT batch_id FROM hits ORDER BY batch_id").fetchall()
         labels = db.execute("SELECT item_id, category_id, label, source, round_id FROM labels ORDER BY 1, 2").fetchall()
         spend = db.execute("SELECT COUNT(*), SUM(amount) FROM spend").fetchone()
+        hit_items = db.execute("SELECT COUNT(*) FROM hit_items").fetchone()[0]
     db.close()
 
     store = Store(f"sqlite:///{path}")
@@ -68,7 +81,20 @@ def test_a_version_3_store_gets_jobs_for_every_batch_and_label_events(tmp_path: 
         item, category, label, source, round_id = labels[0]
         found = current_label(session, item, category)
         assert found is not None and (found.label, found.source, found.round_id) == (label, source, round_id)
+        # A job outside any round (an audit, later) may own HITs now, and old HITs keep their items.
+        session.add(Hit(round_id=None, job_id=None, batch_id="audit", hit_key="h0", assignments_requested=1))
+        session.flush()
+        assert session.scalar(select(func.count()).select_from(HitItem)) == hit_items > 900
+        orphans = session.scalar(
+            select(func.count()).select_from(HitItem).outerjoin(Hit, Hit.id == HitItem.hit_id).where(Hit.id.is_(None))
+        )
+        assert orphans == 0
     store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA foreign_key_check").fetchall() == []
+        schema = db.execute("SELECT sql FROM sqlite_master WHERE name = 'hit_items'").fetchone()[0]
+        assert "REFERENCES hits" in schema and "hits_v3" not in schema
+    db.close()
     # Opening again changes nothing.
     again = Store(f"sqlite:///{path}")
     with again.session() as session:
