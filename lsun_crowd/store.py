@@ -10,8 +10,8 @@ from typing import Any, cast
 from sqlalchemy import Engine, Table, create_engine, event, inspect, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.schema import CreateTable
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.schema import CreateTable
 
 from lsun_crowd.schema import SCHEMA_VERSION, Base, Category, Hit, Meta
 
