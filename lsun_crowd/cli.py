@@ -16,6 +16,7 @@ from lsun_crowd.errors import errors, reported_errors
 from lsun_crowd.export import export as export_labels
 from lsun_crowd.ingest import ingest as ingest_sources
 from lsun_crowd.ingest import ingest_gold
+from lsun_crowd.lock import current_holder
 from lsun_crowd.methods import DEFAULT_METHOD, METHODS
 from lsun_crowd.plugins import Plugins
 from lsun_crowd.preview import render_preview, sample_hit
@@ -118,6 +119,9 @@ def status(project: ProjectOption = Path(".")) -> None:
                 f"{row.spent:.2f}",
             )
         console.print(table)
+        holder = current_holder(opened.store)
+        if holder is not None:
+            console.print(f"a run is working on this project: {holder.describe()}")
 
 
 @app.command()

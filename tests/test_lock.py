@@ -76,9 +76,17 @@ def test_a_second_run_exits_at_once_naming_the_holder(store_url: str, tmp_path: 
             text=True,
             timeout=120,
         )
+        status = subprocess.run(
+            [sys.executable, "-m", "lsun_crowd.cli", "status", "--project", str(directory)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
         holder.kill()
         holder.wait()
+    assert status.returncode == 0, status.stderr
+    assert f"a run is working on this project: process {holder.pid} on" in " ".join(status.stdout.split())
     assert second.returncode == 2, second.stderr
     message = " ".join(second.stderr.split())
     assert "another `lsun-crowd run` is working on this project" in message
