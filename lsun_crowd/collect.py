@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
 
-from lsun_crowd.context import Context, JobRef, set_job_state
+from lsun_crowd.context import Context, job_refs, set_job_state
 from lsun_crowd.crowd import NO, YES, HitState, VirtualClock
-from lsun_crowd.schema import AssignmentRow, Category, Hit, Job, JobState, Meta, Round, Vote, Worker
+from lsun_crowd.schema import AssignmentRow, Hit, Job, JobState, Meta, Vote, Worker
 from lsun_crowd.schema import HitItem as HitItemRow
 from lsun_crowd.store import insert_ignoring_duplicates
 
@@ -77,11 +77,10 @@ def poll(
         ctx.crowd.set_clock(number)
     now = time.time()  # one reading per poll: a HIT is given up on only after the platform was told
     with ctx.store.session() as session:
-        published = select(Job.id).where(Job.state == JobState.PUBLISHED, Job.category_id.in_(category_ids))
         overdue = set(
             session.scalars(
                 select(Job.id).where(
-                    Job.id.in_(published), Job.collect_deadline.is_not(None), Job.collect_deadline < now
+                    Job.state == JobState.PUBLISHED, Job.category_id.in_(category_ids), Job.collect_deadline < now
                 )
             )
         )
@@ -144,15 +143,9 @@ def _finish_collected_jobs(ctx: Context, category_ids: Sequence[int]) -> int:
     """Published jobs with no open HIT left are collected."""
     with ctx.store.session() as session:
         still_open = select(Hit.id).where(Hit.job_id == Job.id, Hit.state == HitState.OPEN).exists()
-        done = session.execute(
-            select(Job, Category.name, Round.number)
-            .join(Category, Category.id == Job.category_id)
-            .outerjoin(Round, Round.id == Job.round_id)
-            .where(Job.state == JobState.PUBLISHED, Job.category_id.in_(category_ids), ~still_open)
-            .order_by(Job.id)
-        ).all()
-        for job, category, number in done:
-            set_job_state(session, JobRef(category, job.category_id, job, number), JobState.COLLECTED)
+        done = job_refs(session, Job.state == JobState.PUBLISHED, Job.category_id.in_(category_ids), ~still_open)
+        for ref in done:
+            set_job_state(session, ref, JobState.COLLECTED)
     return len(done)
 
 

@@ -7,14 +7,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
 from lsun_crowd.config import Config
 from lsun_crowd.crowd import CrowdBackend
 from lsun_crowd.embed import EmbeddingCache
 from lsun_crowd.progress import Progress as Progress  # re-exported: steps import it from here
-from lsun_crowd.schema import Job, JobState, Round, RoundState
+from lsun_crowd.schema import Category, Job, JobState, Round, RoundState
 from lsun_crowd.store import Store
 
 log = logging.getLogger("lsun_crowd")
@@ -106,6 +106,18 @@ class JobRef:
 def set_state(session: Session, ref: RoundRef, state: str, **values: object) -> str:
     session.execute(update(Round).where(Round.id == ref.id).values(state=state, **values))
     return state
+
+
+def job_refs(session: Session, *criteria: ColumnElement[bool]) -> list[JobRef]:
+    """The jobs that meet ``criteria``, in the order they were made, with category and round."""
+    rows = session.execute(
+        select(Job, Category.name, Round.number)
+        .join(Category, Category.id == Job.category_id)
+        .outerjoin(Round, Round.id == Job.round_id)
+        .where(*criteria)
+        .order_by(Job.id)
+    ).all()
+    return [JobRef(name, job.category_id, job, number) for job, name, number in rows]
 
 
 def set_job_state(session: Session, ref: JobRef, state: JobState, **values: object) -> JobState:

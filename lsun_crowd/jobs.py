@@ -12,10 +12,10 @@ from collections.abc import Callable
 from sqlalchemy import select
 
 from lsun_crowd.collect import poll
-from lsun_crowd.context import Context, JobRef
+from lsun_crowd.context import Context, JobRef, job_refs
 from lsun_crowd.publish import check_money, publish
 from lsun_crowd.review import review
-from lsun_crowd.schema import Category, Job, JobState, Round
+from lsun_crowd.schema import Job, JobState
 
 STEPS: dict[JobState, Callable[[Context, JobRef], JobState]] = {
     JobState.PENDING: check_money,
@@ -43,12 +43,6 @@ def advance_job(ctx: Context, ref: JobRef, collect: bool = False) -> bool:
 def recheck_stopped(ctx: Context, category_ids: list[int]) -> None:
     """Jobs stopped for money go on if a raised budget or a topped-up balance now allows them."""
     with ctx.store.session() as session:
-        stopped = session.execute(
-            select(Job, Category.name, Round.number)
-            .join(Category, Category.id == Job.category_id)
-            .outerjoin(Round, Round.id == Job.round_id)
-            .where(Job.state == JobState.STOPPED, Job.category_id.in_(category_ids))
-            .order_by(Job.id)
-        ).all()
-    for job, category, number in stopped:
-        check_money(ctx, JobRef(category, job.category_id, job, number))
+        stopped = job_refs(session, Job.state == JobState.STOPPED, Job.category_id.in_(category_ids))
+    for ref in stopped:
+        check_money(ctx, ref)

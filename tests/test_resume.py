@@ -11,6 +11,9 @@ from pathlib import Path
 
 from .conftest import make_digits_project
 
+# Polls 0.1 s apart, 100 virtual seconds each: slow enough to be killed at the points chosen.
+SLOW_CROWD = {"crowd": {"poll_seconds": 0.1, "settings": {"tick_seconds": 100}}}
+
 
 def configure(directory: Path) -> None:
     make_digits_project(
@@ -18,7 +21,7 @@ def configure(directory: Path) -> None:
         limit=600,
         digits=range(2),
         sample=150,
-        overrides={"crowd": {"poll_seconds": 0.1, "settings": {"tick_seconds": 100}}},
+        overrides=SLOW_CROWD,
     )
 
 
@@ -143,7 +146,7 @@ def test_killed_with_three_categories_out_resumes_exactly(tmp_path: Path) -> Non
             limit=400,
             digits=range(3),
             sample=100,
-            overrides={"crowd": {"poll_seconds": 0.1, "settings": {"tick_seconds": 100}}},
+            overrides=SLOW_CROWD,
         )
 
     run = start(interrupted)
