@@ -28,7 +28,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from lsun_crowd.crowd import AssignmentStatus, HitState
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 __all__ = ["AssignmentStatus", "HitState"]  # re-exported: every state the store holds is named here
 
@@ -63,6 +63,8 @@ class JobState(enum.StrEnum):
 class JobKind(enum.StrEnum):
     ROUND = "round"  # a round's first batch
     FOLLOW_UP = "follow_up"  # more votes for a round's images still uncertain
+    AUDIT = "audit"  # fresh workers check a random sample of final labels
+    REPAIR = "repair"  # more votes from new workers for labels that look wrong, or that conflict
 
 
 class ItemRole(enum.StrEnum):
@@ -74,6 +76,11 @@ class LabelSource(enum.StrEnum):
     HUMAN = "human"
     MODEL = "model"
     GOLD = "gold"
+
+
+class GuaranteeSide(enum.StrEnum):
+    POSITIVE = "positive"  # auto-positives: their precision
+    NEGATIVE = "negative"  # auto-negatives: their negative predictive value and the recall they keep
 
 
 class SpendKind(enum.StrEnum):
@@ -145,6 +152,27 @@ class RoundModel(Base):
     platt_intercept: Mapped[float | None] = mapped_column(Float, nullable=True)
     base_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
     calibration_size: Mapped[int] = mapped_column(Integer)
+
+
+class RoundTest(Base):
+    """What a round's split certified on one side, and the error budget it spent doing so
+    (see :mod:`lsun_crowd.guarantee`). One row per round and side once the round has split."""
+
+    __tablename__ = "round_tests"
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"), primary_key=True)
+    side: Mapped[str] = mapped_column(String(16), primary_key=True)  # a GuaranteeSide
+    mode: Mapped[str] = mapped_column(String(16))  # "ltt" or "conformal"
+    threshold: Mapped[float | None] = mapped_column(Float, nullable=True)  # logit; None: nothing certified
+    target: Mapped[float] = mapped_column(Float)  # precision or NPV asked for
+    delta: Mapped[float] = mapped_column(Float)  # the error budget this test was run at
+    recall_slack: Mapped[float | None] = mapped_column(Float, nullable=True)  # share of positives it may discard
+    calibration_size: Mapped[int] = mapped_column(Integer)  # the round's calibration images
+    unresolved: Mapped[int] = mapped_column(Integer, default=0)  # of them, counted against the model
+    tested: Mapped[int] = mapped_column(Integer, default=0)  # calibration images the threshold decides
+    errors: Mapped[int] = mapped_column(Integer, default=0)  # of those, wrong (or unresolved)
+    p_value: Mapped[float | None] = mapped_column(Float, nullable=True)  # of the certified threshold
+    bound: Mapped[float | None] = mapped_column(Float, nullable=True)  # exact bound at 1 - delta
+    labeled: Mapped[int] = mapped_column(Integer, default=0)  # pool images the threshold labeled
 
 
 class RoundItem(Base):

@@ -24,7 +24,8 @@ def _add_adaptive_redundancy(session: Session) -> None:
 
 
 def _nothing_to_alter(session: Session) -> None:
-    """Version 3 only adds tables (round models), which ``create_all`` has made already."""
+    """Versions 3 and 5 only add tables (round models; guarantees, audits, repairs), which
+    ``create_all`` has made already."""
 
 
 def _add_jobs_and_label_events(session: Session) -> None:
@@ -110,6 +111,7 @@ MIGRATIONS: dict[int, Callable[[Session], None]] = {
     1: _add_adaptive_redundancy,
     2: _nothing_to_alter,
     3: _add_jobs_and_label_events,
+    4: _nothing_to_alter,
 }
 
 
