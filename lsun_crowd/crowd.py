@@ -42,10 +42,16 @@ class HitItem:
 
 @dataclass(frozen=True)
 class HitSpec:
-    """One HIT to publish: a grid of images asking the same yes/no question."""
+    """One HIT to publish: a grid of images asking the same yes/no question.
+
+    ``excluded_workers`` (platform worker ids) must never work on this HIT: the platform does not
+    offer it to them, while they may still take the batch's other HITs. Audits and repairs use it
+    to ask only workers who have not answered about these images before, so that the new answers
+    are independent of the labels they check."""
 
     hit_key: str  # unique within its batch
     items: tuple[HitItem, ...]
+    excluded_workers: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

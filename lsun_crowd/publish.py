@@ -7,16 +7,31 @@ first batch; each follow-up job (adaptive redundancy) asks more votes for images
 
 from __future__ import annotations
 
+import json
 import time
+from dataclasses import replace
 from decimal import Decimal
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from lsun_crowd import ledger
 from lsun_crowd.context import Context, JobRef, RoundRef, rng, set_job_state
 from lsun_crowd.crowd import NO, YES, HitBatch, HitItem, HitSpec, HitState, QualificationTest
-from lsun_crowd.schema import Gold, Hit, Item, Job, JobKind, JobState, Spend, SpendKind
+from lsun_crowd.schema import (
+    AssignmentRow,
+    Gold,
+    GroupJob,
+    Hit,
+    Item,
+    Job,
+    JobKind,
+    JobState,
+    Spend,
+    SpendKind,
+    Vote,
+    Worker,
+)
 from lsun_crowd.schema import HitItem as HitItemRow
 from lsun_crowd.store import Store, insert_ignoring_duplicates
 
@@ -45,11 +60,15 @@ def batch_for(ctx: Context, ref: JobRef) -> HitBatch:
             .order_by(HitItemRow.hit_id, HitItemRow.position)
         ).all()
         test = qualification_test(ctx, session, ref)
+        group = session.get(GroupJob, ref.id)  # a multi-label job asks about a group of categories
+        kept_off = workers_who_saw(session, ref.id) if ref.job.kind in FRESH_WORKER_KINDS else {}
     items_by_hit: dict[int, list[HitItem]] = {}
     for hit_id, item_id, uri in rows:
         items_by_hit.setdefault(hit_id, []).append(HitItem(str(item_id), uri))
-    specs = tuple(HitSpec(hit.hit_key, tuple(items_by_hit[hit.id])) for hit in hits)
-    return HitBatch(
+    specs = tuple(
+        HitSpec(hit.hit_key, tuple(items_by_hit[hit.id]), frozenset(kept_off.get(hit.id, ()))) for hit in hits
+    )
+    batch = HitBatch(
         batch_id=ref.batch_id,
         category=ref.category,
         question=question(ref.category),
@@ -59,6 +78,42 @@ def batch_for(ctx: Context, ref: JobRef) -> HitBatch:
         lifetime_seconds=crowd.hit_lifetime_seconds,
         qualification=test,
     )
+    if group is None:
+        return batch
+    categories = tuple(json.loads(group.categories))
+    # One category's yes/no qualification test does not fit a question about the whole group.
+    return replace(
+        batch, category=group.group_name, question=MULTI_LABEL_QUESTION, categories=categories, qualification=None
+    )
+
+
+MULTI_LABEL_QUESTION = "Which of these does the image show?"
+
+
+# Jobs that check labels already given: their HITs go only to workers who have not answered about
+# their images before (in any category, in any other job), so that every new answer is independent
+# of the label it checks.
+FRESH_WORKER_KINDS = frozenset({JobKind.AUDIT, JobKind.REPAIR})
+
+
+def workers_who_saw(session: Session, job_id: int) -> dict[int, set[str]]:
+    """For each HIT of the job, the platform ids of the workers who voted on any of its images
+    (gold left aside: its answer is known) in any other job."""
+    earlier = aliased(Hit)
+    rows = session.execute(
+        select(HitItemRow.hit_id, Worker.platform_worker_id)
+        .join(Hit, Hit.id == HitItemRow.hit_id)
+        .join(Vote, Vote.item_id == HitItemRow.item_id)
+        .join(AssignmentRow, AssignmentRow.id == Vote.assignment_id)
+        .join(earlier, earlier.id == AssignmentRow.hit_id)
+        .join(Worker, Worker.id == Vote.worker_id)
+        .where(Hit.job_id == job_id, HitItemRow.is_gold.is_(False), earlier.job_id.is_distinct_from(job_id))
+        .distinct()
+    ).all()
+    found: dict[int, set[str]] = {}
+    for hit_id, worker in rows:
+        found.setdefault(int(hit_id), set()).add(str(worker))
+    return found
 
 
 def question(category: str) -> str:

@@ -238,6 +238,24 @@ class CrowdBackendConformance:
         after = self._workers_on(backend, self.make_batch_for_everyone(backend, "conformance-unblocked"))
         assert worker in after, f"worker {worker} got no work after being unblocked (others did: {sorted(after)})"
 
+    def test_excluded_workers_never_work_on_their_hit(self, backend: CrowdBackend) -> None:
+        _, _, assignments = self._published_assignments(backend)
+        worker = assignments[0].worker_id
+        batch = self.make_batch_for_everyone(backend, "conformance-excluded")
+        first, *others = batch.hits
+        batch = replace(batch, hits=(replace(first, excluded_workers=frozenset({worker})), *others))
+        hit_ids = [hit.hit_id for hit in backend.publish(batch)]
+        assert backend.publish(batch) == backend.publish(batch), "publishing with exclusions must stay idempotent"
+        self.complete_work(backend, hit_ids)
+        on_first = {a.worker_id for a in backend.list_assignments(hit_ids[0])}
+        on_others = {a.worker_id for hit_id in hit_ids[1:] for a in backend.list_assignments(hit_id)}
+        assert on_first, "nobody worked on the HIT with an exclusion, so it shows nothing"
+        assert worker not in on_first, f"excluded worker {worker} worked on the HIT that excludes them"
+        assert worker in on_others, (
+            f"worker {worker}, excluded from one HIT only, got none of the batch's other HITs: an exclusion "
+            f"keeps a worker off that HIT, it is no block (others did work: {sorted(on_others)})"
+        )
+
     def _workers_on(self, backend: CrowdBackend, batch: HitBatch) -> set[str]:
         hit_ids = [hit.hit_id for hit in backend.publish(batch)]
         self.complete_work(backend, hit_ids)

@@ -245,16 +245,17 @@ class SimulatedCrowd:
             self._debit(self.estimate_cost(batch).total)
             for spec in batch.hits:
                 hit_id = "SIMH" + hashlib.sha256(f"{batch.batch_id}\x1f{spec.hit_key}".encode()).hexdigest()[:24]
-                self._simulate_hit(hit_id, batch, spec.hit_key, spec.items, blocked, now)
+                # A worker kept off this HIT is, for it, as good as blocked: never offered it.
+                self._simulate_hit(hit_id, batch, spec.hit_key, spec.items, blocked | spec.excluded_workers, now)
                 published.append(PublishedHit(spec.hit_key, hit_id))
         return published
 
     def _simulate_hit(
-        self, hit_id: str, batch: HitBatch, hit_key: str, items: Sequence[Any], blocked: set[str], now: float
+        self, hit_id: str, batch: HitBatch, hit_key: str, items: Sequence[Any], kept_off: set[str], now: float
     ) -> None:
         mix = self.mix
         rng = _rng(mix.seed, "hit", hit_id)
-        eligible = [w for w in range(mix.workers) if self.worker_id(w) not in blocked]
+        eligible = [w for w in range(mix.workers) if self.worker_id(w) not in kept_off]
         rng.shuffle(eligible)
         requested = batch.assignments_per_hit
         filled = requested

@@ -76,6 +76,7 @@ class MTurkCrowd:
         self.templates = templates or Renderer()  # the project's hit_templates/ over the defaults
         self.qualifications = QualificationTypes(api, project, self.image_url)
         self.spend_confirmed = False
+        self._excluded: set[frozenset[str]] = set()  # exclusion sets granted to their workers already
 
     # -- publishing ---------------------------------------------------------------------------
 
@@ -129,7 +130,9 @@ class MTurkCrowd:
                 "(`lsun-crowd run --project DIR` shows the most it may spend and asks; --yes in scripts)"
             )
 
-    def requirements(self, test: QualificationTest | None) -> list[dict[str, Any]]:
+    def requirements(
+        self, test: QualificationTest | None, excluded: frozenset[str] = frozenset()
+    ) -> list[dict[str, Any]]:
         settings = self.settings
         found: list[dict[str, Any]] = []
         if settings.min_approval_rate is not None:
@@ -154,10 +157,36 @@ class MTurkCrowd:
         )
         if test is not None:
             found.append(_at_least(self.qualifications.test_type(test), _percent(test.needed, len(test.items))))
+        if excluded:
+            found.append(
+                {
+                    "QualificationTypeId": self.qualifications.exclusion_type(excluded),
+                    "Comparator": "DoesNotExist",
+                    "ActionsGuarded": "DiscoverPreviewAndAccept",
+                }
+            )
         return found
 
-    def hit_type(self, batch: HitBatch) -> str:
-        """``CreateHITType`` returns the same id for the same properties, so this is idempotent."""
+    def exclude(self, workers: frozenset[str]) -> None:
+        """Grant the set's exclusion type to each of its workers; granting again changes nothing.
+        Done before the HIT it guards is created, so that no excluded worker can ever take it."""
+        if not workers or workers in self._excluded:
+            return
+        type_id = self.qualifications.exclusion_type(workers)
+        for worker in sorted(workers):
+            self.api.call(
+                "AssociateQualificationWithWorker",
+                QualificationTypeId=type_id,
+                WorkerId=worker,
+                IntegerValue=1,
+                SendNotification=False,
+            )
+        self._excluded.add(workers)
+
+    def hit_type(self, batch: HitBatch, excluded: frozenset[str] = frozenset()) -> str:
+        """``CreateHITType`` returns the same id for the same properties, so this is idempotent.
+        HITs kept from different workers differ in their requirements, so each set of excluded
+        workers has a HIT type of its own."""
         settings = self.settings
         response = self.api.call(
             "CreateHITType",
@@ -167,7 +196,7 @@ class MTurkCrowd:
             Title=settings.title.format(category=batch.category),
             Keywords=settings.keywords,
             Description=settings.description,
-            QualificationRequirements=self.requirements(batch.qualification),
+            QualificationRequirements=self.requirements(batch.qualification, excluded),
         )
         return str(response["HITTypeId"])
 
@@ -179,16 +208,21 @@ class MTurkCrowd:
         }
         existing = self.batch_hits(batch.batch_id)
         missing = [spec for spec in batch.hits if spec.hit_key not in existing]
-        if missing:
-            hit_type_id = self.hit_type(batch)
-            log.info(
-                "%s: HIT type %s, preview at %s", batch.batch_id, hit_type_id, self.settings.preview_url(hit_type_id)
-            )
+        hit_types: dict[frozenset[str], str] = {}
         for spec in missing:
+            if spec.excluded_workers not in hit_types:
+                self.exclude(spec.excluded_workers)
+                hit_types[spec.excluded_workers] = hit_type_id = self.hit_type(batch, spec.excluded_workers)
+                log.info(
+                    "%s: HIT type %s, preview at %s",
+                    batch.batch_id,
+                    hit_type_id,
+                    self.settings.preview_url(hit_type_id),
+                )
             try:
                 response = self.api.call(
                     "CreateHITWithHITType",
-                    HITTypeId=hit_type_id,
+                    HITTypeId=hit_types[spec.excluded_workers],
                     MaxAssignments=batch.assignments_per_hit,
                     LifetimeInSeconds=batch.lifetime_seconds,
                     Question=questions[spec.hit_key],

@@ -8,6 +8,7 @@ right, which the HIT type then requires at the pass mark.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable
@@ -35,6 +36,19 @@ class QualificationTypes:
         return self._find_or_create(
             f"lsun-crowd {self.project}: blocked",
             Description=f"Workers whose answers on check images in {self.project} were too often wrong.",
+            QualificationTypeStatus="Active",
+        )
+
+    def exclusion_type(self, workers: frozenset[str]) -> str:
+        """The type that keeps exactly these workers off a HIT. Named by a digest of the set, so
+        every HIT (of any batch, in any process) kept from the same workers shares one type."""
+        digest = hashlib.sha256("\n".join(sorted(workers)).encode()).hexdigest()[:24]
+        return self._find_or_create(
+            f"lsun-crowd {self.project}: kept off {digest}",
+            Description=(
+                f"{len(workers)} worker(s) who answered about some images of {self.project} before, kept off the "
+                "HITs that ask about them again."
+            ),
             QualificationTypeStatus="Active",
         )
 

@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS assignments (
     assignment_id TEXT PRIMARY KEY, hit_id TEXT NOT NULL, worker TEXT NOT NULL, answers TEXT NOT NULL,
     status TEXT NOT NULL, feedback TEXT, accepted REAL NOT NULL, submitted REAL NOT NULL, UNIQUE (hit_id, worker));
 CREATE TABLE IF NOT EXISTS blocks (worker TEXT PRIMARY KEY, reason TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS exclusions (hit_id TEXT NOT NULL, worker TEXT NOT NULL, PRIMARY KEY (hit_id, worker));
 CREATE TABLE IF NOT EXISTS bonuses (token TEXT PRIMARY KEY, worker TEXT NOT NULL, amount TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS qualifications (
     test_id TEXT NOT NULL, worker TEXT NOT NULL, correct INTEGER NOT NULL, total INTEGER NOT NULL,
@@ -127,6 +128,10 @@ class WebState:
                         time.time(),
                     ),
                 )
+                db.executemany(
+                    "INSERT OR IGNORE INTO exclusions VALUES (?, ?)",
+                    [(hit_id, worker) for worker in sorted(spec.excluded_workers)],
+                )
             rows = db.execute("SELECT hit_key, hit_id FROM hits WHERE batch_id = ?", (batch.batch_id,)).fetchall()
         return dict(rows)
 
@@ -186,6 +191,7 @@ class WebState:
                     """SELECT h.hit_id FROM hits h
                        WHERE h.expired = 0
                          AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.hit_id = h.hit_id AND a.worker = :w)
+                         AND NOT EXISTS (SELECT 1 FROM exclusions e WHERE e.hit_id = h.hit_id AND e.worker = :w)
                          AND (h.test_id IS NULL OR EXISTS (SELECT 1 FROM qualifications q
                               WHERE q.test_id = h.test_id AND q.worker = :w AND q.passed = 1))
                          AND (SELECT COUNT(*) FROM assignments a WHERE a.hit_id = h.hit_id)

@@ -48,9 +48,14 @@ class AcmeCrowd:
         with path.open(newline="") as handle:
             return cls({(row["uri"], row["category"]): row["label"] == "1" for row in csv.DictReader(handle)})
 
-    def _roster(self, batch: HitBatch) -> tuple[str, ...]:
-        """The staff put on a batch when it arrives: as many as it asks for, none who is blocked."""
-        available = (person for n in itertools.count() if (person := f"ACME-STAFF-{n}") not in self.blocked)
+    def _roster(self, batch: HitBatch, kept_off: frozenset[str]) -> tuple[str, ...]:
+        """The staff put on a HIT when it arrives: as many as it asks for, none who is blocked or
+        kept off it."""
+        available = (
+            person
+            for n in itertools.count()
+            if (person := f"ACME-STAFF-{n}") not in self.blocked and person not in kept_off
+        )
         return tuple(itertools.islice(available, batch.assignments_per_hit))
 
     def _staff(self, batch: HitBatch, roster: tuple[str, ...]) -> list[str]:
@@ -72,10 +77,9 @@ class AcmeCrowd:
     def publish(self, batch: HitBatch) -> list[PublishedHit]:
         if batch.batch_id not in self.batches:
             published = []
-            roster = self._roster(batch)
             for index, spec in enumerate(batch.hits):
                 hit_id = "ACME-" + hashlib.sha1(f"{batch.batch_id}/{spec.hit_key}".encode()).hexdigest()[:12]
-                self.hits[hit_id] = (batch, index, roster)
+                self.hits[hit_id] = (batch, index, self._roster(batch, spec.excluded_workers))
                 published.append(PublishedHit(spec.hit_key, hit_id))
             self.batches[batch.batch_id] = published
         return self.batches[batch.batch_id]
