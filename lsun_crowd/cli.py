@@ -181,6 +181,20 @@ def demo(
         run_demo(out, seed=seed, console=console, compare=compare)
 
 
+@app.command()
+def report(
+    out: Annotated[Path, typer.Option(help="folder to write index.html and its plots/ into")],
+    project: ProjectOption = Path("."),
+) -> None:
+    """Write an HTML report with plots: labels, scores and thresholds, guarantees, votes and money,
+    workers, repairs and the audit, round by round."""
+    from lsun_crowd.report import write_report
+
+    with reported_errors():
+        written = write_report(Project.open(project), out)
+        console.print(f"wrote {written.index} with {written.figures} figure(s)")
+
+
 @app.callback()
 def _root(version: Annotated[bool, typer.Option("--version", help="print the version")] = False) -> None:
     if version:

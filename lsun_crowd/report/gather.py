@@ -1,0 +1,452 @@
+"""What the report shows, read from the store as aggregates: every query groups in SQL and returns
+rows per round, category, worker or audit stratum, never per image, so that the report of a
+million-image pool reads as much as the report of a small one.
+
+Tables other steps add later (``repairs``, ``audit_results``) are read by reflection where they
+exist, so the report works on a store made before them and says what is missing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import MetaData, Table, case, func, inspect, select
+from sqlalchemy.orm import Session
+
+from lsun_crowd.ledger import WorkerRecord, worker_records
+from lsun_crowd.schema import (
+    AssignmentRow,
+    Category,
+    Gold,
+    Hit,
+    Item,
+    Job,
+    Label,
+    LabelEvent,
+    LabelSource,
+    Round,
+    RoundTest,
+    Spend,
+    Vote,
+)
+from lsun_crowd.store import Store
+
+REPAIR_ORIGIN = "repair"  # label events whose origin starts with this were written by a repair
+
+
+@dataclass(frozen=True)
+class RoundRow:
+    """One round of one category: what it labeled, what it cost, and what was left."""
+
+    round_id: int
+    category_id: int
+    category: str
+    number: int
+    state: str
+    human_only: bool
+    high_threshold: float | None  # logits
+    low_threshold: float | None
+    notes: str
+    human_positive: int = 0  # current labels set by this round
+    human_negative: int = 0
+    model_positive: int = 0
+    model_negative: int = 0
+    unlabeled_after: int = 0  # of today's readable images, those no label of this round or earlier covers
+    votes: int = 0  # every answer of the round's HITs, gold answers included
+    gold_votes: int = 0
+    spend: Decimal = Decimal(0)
+
+    @property
+    def resolved(self) -> int:
+        return self.human_positive + self.human_negative + self.model_positive + self.model_negative
+
+
+@dataclass(frozen=True)
+class CategoryTotals:
+    category_id: int
+    category: str
+    positive: int
+    negative: int
+    human: int  # current labels from people (gold included)
+    model: int
+    unlabeled: int
+
+
+@dataclass(frozen=True)
+class OtherWork:
+    """Crowd work outside any round (audits, repairs), or money booked to no job."""
+
+    category: str  # "" where the work names no category
+    kind: str
+    votes: int
+    spend: Decimal
+
+
+@dataclass(frozen=True)
+class TestRow:
+    """A row of ``round_tests``: what one side of a round's split certified."""
+
+    round_id: int
+    side: str
+    mode: str
+    threshold: float | None
+    target: float
+    delta: float
+    recall_slack: float | None
+    calibration_size: int
+    unresolved: int
+    tested: int
+    errors: int
+    p_value: float | None
+    bound: float | None
+    labeled: int
+
+
+@dataclass(frozen=True)
+class RepairCount:
+    category: str
+    state: str
+    given_label: int | None
+    new_label: int | None
+    count: int
+
+
+@dataclass(frozen=True)
+class RepairSummary:
+    recorded: bool  # the store has a ``repairs`` table
+    suspects: list[RepairCount] = field(default_factory=list)
+    revisions: dict[str, int] = field(default_factory=dict)  # category -> label events written by repairs
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    audit_id: int
+    category: str  # "overall" where the row covers every category
+    stratum: str
+    metric: str
+    n: int
+    estimate: float | None
+    exact_low: float | None
+    exact_high: float | None
+    ppi_low: float | None
+    ppi_high: float | None
+
+
+@dataclass(frozen=True)
+class AuditSummary:
+    recorded: bool  # the store has an ``audit_results`` table
+    audits: int = 0  # audits stored; only the latest one's rows are kept here
+    rows: list[AuditRow] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ReportData:
+    categories: list[CategoryTotals]
+    rounds: list[RoundRow]
+    tests: dict[int, list[TestRow]]  # round id -> its rows, by side
+    other_work: list[OtherWork]
+    workers: list[WorkerRecord]
+    repairs: RepairSummary
+    audit: AuditSummary
+    images: int  # readable images in the pool
+
+
+def gather(store: Store, configured_categories: list[str]) -> ReportData:
+    with store.session() as session:
+        names = _category_names(session, configured_categories)
+        images = int(session.scalar(select(func.count(Item.id)).where(Item.problem.is_(None))) or 0)
+        rounds = _rounds(session, names, images)
+        return ReportData(
+            categories=_category_totals(session, names, images),
+            rounds=rounds,
+            tests=_tests(session),
+            other_work=_other_work(session, names),
+            workers=worker_records(session),
+            repairs=_repairs(session, names),
+            audit=_audit(session, names),
+            images=images,
+        )
+
+
+def rounds_by_category(rounds: list[RoundRow]) -> dict[str, list[RoundRow]]:
+    grouped: dict[str, list[RoundRow]] = {}
+    for row in rounds:
+        grouped.setdefault(row.category, []).append(row)
+    return grouped
+
+
+def _category_names(session: Session, configured: list[str]) -> dict[int, str]:
+    """Categories the store knows, in the order of the configuration, then by name."""
+    known: dict[int, str] = {int(i): str(n) for i, n in session.execute(select(Category.id, Category.name))}
+    order = {name: position for position, name in enumerate(configured)}
+    return dict(sorted(known.items(), key=lambda pair: (order.get(pair[1], len(order)), pair[1])))
+
+
+def _category_totals(session: Session, names: dict[int, str], images: int) -> list[CategoryTotals]:
+    counts: dict[tuple[int, str, int], int] = {
+        (int(c), str(s), int(v)): int(n)
+        for c, s, v, n in session.execute(
+            select(Label.category_id, Label.source, Label.label, func.count()).group_by(
+                Label.category_id, Label.source, Label.label
+            )
+        )
+    }
+    gold: dict[tuple[int, int], int] = {
+        (int(c), int(a)): int(n)
+        for c, a, n in session.execute(
+            select(Gold.category_id, Gold.answer, func.count()).group_by(Gold.category_id, Gold.answer)
+        )
+    }
+    totals = []
+    for category_id, name in names.items():
+
+        def count(source: str | None = None, label: int | None = None, category_id: int = category_id) -> int:
+            return sum(
+                n for (c, s, v), n in counts.items() if c == category_id and source in (None, s) and label in (None, v)
+            )
+
+        gold_positive, gold_negative = gold.get((category_id, 1), 0), gold.get((category_id, 0), 0)
+        positive, negative = count(label=1) + gold_positive, count(label=0) + gold_negative
+        model = count(LabelSource.MODEL)
+        totals.append(
+            CategoryTotals(
+                category_id,
+                name,
+                positive,
+                negative,
+                positive + negative - model,
+                model,
+                max(images - positive - negative, 0),
+            )
+        )
+    return totals
+
+
+def _rounds(session: Session, names: dict[int, str], images: int) -> list[RoundRow]:
+    labels: dict[tuple[int, str, int], int] = {
+        (int(r or 0), str(s), int(v)): int(n)
+        for r, s, v, n in session.execute(
+            select(Label.round_id, Label.source, Label.label, func.count())
+            .where(Label.round_id.is_not(None))
+            .group_by(Label.round_id, Label.source, Label.label)
+        )
+    }
+    votes: dict[int, tuple[int, int]] = {
+        int(r or 0): (int(n), int(g or 0))
+        for r, n, g in session.execute(
+            select(Hit.round_id, func.count(Vote.id), func.sum(case((Vote.is_gold, 1), else_=0)))
+            .select_from(Vote)
+            .join(AssignmentRow, AssignmentRow.id == Vote.assignment_id)
+            .join(Hit, Hit.id == AssignmentRow.hit_id)
+            .where(Hit.round_id.is_not(None))
+            .group_by(Hit.round_id)
+        )
+    }
+    spend: dict[int, Decimal] = {
+        int(r or 0): Decimal(amount or 0)
+        for r, amount in session.execute(
+            select(Spend.round_id, func.sum(Spend.amount)).where(Spend.round_id.is_not(None)).group_by(Spend.round_id)
+        )
+    }
+    gold_per_category: dict[int, int] = {
+        int(c): int(n) for c, n in session.execute(select(Gold.category_id, func.count()).group_by(Gold.category_id))
+    }
+    # Labels that belong to no round (a repair that set one anew) count as labeled from the start.
+    outside_rounds: dict[int, int] = {
+        int(c): int(n)
+        for c, n in session.execute(
+            select(Label.category_id, func.count()).where(Label.round_id.is_(None)).group_by(Label.category_id)
+        )
+    }
+    rows: list[RoundRow] = []
+    labeled_so_far: dict[int, int] = {}
+    for round_ in session.scalars(select(Round).order_by(Round.category_id, Round.number)):
+        if round_.category_id not in names:
+            continue
+
+        def labeled(source: str, label: int, round_id: int = round_.id) -> int:
+            return labels.get((round_id, source, label), 0)
+
+        human_positive = labeled(LabelSource.HUMAN, 1) + labeled(LabelSource.GOLD, 1)
+        human_negative = labeled(LabelSource.HUMAN, 0) + labeled(LabelSource.GOLD, 0)
+        model_positive, model_negative = labeled(LabelSource.MODEL, 1), labeled(LabelSource.MODEL, 0)
+        covered = labeled_so_far.get(round_.category_id, 0) + human_positive + human_negative
+        covered += model_positive + model_negative
+        labeled_so_far[round_.category_id] = covered
+        before = gold_per_category.get(round_.category_id, 0) + outside_rounds.get(round_.category_id, 0)
+        round_votes, gold_votes = votes.get(round_.id, (0, 0))
+        rows.append(
+            RoundRow(
+                round_id=round_.id,
+                category_id=round_.category_id,
+                category=names[round_.category_id],
+                number=round_.number,
+                state=round_.state,
+                human_only=bool(round_.human_only),
+                high_threshold=round_.high_threshold,
+                low_threshold=round_.low_threshold,
+                notes=round_.notes or "",
+                human_positive=human_positive,
+                human_negative=human_negative,
+                model_positive=model_positive,
+                model_negative=model_negative,
+                unlabeled_after=max(images - before - covered, 0),
+                votes=round_votes,
+                gold_votes=gold_votes,
+                spend=spend.get(round_.id, Decimal(0)),
+            )
+        )
+    return rows
+
+
+def _tests(session: Session) -> dict[int, list[TestRow]]:
+    tests: dict[int, list[TestRow]] = {}
+    for test in session.scalars(select(RoundTest).order_by(RoundTest.round_id, RoundTest.side)):
+        tests.setdefault(test.round_id, []).append(
+            TestRow(
+                test.round_id,
+                test.side,
+                test.mode,
+                test.threshold,
+                test.target,
+                test.delta,
+                test.recall_slack,
+                test.calibration_size,
+                test.unresolved,
+                test.tested,
+                test.errors,
+                test.p_value,
+                test.bound,
+                test.labeled,
+            )
+        )
+    return tests
+
+
+def _other_work(session: Session, names: dict[int, str]) -> list[OtherWork]:
+    """Votes and money of jobs outside rounds, by category and kind; money booked to no round or job."""
+    votes: dict[tuple[int | None, str], int] = {
+        (None if c is None else int(c), str(k)): int(n)
+        for c, k, n in session.execute(
+            select(Job.category_id, Job.kind, func.count(Vote.id))
+            .select_from(Vote)
+            .join(AssignmentRow, AssignmentRow.id == Vote.assignment_id)
+            .join(Hit, Hit.id == AssignmentRow.hit_id)
+            .join(Job, Job.id == Hit.job_id)
+            .where(Hit.round_id.is_(None))
+            .group_by(Job.category_id, Job.kind)
+        )
+    }
+    spend: dict[tuple[int | None, str], Decimal] = {
+        (None if c is None else int(c), str(k) if k is not None else "unattributed"): Decimal(a or 0)
+        for c, k, a in session.execute(
+            select(Job.category_id, Job.kind, func.sum(Spend.amount))
+            .select_from(Spend)
+            .outerjoin(Job, Job.id == Spend.job_id)
+            .where(Spend.round_id.is_(None))
+            .group_by(Job.category_id, Job.kind)
+        )
+    }
+    keys = sorted(set(votes) | set(spend), key=lambda key: (key[0] is None, key[0] or 0, key[1]))
+    return [
+        OtherWork(
+            names.get(category, "") if category is not None else "",
+            kind,
+            votes.get((category, kind), 0),
+            spend.get((category, kind), Decimal(0)),
+        )
+        for category, kind in keys
+    ]
+
+
+def _reflected(session: Session, name: str, columns: set[str]) -> Table | None:
+    """The table as the store has it, or ``None`` where it is absent or lacks a column we read."""
+    if not inspect(session.connection()).has_table(name):
+        return None
+    table = Table(name, MetaData(), autoload_with=session.connection())
+    return table if columns <= set(table.columns.keys()) else None
+
+
+def _repairs(session: Session, names: dict[int, str]) -> RepairSummary:
+    revisions = {
+        names.get(int(c), str(c)): int(n)
+        for c, n in session.execute(
+            select(LabelEvent.category_id, func.count())
+            .where(LabelEvent.origin.startswith(REPAIR_ORIGIN))
+            .group_by(LabelEvent.category_id)
+        )
+    }
+    table = _reflected(session, "repairs", {"category_id", "state", "given_label", "new_label"})
+    if table is None:
+        return RepairSummary(recorded=False, revisions=revisions)
+    columns: Any = table.c
+    rows = session.execute(
+        select(columns.category_id, columns.state, columns.given_label, columns.new_label, func.count())
+        .group_by(columns.category_id, columns.state, columns.given_label, columns.new_label)
+        .order_by(columns.category_id, columns.state)
+    ).all()
+    suspects = [
+        RepairCount(
+            names.get(int(c), str(c)),
+            str(state),
+            None if given is None else int(given),
+            None if new is None else int(new),
+            int(n),
+        )
+        for c, state, given, new, n in rows
+    ]
+    return RepairSummary(recorded=True, suspects=suspects, revisions=revisions)
+
+
+AUDIT_COLUMNS = {"audit_id", "category_id", "stratum", "metric", "n", "estimate", "exact_low", "exact_high"}
+
+
+def _audit(session: Session, names: dict[int, str]) -> AuditSummary:
+    table = _reflected(session, "audit_results", AUDIT_COLUMNS)
+    if table is None:
+        return AuditSummary(recorded=False)
+    columns: Any = table.c
+    audits = int(session.scalar(select(func.count(func.distinct(columns.audit_id)))) or 0)
+    latest = session.scalar(select(func.max(columns.audit_id)))
+    if latest is None:
+        return AuditSummary(recorded=True)
+    has_ppi = {"ppi_low", "ppi_high"} <= set(table.columns.keys())
+    selected = [
+        columns.category_id,
+        columns.stratum,
+        columns.metric,
+        columns.n,
+        columns.estimate,
+        columns.exact_low,
+        columns.exact_high,
+    ]
+    if has_ppi:
+        selected += [columns.ppi_low, columns.ppi_high]
+    rows = []
+    for row in session.execute(
+        select(*selected).where(columns.audit_id == latest).order_by(columns.category_id, columns.metric)
+    ):
+        category_id, stratum, metric, n, estimate, exact_low, exact_high = row[:7]
+        ppi_low, ppi_high = (row[7], row[8]) if has_ppi else (None, None)
+        rows.append(
+            AuditRow(
+                int(latest),
+                "overall" if category_id is None else names.get(int(category_id), str(category_id)),
+                str(stratum),
+                str(metric),
+                int(n or 0),
+                _float(estimate),
+                _float(exact_low),
+                _float(exact_high),
+                _float(ppi_low),
+                _float(ppi_high),
+            )
+        )
+    rows.sort(key=lambda r: (r.category != "overall", r.category, r.stratum != "all", r.stratum, r.metric))
+    return AuditSummary(recorded=True, audits=audits, rows=rows)
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
