@@ -4,9 +4,12 @@ The pool is streamed: scored from the memory-mapped embedding cache and labeled 
 :data:`lsun_crowd.ledger.CHUNK` images inside the round's one closing transaction, so memory stays
 bounded whatever the pool's size, and a crash leaves either all of the split or none of it.
 
-Thresholds come from the active calibration images: human-labeled, never trained on, and each one
-still exchangeable with the pool because every split since its round would have left it
-unlabeled. Those a split would have decided retire from calibration with the pool's images.
+Thresholds come from the round's own calibration sample (:mod:`lsun_crowd.guarantee`): drawn at
+random from the pool this round splits, labeled by people alone, never trained on before the
+split, every image counted once, and an image people could not resolve counted against the
+model. The round tests at the share of each side's error budget left by earlier rounds, so the
+guarantee covers every image the model labels in the category. After the split its calibration
+images train the later rounds' models, which are judged on fresh samples of their own.
 """
 
 from __future__ import annotations
@@ -14,14 +17,38 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sqlalchemy import select, update
+from numpy.typing import NDArray
+from scipy.special import expit
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from lsun_crowd import ledger
 from lsun_crowd.classifier import probability, train_head
-from lsun_crowd.consensus import MIN_CALIBRATION_LABELS, fit_platt
+from lsun_crowd.config import CascadeConfig
+from lsun_crowd.consensus import MIN_CALIBRATION_LABELS, PlattScaling, fit_platt
 from lsun_crowd.context import DONE, Context, RoundRef, set_state
-from lsun_crowd.schema import Gold, Item, ItemRole, Label, LabelSource, Round, RoundItem, RoundModel, utc_now
-from lsun_crowd.split import choose_thresholds
+from lsun_crowd.guarantee import (
+    UNRESOLVED,
+    Calibration,
+    SideTest,
+    certify_negative,
+    certify_positive,
+    decide,
+    round_budget,
+)
+from lsun_crowd.schema import (
+    Gold,
+    GuaranteeSide,
+    Item,
+    ItemRole,
+    Label,
+    LabelSource,
+    Round,
+    RoundItem,
+    RoundModel,
+    RoundTest,
+    utc_now,
+)
 
 
 def train_and_split(ctx: Context, ref: RoundRef) -> str:
@@ -30,10 +57,8 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
         with ctx.store.session() as session:
             return set_state(session, ref, DONE, finished_at=utc_now())
     with ctx.store.session() as session:
-        calibration_role = (
-            select(RoundItem.item_id)
-            .join(Round, Round.id == RoundItem.round_id)
-            .where(Round.category_id == ref.category_id, RoundItem.role == ItemRole.CALIBRATION)
+        this_calibration = select(RoundItem.item_id).where(
+            RoundItem.round_id == ref.id, RoundItem.role == ItemRole.CALIBRATION
         )
         training: list[tuple[str, int, float]] = [
             (sha, label, confidence)
@@ -43,7 +68,7 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
                 .where(
                     Label.category_id == ref.category_id,
                     Label.source == LabelSource.HUMAN,
-                    Item.id.notin_(calibration_role),
+                    Item.id.notin_(this_calibration),
                 )
                 .order_by(Item.id)
             )
@@ -57,23 +82,24 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
                 .order_by(Item.id)
             )
         ]
-        calibration = session.execute(
-            select(RoundItem.round_id, RoundItem.item_id, Item.sha256, Label.label)
-            .join(Round, Round.id == RoundItem.round_id)
-            .join(Item, Item.id == RoundItem.item_id)
-            .join(Label, (Label.item_id == RoundItem.item_id) & (Label.category_id == ref.category_id))
-            .where(
-                Round.category_id == ref.category_id,
-                RoundItem.role == ItemRole.CALIBRATION,
-                RoundItem.active,
-                Label.source == LabelSource.HUMAN,
+        # Every image drawn for calibration, labeled or not: people's label, or UNRESOLVED.
+        calibration_rows = session.execute(
+            select(Item.sha256, func.coalesce(Label.label, UNRESOLVED))
+            .join(RoundItem, RoundItem.item_id == Item.id)
+            .outerjoin(
+                Label,
+                (Label.item_id == Item.id)
+                & (Label.category_id == ref.category_id)
+                & (Label.source == LabelSource.HUMAN),
             )
-            .order_by(RoundItem.item_id)
+            .where(RoundItem.round_id == ref.id, RoundItem.role == ItemRole.CALIBRATION)
+            .order_by(Item.id)
         ).all()
+        budget = _budget_left(session, ref, cascade)
     targets = np.array([label for _, label, _ in training], dtype=np.float64)
     embeddings = ctx.embeddings()
-    if len(set(targets.tolist())) < 2 or not calibration:
-        note = "no split: training needs both classes and calibration needs labels"
+    if len(set(targets.tolist())) < 2 or not calibration_rows:
+        note = "no split: training needs both classes and calibration needs images"
         ctx.progress.message(f"{ref.category}: round {ref.number}: {note}")
         with ctx.store.session() as session:
             return set_state(session, ref, DONE, notes=note, finished_at=utc_now())
@@ -84,26 +110,36 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
         ctx.config.model,
         seed=ctx.config.project.seed * 1_000_003 + ref.category_id * 101 + ref.number,
     )
-    calibration_scores = head.logits(embeddings.get([sha for _, _, sha, _ in calibration]))
-    calibration_labels = np.array([label for _, _, _, label in calibration])
-    thresholds = choose_thresholds(
-        calibration_scores,
-        calibration_labels,
-        cascade.target_precision,
-        cascade.target_npv,
-        cascade.confidence,
+    calibration = Calibration(
+        head.logits(embeddings.get([sha for sha, _ in calibration_rows])),
+        np.array([label for _, label in calibration_rows], dtype=np.int8),
     )
-    retired = thresholds.decide(calibration_scores) >= 0
-    # Calibrated on the labels that stay active, which are a random sample of the pool left behind,
-    # so its probabilities hold for the images the next round samples from that pool.
-    platt = fit_platt(calibration_scores[~retired], calibration_labels[~retired], MIN_CALIBRATION_LABELS)
-    positives = negatives = left = 0
+    delta_positive, delta_negative, recall_slack = budget
+    positive = certify_positive(calibration, cascade.target_precision, delta_positive)
+    negative = certify_negative(
+        calibration,
+        cascade.target_npv,
+        delta_negative,
+        recall_slack,
+        below=positive.threshold if positive.threshold is not None else math.inf,
+    )
+    resolved = calibration.labels != UNRESOLVED
+    undecided = decide(calibration.scores, positive.threshold, negative.threshold) < 0
+    # The next round's consensus uses the model on images the split left behind, so it is
+    # calibrated on the calibration images the split would have left behind too.
+    consensus = fit_platt(
+        calibration.scores[resolved & undecided], calibration.labels[resolved & undecided], MIN_CALIBRATION_LABELS
+    )
+    # A model label's confidence is its calibrated probability of being right (the audit's PPI++
+    # intervals use it); the raw sigmoid when the calibration is too small to fit.
+    calibrated = fit_platt(calibration.scores[resolved], calibration.labels[resolved], MIN_CALIBRATION_LABELS)
+    labeled = {GuaranteeSide.POSITIVE: 0, GuaranteeSide.NEGATIVE: 0}
+    left = 0
     with ctx.store.session() as session:
         for chunk in ledger.iter_pool(session, ref.category_id):
             scores = head.logits(embeddings.get([sha for _, sha in chunk]))
-            decisions = thresholds.decide(scores)
-            positive_probability = probability(scores)
-            decided = decisions >= 0
+            decisions = decide(scores, positive.threshold, negative.threshold)
+            positive_probability = _probability(scores, calibrated)
             ledger.record_labels(
                 session,
                 ref.category_id,
@@ -117,45 +153,93 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
                 round_id=ref.id,
                 reason=f"round {ref.number} split",
             )
-            positives += int((decisions == 1).sum())
-            negatives += int((decisions == 0).sum())
-            left += int((~decided).sum())
+            labeled[GuaranteeSide.POSITIVE] += int((decisions == 1).sum())
+            labeled[GuaranteeSide.NEGATIVE] += int((decisions == 0).sum())
+            left += int((decisions < 0).sum())
         session.merge(
             RoundModel(
                 round_id=ref.id,
                 head=head.to_bytes(),
-                platt_slope=platt.slope if platt else None,
-                platt_intercept=platt.intercept if platt else None,
-                base_rate=platt.base_rate if platt else None,
-                calibration_size=int((~retired).sum()),
+                platt_slope=consensus.slope if consensus else None,
+                platt_intercept=consensus.intercept if consensus else None,
+                base_rate=consensus.base_rate if consensus else None,
+                calibration_size=consensus.size if consensus else int((resolved & undecided).sum()),
             )
         )
-        for (round_id, item_id, _, _), gone in zip(calibration, retired, strict=True):
-            if gone:
-                session.execute(
-                    update(RoundItem)
-                    .where(RoundItem.round_id == round_id, RoundItem.item_id == item_id)
-                    .values(active=False)
-                )
+        for test in (positive, negative):
+            session.merge(_row(ref, test, labeled[test.side]))
+        # The sample has calibrated its round; from now on it trains later rounds' models.
+        session.execute(
+            update(RoundItem)
+            .where(RoundItem.round_id == ref.id, RoundItem.role == ItemRole.CALIBRATION)
+            .values(active=False)
+        )
         state = set_state(
             session,
             ref,
             DONE,
             finished_at=utc_now(),
-            high_threshold=_finite(thresholds.high),
-            low_threshold=_finite(thresholds.low),
-            notes=(
-                f"calibration {thresholds.calibration_size}, precision bound {thresholds.precision_bound:.3f}, "
-                f"NPV bound {thresholds.npv_bound:.3f}"
-            ),
+            high_threshold=positive.threshold,
+            low_threshold=negative.threshold,
+            notes=f"calibration {calibration.size}; {positive.describe()}; {negative.describe()}",
         )
     ctx.progress.message(
-        f"{ref.category}: round {ref.number}: model labeled {positives} positive, {negatives} negative; "
-        f"{left} left (logit thresholds {thresholds.low:.2f}/{thresholds.high:.2f}, "
-        f"calibration {thresholds.calibration_size})"
+        f"{ref.category}: round {ref.number}: model labeled {labeled[GuaranteeSide.POSITIVE]} positive, "
+        f"{labeled[GuaranteeSide.NEGATIVE]} negative; {left} left (calibration {calibration.size}, "
+        f"{calibration.unresolved} unresolved; {positive.describe()}; {negative.describe()})"
     )
     return state
 
 
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None
+def _budget_left(session: Session, ref: RoundRef, cascade: CascadeConfig) -> tuple[float, float, float]:
+    """This round's error budget on each side and its recall slack: a share of what the
+    category's earlier rounds left (each side has half of ``1 - confidence`` in all)."""
+    earlier = (
+        select(RoundTest.side, func.sum(RoundTest.delta))
+        .join(Round, Round.id == RoundTest.round_id)
+        .where(Round.category_id == ref.category_id, Round.number < ref.number)
+        .group_by(RoundTest.side)
+    )
+    spent = {side: float(delta or 0) for side, delta in session.execute(earlier)}
+    slack_used = session.scalar(
+        select(func.sum(RoundTest.recall_slack))
+        .join(Round, Round.id == RoundTest.round_id)
+        .where(
+            Round.category_id == ref.category_id,
+            Round.number < ref.number,
+            RoundTest.side == GuaranteeSide.NEGATIVE,
+            RoundTest.threshold.is_not(None),
+        )
+    )
+    per_side = (1 - cascade.confidence) / 2
+    recall = round_budget(1 - cascade.target_recall, float(slack_used or 0)) if cascade.target_recall > 0 else 0.0
+    return (
+        round_budget(per_side, spent.get(GuaranteeSide.POSITIVE, 0.0)),
+        round_budget(per_side, spent.get(GuaranteeSide.NEGATIVE, 0.0)),
+        recall,
+    )
+
+
+def _probability(scores: NDArray[np.float64], platt: PlattScaling | None) -> NDArray[np.float64]:
+    if platt is None:
+        return probability(scores)
+    return np.asarray(expit(platt.slope * scores + platt.intercept), dtype=np.float64)
+
+
+def _row(ref: RoundRef, test: SideTest, labeled: int) -> RoundTest:
+    return RoundTest(
+        round_id=ref.id,
+        side=test.side,
+        mode="ltt",
+        threshold=test.threshold,
+        target=test.target,
+        delta=test.delta,
+        recall_slack=test.recall_slack,
+        calibration_size=test.calibration_size,
+        unresolved=test.unresolved,
+        tested=test.tested,
+        errors=test.errors,
+        p_value=test.p_value,
+        bound=test.bound,
+        labeled=labeled,
+    )

@@ -24,11 +24,43 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class GroupConfig(_Section):
+    """Categories that exclude one another (a single-label group): an image is at most one of them,
+    and, where the group is ``exhaustive``, exactly one. An image labeled otherwise is a conflict,
+    held back from the export and asked of people again (:mod:`lsun_crowd.conflicts`)."""
+
+    name: str = Field(min_length=1, max_length=100)
+    categories: list[str] = Field(min_length=2)
+    exhaustive: bool = False
+    votes: int = Field(default=3, ge=1, le=50)  # people asked about each conflicted image
+    attempts: int = Field(default=2, ge=0, le=10)  # conflict jobs an image may go to; 0: hold back only
+
+
 class ProjectConfig(_Section):
     name: str = Field(default="lsun-crowd-project", min_length=1)
     seed: int = 0
     categories: list[str] = Field(default_factory=list)
     database_url: str = ""  # empty: a SQLite file inside the project directory
+    groups: list[GroupConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check_groups(self) -> ProjectConfig:
+        known = set(self.categories)
+        owner: dict[str, str] = {}
+        names: set[str] = set()
+        for index, group in enumerate(self.groups):
+            where = f"groups.{index}"
+            if group.name in names:
+                raise ValueError(f"{where}.name: a second group named {group.name!r}")
+            names.add(group.name)
+            for category in group.categories:
+                if category not in known:
+                    raise ValueError(f"{where}.categories: {category!r} is not one of project.categories")
+                if category in owner:
+                    other = "twice in this group" if owner[category] == group.name else f"also in {owner[category]!r}"
+                    raise ValueError(f"{where}.categories: {category!r} is {other}; a category is in one group")
+                owner[category] = group.name
+        return self
 
 
 class CrowdConfig(_Section):
@@ -85,7 +117,8 @@ class CascadeConfig(_Section):
     calibration_fraction: float = Field(default=0.4, gt=0, lt=1)
     target_precision: float = Field(default=0.97, gt=0.5, lt=1)
     target_npv: float = Field(default=0.995, gt=0.5, lt=1)
-    confidence: float = Field(default=0.5, ge=0, lt=1)
+    target_recall: float = Field(default=0.9, ge=0, lt=1)
+    confidence: float = Field(default=0.95, gt=0, lt=1)
     max_rounds: int = Field(default=10, ge=1)
     budget: Decimal = Field(default=Decimal("100"), ge=0)
     finish_with_humans_below: int = Field(default=50, ge=0)
@@ -129,6 +162,13 @@ name = "lsun-crowd-project"
 seed = 0                      # every random choice (samples, splits, training) derives from it
 categories = []               # e.g. ["bedroom", "kitchen"]; one binary cascade per category
 database_url = ""             # empty: SQLite file lsun-crowd.db here; or postgresql+psycopg://user@host/db
+# Mutually exclusive categories (a single-label group), as many groups as you need:
+# [[project.groups]]
+# name = "rooms"
+# categories = ["bedroom", "kitchen"]
+# exhaustive = false          # true: every image is exactly one of them, not at most one
+# votes = 3                   # people asked about each conflicted image (all categories at once)
+# attempts = 2                # conflict jobs an image may go to before it is only held back
 
 [crowd]
 adapter = "mock"              # a crowd adapter; `lsun-crowd plugins` lists the installed ones
@@ -174,9 +214,11 @@ weight_decay = 0.001
 [cascade]
 sample_per_round = 400        # images sent to humans each round, drawn at random from the pool
 calibration_fraction = 0.4    # share of each sample held out to choose thresholds
-target_precision = 0.97       # auto-positives must reach this precision on held-out labels
-target_npv = 0.995            # auto-negatives must reach this negative predictive value
-confidence = 0.5              # confidence of the lower bound both targets are checked with
+target_precision = 0.97       # the precision all of a category's auto-positives must reach
+target_npv = 0.995            # the negative predictive value all of its auto-negatives must reach
+target_recall = 0.9           # the share of its positives auto-negatives must keep; 0: NPV alone
+confidence = 0.95             # probability that all three hold together, against the crowd's consensus
+                              #   (fixed-sequence tests on each round's calibration: docs/guarantees.md)
 max_rounds = 10
 budget = 100.0                # USD, rewards plus platform fees, never exceeded
 finish_with_humans_below = 50 # once the pool is this small, humans label the rest
