@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lsun_crowd import __version__
+from lsun_crowd.certificate import certificates
 from lsun_crowd.config import CONFIG_FILE, DEFAULT_TOML
 from lsun_crowd.errors import errors, reported_errors
 from lsun_crowd.export import export as export_labels
@@ -119,6 +120,9 @@ def status(project: ProjectOption = Path(".")) -> None:
                 f"{row.spent:.2f}",
             )
         console.print(table)
+        with opened.store.session() as session:
+            for certificate in certificates(session, opened.config.project.categories):
+                console.print(f"guarantee: {certificate.describe()}")
         holder = current_holder(opened.store)
         if holder is not None:
             console.print(f"a run is working on this project: {holder.describe()}")

@@ -20,6 +20,7 @@ from rich.table import Table
 from sklearn.datasets import load_digits
 from sqlalchemy import func, select
 
+from lsun_crowd.certificate import certificates
 from lsun_crowd.config import CONFIG_FILE
 from lsun_crowd.export import export
 from lsun_crowd.ingest import ingest, ingest_gold
@@ -241,12 +242,21 @@ def run_project(
     with progress_bars(console) as bars:
         cascade = project.cascade(project.crowd(), RichCascadeProgress(bars), bars)
         cascade.run()
+    if humans_only_on is None:
+        print_guarantees(console, project)
     export(project.store, out / "export.jsonl")
     run = DemoRun(
         score_export(out / "export.jsonl", targets), cascade.spent(), score_human_labeling(project.store, targets)
     )
     project.close()
     return run
+
+
+def print_guarantees(console: Console, project: Project) -> None:
+    """What each category's auto-labels were certified to meet (:mod:`lsun_crowd.certificate`)."""
+    with project.store.session() as session:
+        for certificate in certificates(session, project.config.project.categories):
+            console.print(f"guarantee: {certificate.describe()}")
 
 
 def score_human_labeling(store: Store, targets: np.ndarray) -> HumanLabeling:

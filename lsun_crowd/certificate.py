@@ -1,0 +1,83 @@
+"""What a category's auto-labels are guaranteed to meet, from the tests its rounds recorded.
+
+Every round's split tested its thresholds at a share of each side's error budget
+(:mod:`lsun_crowd.guarantee`); a certified side's auto-labels reach the side's target, and together
+all of them do with probability at least one minus the budget the rounds spent. Precision holds
+for each round's auto-positives, so for their union; NPV likewise; each round's auto-negatives
+discard at most its recall slack of the positives left in the pool, so all of them together at
+most the slack the rounds used. All of it is relative to the crowd's consensus labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from lsun_crowd.schema import Category, GuaranteeSide, Label, LabelSource, Round, RoundTest
+
+
+@dataclass(frozen=True)
+class Certificate:
+    category: str
+    auto_positive: int  # current labels the model gave, positive
+    auto_negative: int
+    precision: float | None  # the target every certified positive side met (None: none certified)
+    npv: float | None
+    recall_kept: float | None  # at least this share of the positives survived the auto-negatives
+    budget_spent: float  # probability the statement fails, at most
+
+    @property
+    def confidence(self) -> float:
+        return 1 - self.budget_spent
+
+    def describe(self) -> str:
+        parts = []
+        if self.auto_positive and self.precision is not None:
+            parts.append(f"{self.auto_positive:,} auto-positive at precision >= {self.precision:g}")
+        if self.auto_negative and self.npv is not None:
+            recall = f", recall kept >= {self.recall_kept:.3f}" if self.recall_kept is not None else ""
+            parts.append(f"{self.auto_negative:,} auto-negative at NPV >= {self.npv:g}{recall}")
+        if not parts:
+            return f"{self.category}: no auto-labels, every label is people's"
+        return f"{self.category}: " + "; ".join(parts) + f", with probability >= {self.confidence:.3f}"
+
+
+def certificates(session: Session, categories: list[str]) -> list[Certificate]:
+    """One certificate per category that exists, in the order given."""
+    known = dict(session.execute(select(Category.name, Category.id).where(Category.name.in_(categories))).all())
+    result = []
+    for name in categories:
+        if name in known:
+            result.append(_certificate(session, name, known[name]))
+    return result
+
+
+def _certificate(session: Session, name: str, category_id: int) -> Certificate:
+    auto = dict(
+        session.execute(
+            select(Label.label, func.count())
+            .where(Label.category_id == category_id, Label.source == LabelSource.MODEL)
+            .group_by(Label.label)
+        ).all()
+    )
+    tests = session.execute(
+        select(RoundTest.side, RoundTest.threshold, RoundTest.target, RoundTest.delta, RoundTest.recall_slack)
+        .join(Round, Round.id == RoundTest.round_id)
+        .where(Round.category_id == category_id)
+    ).all()
+    spent = sum(delta for _, _, _, delta, _ in tests)
+    certified = [(side, target, slack) for side, threshold, target, _, slack in tests if threshold is not None]
+    positive_targets = [target for side, target, _ in certified if side == GuaranteeSide.POSITIVE]
+    negative = [(target, slack) for side, target, slack in certified if side == GuaranteeSide.NEGATIVE]
+    slacks = [slack for _, slack in negative]
+    return Certificate(
+        name,
+        int(auto.get(1, 0)),
+        int(auto.get(0, 0)),
+        min(positive_targets) if positive_targets else None,
+        min(target for target, _ in negative) if negative else None,
+        (1 - sum(slack or 0 for slack in slacks)) if negative and all(s is not None for s in slacks) else None,
+        float(spent),
+    )
