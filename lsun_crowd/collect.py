@@ -9,6 +9,7 @@ deadline has its open HITs expired on the platform first, and only then given up
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -17,8 +18,8 @@ from dataclasses import dataclass
 from sqlalchemy import func, select, update
 
 from lsun_crowd.context import Context, job_refs, set_job_state
-from lsun_crowd.crowd import NO, YES, HitState, VirtualClock
-from lsun_crowd.schema import AssignmentRow, Hit, Job, JobState, Meta, Vote, Worker
+from lsun_crowd.crowd import NO, YES, Assignment, HitState, VirtualClock, decode_choices, encode_choices
+from lsun_crowd.schema import AssignmentRow, ChoiceVote, GroupJob, Hit, Job, JobState, Meta, Vote, Worker
 from lsun_crowd.schema import HitItem as HitItemRow
 from lsun_crowd.store import insert_ignoring_duplicates
 
@@ -192,6 +193,10 @@ def store_assignments(ctx: Context, cat_id: int, hit_row_id: int, platform_hit_i
                 )
             ).all()
         )
+        group = session.scalar(select(GroupJob).join(Hit, Hit.job_id == GroupJob.job_id).where(Hit.id == hit_row_id))
+        if group is not None:
+            insert_ignoring_duplicates(session, ChoiceVote, choice_votes(group, fresh, layout, row_ids, worker_ids))
+            return len(fresh)
         votes = []
         for assignment in fresh:
             for key, answer in assignment.answers.items():
@@ -216,3 +221,39 @@ def store_assignments(ctx: Context, cat_id: int, hit_row_id: int, platform_hit_i
                 )
         insert_ignoring_duplicates(session, Vote, votes)
     return len(fresh)
+
+
+def choice_votes(
+    group: GroupJob,
+    fresh: Sequence[Assignment],
+    layout: dict[int, bool],
+    row_ids: dict[str, int],
+    worker_ids: dict[str, int],
+) -> list[dict[str, object]]:
+    """The rows of a multi-label job's answers: the categories each assignment ticked per image.
+    An answer the job did not ask for (another image, a category outside the group) is left out
+    and logged."""
+    categories = json.loads(group.categories)
+    rows: list[dict[str, object]] = []
+    for assignment in fresh:
+        for key, answer in assignment.answers.items():
+            item_id = int(key) if key.isdigit() else None
+            try:
+                if item_id not in layout:
+                    raise ValueError("not an image of this HIT")
+                chosen = decode_choices(answer, categories)
+            except ValueError as reason:
+                log.warning(
+                    "assignment %s: ignored answer %r for %r: %s", assignment.assignment_id, answer, key, reason
+                )
+                continue
+            rows.append(
+                {
+                    "assignment_id": row_ids[assignment.assignment_id],
+                    "job_id": group.job_id,
+                    "item_id": item_id,
+                    "worker_id": worker_ids[assignment.worker_id],
+                    "choices": encode_choices(chosen),
+                }
+            )
+    return rows

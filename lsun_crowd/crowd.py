@@ -9,8 +9,9 @@ frozen dataclass; money is :class:`~decimal.Decimal`, never a float.
 from __future__ import annotations
 
 import enum
+import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Protocol, runtime_checkable
@@ -18,6 +19,29 @@ from typing import Protocol, runtime_checkable
 YES = "yes"
 NO = "no"
 """The two answers of the binary question every cascade HIT asks: "is this image a <category>?"."""
+NONE_OF_THESE = "[]"
+"""A multi-label answer that ticks no category."""
+
+
+def encode_choices(categories: Iterable[str]) -> str:
+    """A multi-label answer: the categories ticked, as a JSON list in sorted order, so that the same
+    choice is always the same string (category names may hold any character, commas included)."""
+    return json.dumps(sorted(set(categories)), ensure_ascii=False)
+
+
+def decode_choices(answer: str, categories: Sequence[str]) -> frozenset[str]:
+    """The categories a multi-label answer ticks; a value that is not a JSON list of strings, or
+    names a category the batch did not ask about, is a :class:`ValueError` saying which."""
+    try:
+        chosen = json.loads(answer)
+    except (json.JSONDecodeError, TypeError):
+        raise ValueError(f"multi-label answer {answer!r} is not a JSON list of category names") from None
+    if not isinstance(chosen, list) or not all(isinstance(name, str) for name in chosen):
+        raise ValueError(f"multi-label answer {answer!r} is not a JSON list of category names")
+    unknown = sorted(set(chosen) - set(categories))
+    if unknown:
+        raise ValueError(f"multi-label answer {answer!r} names {unknown[0]!r}, not one of the categories asked")
+    return frozenset(chosen)
 
 
 class AssignmentStatus(enum.StrEnum):
@@ -97,6 +121,14 @@ class HitBatch:
     lifetime_seconds: int = 3 * 24 * 3600
     assignment_duration_seconds: int = 1800
     qualification: QualificationTest | None = None  # None: anyone not blocked may work
+    # Non-empty: a multi-label batch. Each HIT shows one image and asks which of these categories
+    # it shows (the multi-label template); an answer names the ones ticked (:func:`encode_choices`).
+    # ``category`` then names the group the categories form.
+    categories: tuple[str, ...] = ()
+
+    @property
+    def multi_label(self) -> bool:
+        return bool(self.categories)
 
 
 @dataclass(frozen=True)
@@ -115,7 +147,9 @@ class HitStatus:
 
 @dataclass(frozen=True)
 class Assignment:
-    """A worker's submitted answers for one HIT. ``answers`` maps item keys to class labels."""
+    """A worker's submitted answers for one HIT. ``answers`` maps item keys to :data:`YES` or
+    :data:`NO`, or on a multi-label batch to the categories ticked, as :func:`encode_choices` writes
+    them (``"[]"``: none of these)."""
 
     assignment_id: str
     hit_id: str

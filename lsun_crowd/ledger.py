@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import ColumnElement, exists, func, select
+from sqlalchemy import ColumnElement, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from lsun_crowd.schema import (
@@ -195,6 +195,59 @@ def _write_labels(
             for label in batch
         ],
     )
+
+
+def revise_labels(
+    session: Session,
+    category_id: int,
+    labels: Iterable[NewLabel],
+    *,
+    source: str,
+    origin: str,
+    job_id: int | None = None,
+    reason: str = "",
+) -> int:
+    """Append label events that replace the current label, whatever it was (a conflict or a repair
+    settled by people), keeping the history. ``origin`` decides an image once, as in
+    :func:`record_labels`: a replayed step writes the same events and the same current labels.
+    Returns the number of images whose current label was set."""
+    revised = 0
+    for batch in chunks(list(labels)):
+        insert_ignoring_duplicates(
+            session,
+            LabelEvent,
+            [
+                {
+                    "item_id": label.item_id,
+                    "category_id": category_id,
+                    "label": label.label,
+                    "source": source,
+                    "origin": origin,
+                    "round_id": None,
+                    "job_id": job_id,
+                    "confidence": label.confidence,
+                    "votes": label.votes,
+                    "reason": reason,
+                }
+                for label in batch
+            ],
+        )
+        current = {
+            int(item): row_id
+            for item, row_id in session.execute(
+                select(Label.item_id, Label.id).where(
+                    Label.category_id == category_id, Label.item_id.in_([label.item_id for label in batch])
+                )
+            )
+        }
+        for label in batch:
+            values = {"label": label.label, "source": source, "confidence": label.confidence, "votes": label.votes}
+            if label.item_id in current:
+                session.execute(update(Label).where(Label.id == current[label.item_id]).values(round_id=None, **values))
+            else:
+                session.add(Label(item_id=label.item_id, category_id=category_id, round_id=None, **values))
+            revised += 1
+    return revised
 
 
 # -- money ------------------------------------------------------------------------------------------

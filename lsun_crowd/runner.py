@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 
 from lsun_crowd import ledger
 from lsun_crowd.collect import poll, sync_clock
+from lsun_crowd.conflicts import GroupState, advance_group, poll_categories
 from lsun_crowd.context import Context, RoundRef
 from lsun_crowd.jobs import recheck_stopped
 from lsun_crowd.rounds import advance_round, latest_round, sample_round
@@ -58,6 +59,10 @@ class Runner:
             self.categories = [Category(name, category_id(session, name)) for name in categories]
         self.outcomes: dict[str, CategoryOutcome] = {}
         self._tasks: dict[int, str] = {}
+        # Single-label groups whose categories all run here: their conflicts go to people once
+        # every one of those categories is finished (lsun_crowd.conflicts).
+        self.groups = [group for group in context.config.project.groups if set(group.categories) <= set(categories)]
+        self.group_states: dict[str, GroupState] = {}
 
     def run(self, once: bool = False, on_pass: Callable[[], None] | None = None) -> list[CategoryOutcome]:
         """Pass after pass until every category is finished (one pass with ``once``); ``on_pass``
@@ -71,7 +76,7 @@ class Runner:
             moved = self.run_pass()
             if on_pass is not None:
                 on_pass()
-            if once or len(self.outcomes) == len(self.categories):
+            if once or (len(self.outcomes) == len(self.categories) and self._groups_finished()):
                 break
             if not moved:
                 ctx.sleep(ctx.config.crowd.poll_seconds)
@@ -83,12 +88,27 @@ class Runner:
         for category in self.categories:
             if category.name not in self.outcomes:
                 moved |= self._advance_category(category)
+        moved |= self._advance_groups()
         waiting = [category.id for category in self.categories if category.name not in self.outcomes]
+        waiting += poll_categories(self.context, self.groups) if self.groups else []
         if waiting:
             result = poll(self.context, waiting, self._progress)
             moved |= result.moved
             self._finish_progress()
         return moved
+
+    def _advance_groups(self) -> bool:
+        """Conflicts of each group whose categories are all finished, moved on one step."""
+        moved = False
+        for group in self.groups:
+            if all(name in self.outcomes for name in group.categories):
+                self.group_states[group.name] = advance_group(self.context, group)
+                moved |= self.group_states[group.name] == GroupState.MOVED
+        return moved
+
+    def _groups_finished(self) -> bool:
+        finished = (GroupState.DONE, GroupState.STOPPED)
+        return all(self.group_states.get(group.name) in finished for group in self.groups)
 
     def outcome(self, category: Category) -> CategoryOutcome:
         found = self.outcomes.get(category.name)

@@ -354,3 +354,31 @@ class Spend(Base):
     kind: Mapped[str] = mapped_column(String(16))  # reward|fee|bonus
     amount: Mapped[Decimal] = mapped_column(Numeric(12, 4))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+
+class GroupJob(Base):
+    """A multi-label job: the group of mutually exclusive categories it asks about all at once, in
+    the order shown. Its answers are :class:`ChoiceVote` rows, not :class:`Vote` rows."""
+
+    __tablename__ = "group_jobs"
+    __table_args__ = (Index("ix_group_jobs_group", "group_name"),)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
+    group_name: Mapped[str] = mapped_column(String(100))
+    categories: Mapped[str] = mapped_column(Text)  # JSON list of category names
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    resolved: Mapped[int] = mapped_column(Integer, default=0)  # images its answers settled
+    unresolved: Mapped[int] = mapped_column(Integer, default=0)  # images they left in conflict
+
+
+class ChoiceVote(Base):
+    """One multi-label answer: the categories (JSON list, see :func:`lsun_crowd.crowd.encode_choices`)
+    a worker ticked for one image of a :class:`GroupJob`'s HIT; ``[]`` is "none of these"."""
+
+    __tablename__ = "choice_votes"
+    __table_args__ = (UniqueConstraint("assignment_id", "item_id"), Index("ix_choice_votes_job", "job_id", "item_id"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    assignment_id: Mapped[int] = mapped_column(ForeignKey("assignments.id"))
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"))
+    worker_id: Mapped[int] = mapped_column(ForeignKey("workers.id"))
+    choices: Mapped[str] = mapped_column(Text)
