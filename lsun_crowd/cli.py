@@ -225,6 +225,44 @@ def preview(
         console.print(f"{out}: one HIT of {images} images for {batch.category}; {size:,}{limit} characters{note}")
 
 
+
+@app.command()
+def audit(
+    sample: Annotated[int, typer.Option(help="final labels to check, drawn across categories and sources")],
+    project: ProjectOption = Path("."),
+    seed: Annotated[int, typer.Option(help="the same sample and seed resume (or reprint) the same audit")] = 0,
+    votes: Annotated[int, typer.Option(help="fresh votes asked per image (a majority of at least three)")] = 5,
+    crowd: Annotated[str | None, typer.Option(help="crowd adapter (default: [crowd] adapter)")] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="spend real money without asking")] = False,
+) -> None:
+    """Check a random sample of final labels with fresh workers and print precision, recall and NPV
+    per stratum, category and overall, with exact and PPI++ intervals (docs/audit.md)."""
+    from lsun_crowd.audit.run import check_arguments, run_audit
+    from lsun_crowd.audit.terminal import print_audit
+    from lsun_crowd.lock import RunLockGuard
+    from lsun_crowd.progress import RichCascadeProgress, progress_bars
+
+    with reported_errors():
+        check_arguments(sample, votes)
+        opened = Project.open(project)
+        backend = opened.crowd(crowd)
+        warning = confirm_spend(opened, backend, yes, lambda text: typer.confirm(text, default=False))
+        if warning is not None:
+            console.print(warning)
+        guard = RunLockGuard(opened.store)
+        with guard, progress_bars(console) as bars:
+            outcome = run_audit(
+                opened.config,
+                opened.store,
+                backend,
+                sample=sample,
+                seed=seed,
+                votes=votes,
+                progress=RichCascadeProgress(bars),
+                on_pass=guard.heartbeat,
+            )
+        print_audit(console, outcome)
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     with reported_errors():

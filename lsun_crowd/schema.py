@@ -332,6 +332,82 @@ class LabelEvent(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
 
 
+# -- audits (lsun_crowd.audit) -----------------------------------------------------------------------
+# An audit checks a random sample of final labels with fresh workers. The sample and the strata it
+# was drawn from are stored before any HIT is published, so a resumed audit reuses its sample.
+
+
+class AuditState(enum.StrEnum):
+    SAMPLED = "sampled"  # sample and strata stored; its jobs are laid out and go out next
+    COLLECTING = "collecting"  # its jobs are published; answers arrive
+    DONE = "done"  # answers aggregated, results stored
+
+
+class Audit(Base):
+    __tablename__ = "audits"
+    __table_args__ = (UniqueConstraint("sample_size", "seed"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sample_size: Mapped[int] = mapped_column(Integer)  # asked for
+    seed: Mapped[int] = mapped_column(Integer)
+    votes_per_item: Mapped[int] = mapped_column(Integer)
+    alpha: Mapped[float] = mapped_column(Float)  # intervals at 1 - alpha
+    state: Mapped[str] = mapped_column(String(16))  # an AuditState
+    notes: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class AuditStratum(Base):
+    """A stratum of final labels (a category's labels of one source and value) as it stood when the
+    sample was drawn: its size and the sums of ``labels.confidence`` over it, which the
+    prediction-powered intervals use, so results never depend on labels changed since."""
+
+    __tablename__ = "audit_strata"
+    audit_id: Mapped[int] = mapped_column(ForeignKey("audits.id"), primary_key=True)
+    category_id: Mapped[int] = mapped_column(ForeignKey("categories.id"), primary_key=True)
+    stratum: Mapped[str] = mapped_column(String(32), primary_key=True)  # e.g. "model-positive"
+    size: Mapped[int] = mapped_column(Integer)
+    sampled: Mapped[int] = mapped_column(Integer)
+    confidence_sum: Mapped[float] = mapped_column(Float)
+    confidence_square_sum: Mapped[float] = mapped_column(Float)
+
+
+class AuditItem(Base):
+    """A sampled final label, as it was when drawn, and what the audit's workers made of it."""
+
+    __tablename__ = "audit_items"
+    __table_args__ = (Index("ix_audit_items_job", "job_id"),)
+    audit_id: Mapped[int] = mapped_column(ForeignKey("audits.id"), primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"), primary_key=True)
+    category_id: Mapped[int] = mapped_column(ForeignKey("categories.id"), primary_key=True)
+    stratum: Mapped[str] = mapped_column(String(32))
+    label: Mapped[int] = mapped_column(Integer)
+    confidence: Mapped[float] = mapped_column(Float)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"), nullable=True)
+    yes_votes: Mapped[int | None] = mapped_column(Integer, nullable=True)  # set once aggregated
+    no_votes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    audit_label: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: the audit could not tell
+
+
+class AuditResult(Base):
+    """One reported figure: a metric of a stratum (or of all strata, ``"all"``) of a category (or
+    of every category, ``category_id`` null), with its exact and prediction-powered intervals."""
+
+    __tablename__ = "audit_results"
+    __table_args__ = (UniqueConstraint("audit_id", "category_id", "stratum", "metric"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    audit_id: Mapped[int] = mapped_column(ForeignKey("audits.id"))
+    category_id: Mapped[int | None] = mapped_column(ForeignKey("categories.id"), nullable=True)
+    stratum: Mapped[str] = mapped_column(String(32))
+    metric: Mapped[str] = mapped_column(String(16))  # precision | npv | recall
+    n: Mapped[int] = mapped_column(Integer)  # audited labels behind the figure
+    estimate: Mapped[float | None] = mapped_column(Float, nullable=True)
+    exact_low: Mapped[float] = mapped_column(Float)
+    exact_high: Mapped[float] = mapped_column(Float)
+    ppi_low: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ppi_high: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
 class RunLock(Base):
     """Who is running the project now: one row while a ``run`` holds it (see :mod:`lsun_crowd.lock`)."""
 
