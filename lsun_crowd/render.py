@@ -174,19 +174,28 @@ def render_multi_label(
     return (renderer or DEFAULT_RENDERER).multi_label(item, categories, submit_url, instructions, assignment_id)
 
 
-def labels_from_fields(fields: Mapping[str, str], categories: Sequence[str]) -> tuple[str, set[str]]:
-    """The item key and the categories ticked on a submitted multi-label form. Nothing ticked (not
-    even "none") and a tick beside "none" are errors naming the problem."""
+def labels_from_fields(fields: Mapping[str, str], categories: Sequence[str] | None = None) -> tuple[str, set[str]]:
+    """The item key and the categories ticked on a submitted multi-label form. Each ticked
+    ``label-<n>`` posts the category's name, so a form read without ``categories`` (as MTurk hands
+    it back) still says what was ticked; with ``categories``, ``yes`` names the ``n``-th one too.
+    Nothing ticked (not even "none"), a tick beside "none" and a category not asked are errors
+    naming the problem."""
     item = fields.get(MULTI_LABEL_ITEM_FIELD, "")
     if not item:
         raise ValueError(f"field {MULTI_LABEL_ITEM_FIELD!r}: missing")
     ticked = set()
     for name, value in fields.items():
-        if name.startswith("label-") and value == YES:
-            index = name.removeprefix("label-")
-            if not index.isdigit() or int(index) >= len(categories):
-                raise ValueError(f"field {name!r}: no such category")
-            ticked.add(categories[int(index)])
+        if not name.startswith("label-") or not value:
+            continue
+        index = name.removeprefix("label-")
+        if categories is None:
+            ticked.add(value)
+            continue
+        if not index.isdigit() or int(index) >= len(categories):
+            raise ValueError(f"field {name!r}: no such category")
+        if value not in (YES, categories[int(index)]):
+            raise ValueError(f"field {name!r}: {value!r} is not {categories[int(index)]!r}")
+        ticked.add(categories[int(index)])
     none = fields.get("none") == YES
     if none and ticked:
         raise ValueError("'none of these' and a category were both ticked")

@@ -41,6 +41,8 @@ from lsun_crowd.crowd import (
     HitSpec,
     HitState,
     QualificationTest,
+    decode_choices,
+    encode_choices,
 )
 
 if TYPE_CHECKING:
@@ -54,8 +56,23 @@ def conformance_uri(number: int) -> str:
     return f"/conformance/images/{number:04d}.png"
 
 
+CONFORMANCE_GROUP = "conformance-group"
+CONFORMANCE_LABELS = ("even", "odd", "multiple of three")
+"""The categories of the suite's multi-label batch; an image may show two of them."""
+
+
 def conformance_truth(uri: str, category: str) -> bool:
+    """Whether a conformance image shows ``category``: one of :data:`CONFORMANCE_LABELS`, or for
+    the binary batches' category, whether its number is even."""
+    if category in CONFORMANCE_LABELS:
+        return category in conformance_labels(uri)
     return int(Path(uri).stem) % 2 == 0
+
+
+def conformance_labels(uri: str) -> frozenset[str]:
+    """The categories a conformance image shows, by its number: even or odd, and a multiple of three."""
+    number = int(Path(uri).stem)
+    return frozenset({"even" if number % 2 == 0 else "odd"} | ({"multiple of three"} if number % 3 == 0 else set()))
 
 
 class CrowdBackendConformance:
@@ -102,6 +119,21 @@ class CrowdBackendConformance:
         )
         return HitBatch(
             batch_id, CONFORMANCE_CATEGORY, "Is this image positive?", hits, self.assignments_per_hit, Decimal("0.05")
+        )
+
+    def make_multi_label_batch(self, batch_id: str = "conformance-multi-label") -> HitBatch:
+        """A multi-label batch: one image per HIT, asking all of :data:`CONFORMANCE_LABELS` at once."""
+        hits = tuple(
+            HitSpec(f"m{h}", (HitItem(str(700 + h), conformance_uri(60 + h)),)) for h in range(self.hits_per_batch)
+        )
+        return HitBatch(
+            batch_id,
+            CONFORMANCE_GROUP,
+            "Which of these does the image show?",
+            hits,
+            self.assignments_per_hit,
+            Decimal("0.05"),
+            categories=CONFORMANCE_LABELS,
         )
 
     def make_qualification(self, test_id: str, inverted: bool = False) -> QualificationTest:
@@ -155,6 +187,24 @@ class CrowdBackendConformance:
             assert assignment.worker_id
             assert assignment.submitted_at >= assignment.accepted_at
         assert len({a.assignment_id for a in assignments}) == len(assignments)
+
+    def test_multi_label_answers_name_the_categories_ticked(self, backend: CrowdBackend) -> None:
+        batch = self.make_multi_label_batch()
+        hit_ids = [hit.hit_id for hit in backend.publish(batch)]
+        self.complete_work(backend, hit_ids)
+        images = {hit_id: spec.items[0] for hit_id, spec in zip(hit_ids, batch.hits, strict=True)}
+        assignments = [a for hit_id in hit_ids for a in backend.list_assignments(hit_id)]
+        assert assignments, "no assignment arrived on the multi-label batch"
+        exact = 0
+        for assignment in assignments:
+            image = images[assignment.hit_id]
+            assert set(assignment.answers) == {image.item_key}, "a multi-label HIT is answered for its one image"
+            # Every answer is encode_choices() of the categories ticked; anything else raises here.
+            chosen = decode_choices(assignment.answers[image.item_key], batch.categories)
+            assert assignment.answers[image.item_key] == encode_choices(chosen), "answers are written canonically"
+            exact += chosen == conformance_labels(image.uri)
+        # The images show one or two categories; careful workers name exactly those.
+        assert exact >= len(assignments) / 2, f"only {exact} of {len(assignments)} answers named the image's categories"
 
     def test_hit_status_counts_submitted_work(self, backend: CrowdBackend) -> None:
         _, hit_ids, assignments = self._published_assignments(backend)

@@ -14,7 +14,7 @@ from lsun_crowd.cli import app
 from lsun_crowd.plugins import Plugins, get_plugin_manager
 from lsun_crowd.project import Project
 from lsun_crowd.schema import Label, Round, Vote
-from lsun_crowd.testing import CrowdBackendConformance, conformance_truth
+from lsun_crowd.testing import CONFORMANCE_LABELS, CrowdBackendConformance, conformance_truth, conformance_uri
 
 from .conftest import make_digits_project
 
@@ -84,7 +84,9 @@ class TestAcmeConformance(CrowdBackendConformance):
         finally:
             sys.path.remove(str(VENDOR_SOURCE))
         answers = {
-            (f"/conformance/images/{n:04d}.png", "conformance"): conformance_truth(f"/{n}.png", "") for n in range(100)
+            (conformance_uri(n), category): conformance_truth(conformance_uri(n), category)
+            for n in range(100)
+            for category in ("conformance", *CONFORMANCE_LABELS)
         }
         return AcmeCrowd(answers)
 

@@ -43,6 +43,7 @@ from lsun_crowd.crowd import (
     PublishedHit,
     QualificationResult,
     QualificationTest,
+    encode_choices,
 )
 from lsun_crowd.fees import FeeSchedule, batch_cost
 from lsun_crowd.plugins import parse_crowd_settings
@@ -191,6 +192,13 @@ class SimulatedCrowd:
             correct = not correct
         return (YES if truth else NO) if correct else (NO if truth else YES)
 
+    def _answer_item(self, worker: int, uri: str, batch: HitBatch, rng: np.random.Generator) -> str:
+        """Yes or no; on a multi-label batch, the categories the worker ticks: each one judged as
+        its own yes/no question, so a worker errs on a group as they would on its categories."""
+        if not batch.multi_label:
+            return self._answer(worker, uri, batch.category, rng)
+        return encode_choices(name for name in batch.categories if self._answer(worker, uri, name, rng) == YES)
+
     # -- storage ------------------------------------------------------------------------------
 
     def _clock(self) -> float:
@@ -282,7 +290,7 @@ class SimulatedCrowd:
             if roll < mix.abandon_rate + mix.return_rate:
                 returned += 1
                 continue
-            answers = {item.item_key: self._answer(worker, item.uri, batch.category, rng) for item in items}
+            answers = {item.item_key: self._answer_item(worker, item.uri, batch, rng) for item in items}
             start += float(rng.exponential(mix.latency_seconds / 3))
             accepted = start
             submitted = accepted + float(rng.exponential(mix.latency_seconds))

@@ -95,6 +95,12 @@ class MTurkCrowd:
     def render(self, batch: HitBatch, items: Sequence[HitItem]) -> str:
         """The HTML a worker sees for one HIT of ``batch``, as MTurk will show it."""
         shown = [HitItem(item.item_key, self.image_url(item)) for item in items]
+        if batch.multi_label:
+            if len(shown) != 1:
+                raise CrowdError(f"{batch.batch_id}: a multi-label HIT shows one image, not {len(shown)}")
+            return self.templates.multi_label(
+                shown[0], batch.categories, self.settings.submit_url(), self.settings.instructions
+            )
         return self.templates.grid(
             batch.question,
             shown,

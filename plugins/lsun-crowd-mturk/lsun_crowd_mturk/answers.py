@@ -5,7 +5,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterable
 
-from lsun_crowd.render import answers_from_fields
+from lsun_crowd.crowd import encode_choices
+from lsun_crowd.render import MULTI_LABEL_ITEM_FIELD, answers_from_fields, labels_from_fields
 
 ANSWERS_SCHEMA = "http://mechanicalturk.amazonaws.com/AWSMechanicalTurkDataSchemas/2005-10-01/QuestionFormAnswers.xsd"
 
@@ -37,10 +38,16 @@ def form_fields(xml: str) -> dict[str, str]:
 
 
 def item_answers(xml: str, expected: Iterable[str] | None = None) -> dict[str, str]:
-    """Item key → ``yes``/``no``. With ``expected`` item keys, every one must be answered, and
-    nothing else."""
+    """Item key → ``yes``/``no``, or for the multi-label form (it posts an ``item`` field) item key
+    → the categories ticked (:func:`~lsun_crowd.crowd.encode_choices`). With ``expected`` item
+    keys, every one must be answered, and nothing else."""
     try:
-        answers = answers_from_fields(form_fields(xml))
+        fields = form_fields(xml)
+        if MULTI_LABEL_ITEM_FIELD in fields:
+            item, ticked = labels_from_fields(fields)
+            answers = {item: encode_choices(ticked)}
+        else:
+            answers = answers_from_fields(fields)
     except ValueError as error:
         raise MalformedAnswer(str(error)) from None
     if not answers:

@@ -32,6 +32,11 @@ from lsun_crowd.render import FIELD_PREFIX
 
 ITEM = re.compile(r'data-field="([^"]*)">\s*<img src="([^"]*)"')
 Answerer = Callable[[str, str], str]  # (worker id, image URL) → yes | no
+Chooser = Callable[[str, str, str], bool]  # (worker id, image URL, category) → ticked
+# The multi-label form: its hidden item field, its image and its checkboxes (which post category names).
+MULTI_ITEM = re.compile(r'<input type="hidden" name="item" value="([^"]*)">')
+MULTI_IMAGE = re.compile(r'<img src="([^"]*)" alt="the image to label">')
+MULTI_BOX = re.compile(r'<input type="checkbox" name="(label-\d+)" value="([^"]*)">')
 
 
 class Refused(Exception):
@@ -64,6 +69,7 @@ class FakeTurk:
         self.hit_types: dict[str, dict[str, Any]] = {}
         self.hits: dict[str, dict[str, Any]] = {}
         self.items: dict[str, list[tuple[str, str]]] = {}  # HIT id → (field, image URL)
+        self.multi_label: dict[str, tuple[str, str, list[tuple[str, str]]]] = {}  # HIT id → item, URL, boxes
         self.tokens: dict[str, str] = {}
         self.assignments: dict[str, dict[str, Any]] = {}
         self.qualification_types: dict[str, dict[str, Any]] = {}
@@ -152,6 +158,15 @@ class FakeTurk:
             "NumberOfAssignmentsCompleted": 0,
         }
         self.items[hit_id] = [(html.unescape(f), html.unescape(u)) for f, u in ITEM.findall(content)]
+        key = MULTI_ITEM.search(content)
+        if key is not None:
+            image = MULTI_IMAGE.search(content)
+            boxes = [(field, html.unescape(category)) for field, category in MULTI_BOX.findall(content)]
+            self.multi_label[hit_id] = (
+                html.unescape(key.group(1)),
+                html.unescape(image.group(1) if image else ""),
+                boxes,
+            )
         if token:
             self.tokens[token] = hit_id
         return {"HIT": self.hits[hit_id]}
@@ -186,8 +201,16 @@ class FakeTurk:
 
     # -- assignments --------------------------------------------------------------------------
 
-    def work(self, hit_id: str, worker: str, answer: Answerer | None = None, raw: str | None = None) -> str | None:
-        """``worker`` takes and submits an assignment of the HIT, if MTurk would let them."""
+    def work(
+        self,
+        hit_id: str,
+        worker: str,
+        answer: Answerer | None = None,
+        raw: str | None = None,
+        choose: Chooser | None = None,
+    ) -> str | None:
+        """``worker`` takes and submits an assignment of the HIT, if MTurk would let them; on a
+        multi-label HIT they tick each category ``choose`` says the image shows (none without it)."""
         hit = self._hit(hit_id)
         if hit["HITStatus"] != "Assignable" or hit["NumberOfAssignmentsAvailable"] == 0:
             return None
@@ -196,6 +219,10 @@ class FakeTurk:
         if worker in self.hard_blocks or not self._qualified(worker, hit, answer):
             return None
         fields = {field: answer(worker, url) if answer else YES for field, url in self.items[hit_id]}
+        if hit_id in self.multi_label:
+            key, url, boxes = self.multi_label[hit_id]
+            ticked = {field: category for field, category in boxes if choose and choose(worker, url, category)}
+            fields = {"item": key, **ticked} if ticked else {"item": key, "none": YES}
         assignment_id = self._new_id("ASG")
         self.assignments[assignment_id] = {
             "AssignmentId": assignment_id,

@@ -21,6 +21,11 @@ def answer(worker: str, url: str) -> str:
     return honest if "HONEST" in worker else ("no" if honest == "yes" else "yes")
 
 
+def choose(worker: str, url: str, category: str) -> bool:
+    shows = conformance_truth(PurePosixPath(url).name, category)
+    return shows if "HONEST" in worker else not shows
+
+
 class TestMTurkConformance(CrowdBackendConformance):
     def make_backend(self, tmp_path: Path) -> CrowdBackend:
         self.turk = FakeTurk()
@@ -29,7 +34,7 @@ class TestMTurkConformance(CrowdBackendConformance):
     def complete_work(self, backend: CrowdBackend, hit_ids: Sequence[str]) -> None:
         for hit_id in hit_ids:
             for worker in WORKERS:
-                self.turk.work(hit_id, worker, answer)
+                self.turk.work(hit_id, worker, answer, choose=choose)
         # Whatever no qualified worker took runs out: MTurk expires it at the end of its lifetime.
         self.turk.now += __import__("datetime").timedelta(days=30)
         super().complete_work(backend, hit_ids)

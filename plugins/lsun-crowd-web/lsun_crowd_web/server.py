@@ -18,8 +18,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from lsun_crowd.crowd import CrowdError, HitItem
-from lsun_crowd.render import Renderer, TemplateError, answers_from_fields
+from lsun_crowd.crowd import CrowdError, HitItem, encode_choices
+from lsun_crowd.render import Renderer, TemplateError, answers_from_fields, labels_from_fields
 from lsun_crowd_web.state import WebState
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,8 @@ def create_app(
             return HTMLResponse(IDLE_PAGE.format(message=html.escape(f"Thank you, {worker}.")))
         items = [HitItem(item.item_key, f"/a/{token}/image/{hit.hit_id}/{item.item_key}") for item in hit.items]
         submit_url = f"/a/{token}/submit/{hit.hit_id}"
+        if hit.categories:
+            return hit_page(lambda: templates.multi_label(items[0], hit.categories, submit_url, INSTRUCTIONS))
         shown = examples.get(hit.category, ())
         return hit_page(lambda: templates.grid(hit.question, items, submit_url, INSTRUCTIONS, examples=shown))
 
@@ -82,7 +84,13 @@ def create_app(
             return unauthorized()
         fields = dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
         try:
-            state.submit(worker, request.path_params["hit_id"], answers_from_fields(fields))
+            hit = state.hit(request.path_params["hit_id"])
+            if hit is not None and hit.categories:
+                item, ticked = labels_from_fields(fields, hit.categories)
+                answers = {item: encode_choices(ticked)}
+            else:
+                answers = answers_from_fields(fields)
+            state.submit(worker, request.path_params["hit_id"], answers)
         except (CrowdError, ValueError) as error:
             return PlainTextResponse(f"not recorded: {error}", status_code=409)
         return RedirectResponse(f"/a/{request.path_params['token']}", status_code=303)

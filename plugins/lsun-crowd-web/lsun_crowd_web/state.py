@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS assignments (
 CREATE TABLE IF NOT EXISTS blocks (worker TEXT PRIMARY KEY, reason TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS exclusions (hit_id TEXT NOT NULL, worker TEXT NOT NULL, PRIMARY KEY (hit_id, worker));
 CREATE TABLE IF NOT EXISTS bonuses (token TEXT PRIMARY KEY, worker TEXT NOT NULL, amount TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS hit_categories (hit_id TEXT PRIMARY KEY, categories TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS qualifications (
     test_id TEXT NOT NULL, worker TEXT NOT NULL, correct INTEGER NOT NULL, total INTEGER NOT NULL,
     passed INTEGER NOT NULL, PRIMARY KEY (test_id, worker));
@@ -49,6 +50,7 @@ class QueuedHit:
     category: str
     question: str
     items: tuple[HitItem, ...]
+    categories: tuple[str, ...] = ()  # a multi-label HIT's categories, asked all at once
 
 
 def token_hash(token: str) -> str:
@@ -128,6 +130,10 @@ class WebState:
                         time.time(),
                     ),
                 )
+                if batch.multi_label:
+                    db.execute(
+                        "INSERT OR IGNORE INTO hit_categories VALUES (?, ?)", (hit_id, json.dumps(batch.categories))
+                    )
                 db.executemany(
                     "INSERT OR IGNORE INTO exclusions VALUES (?, ?)",
                     [(hit_id, worker) for worker in sorted(spec.excluded_workers)],
@@ -263,7 +269,9 @@ class WebState:
         if row is None:
             return None
         items = tuple(HitItem(str(key), str(uri)) for key, uri in json.loads(row[2]))
-        return QueuedHit(hit_id, str(row[0]), str(row[1]), items)
+        asked = db.execute("SELECT categories FROM hit_categories WHERE hit_id = ?", (hit_id,)).fetchone()
+        categories = tuple(json.loads(asked[0])) if asked else ()
+        return QueuedHit(hit_id, str(row[0]), str(row[1]), items, categories)
 
 
 def _test_json(test: QualificationTest) -> str:

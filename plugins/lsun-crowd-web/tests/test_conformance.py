@@ -8,8 +8,8 @@ from pathlib import Path
 
 from lsun_crowd_web import WebCrowd, WebState
 
-from lsun_crowd.crowd import NO, YES, CrowdBackend
-from lsun_crowd.testing import CrowdBackendConformance, conformance_truth
+from lsun_crowd.crowd import NO, YES, CrowdBackend, encode_choices
+from lsun_crowd.testing import CrowdBackendConformance, conformance_labels, conformance_truth
 
 ANNOTATORS = ("ana", "ben", "cho")
 
@@ -27,7 +27,11 @@ class TestWebConformance(CrowdBackendConformance):
             if test is not None:
                 self.state.grade(name, test, {i.item_key: self.answer(i.uri) for i in test.items})
             while (hit := self.state.next_hit(name)) is not None:
-                self.state.submit(name, hit.hit_id, {i.item_key: self.answer(i.uri) for i in hit.items})
+                if hit.categories:  # a multi-label HIT: the categories the image shows
+                    answers = {i.item_key: encode_choices(conformance_labels(i.uri)) for i in hit.items}
+                else:
+                    answers = {i.item_key: self.answer(i.uri) for i in hit.items}
+                self.state.submit(name, hit.hit_id, answers)
         # What nobody may take (everyone failed a test) is closed, as a team lead would.
         open_ids = [s.hit_id for s in backend.hit_status(hit_ids) if s.state == "open"]
         backend.expire(open_ids)

@@ -22,6 +22,7 @@ from lsun_crowd.crowd import (
     HitStatus,
     PublishedHit,
     QualificationResult,
+    encode_choices,
 )
 from lsun_crowd.hookspecs import hookimpl
 from lsun_crowd.plugins import CrowdAdapter, RegisterCrowdAdapter
@@ -100,9 +101,16 @@ class AcmeCrowd:
         if hit_id in self.expired:
             return []
         batch, index, roster = self.hits[hit_id]
-        answers = {
-            item.item_key: YES if self.answers[(item.uri, batch.category)] else NO for item in batch.hits[index].items
-        }
+        if batch.multi_label:  # every category the image shows, asked at once
+            answers = {
+                item.item_key: encode_choices(name for name in batch.categories if self.answers[(item.uri, name)])
+                for item in batch.hits[index].items
+            }
+        else:
+            answers = {
+                item.item_key: YES if self.answers[(item.uri, batch.category)] else NO
+                for item in batch.hits[index].items
+            }
         return [
             Assignment(
                 f"{hit_id}-{person}",
