@@ -2,17 +2,20 @@
 answers, and store and return its figures.
 
 *Aggregation.* The audit's answers stand on their own: only the votes of the audit's own jobs
-count, from workers not blocked (the audit's hidden gold blocks careless workers as any job's
-does). An image's audit label is the majority of at least :data:`MIN_VOTES` votes; with fewer,
-or a tie, the audit cannot tell, and the exact intervals count it against whichever bound they
-compute (see :mod:`lsun_crowd.audit.stats`), while the point estimates and PPI++ leave it out.
-Majority of fresh votes is chosen over Dawid–Skene because each audit worker answers only a few
-images, too few to estimate their confusion, and because it keeps the audit independent of the
-models that made the labels.
+count, from workers not blocked. Each vote is weighted by its worker's log-odds of being right,
+estimated from their gold answers alone (every job's hidden gold, the audit's included, with the
+project's ``[quality]`` prior), so a careless worker counts for little and one who answers
+against the truth counts reversed, while no answer about an audited image shapes any weight. An
+image's audit label is the sign of the weighted sum, given at least :data:`MIN_VOTES` votes; with
+fewer, or an exact tie, the audit cannot tell, and the exact intervals count it against
+whichever bound they compute (see :mod:`lsun_crowd.audit.stats`), while the point estimates and
+PPI++ leave it out. A full Dawid–Skene fit is not used: each audit worker answers only a few
+images, too few to estimate their confusion from the audit's own answers.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -113,7 +116,7 @@ def run_audit(
     if state != AuditState.DONE:
         _collect(ctx, audit_id, on_pass)
         with store.session() as session:
-            _aggregate(session, audit_id)
+            _aggregate(session, audit_id, config.quality.prior_correct, config.quality.prior_wrong)
             figures = compute_figures(session, audit_id, alpha)
             _store_figures(session, audit_id, figures)
             session.execute(
@@ -171,12 +174,10 @@ def _collect(ctx: Context, audit_id: int, on_pass: Callable[[], None] | None) ->
             ctx.sleep(ctx.config.crowd.poll_seconds)
 
 
-def _aggregate(session: Session, audit_id: int) -> None:
-    """Each audited image's majority among the audit's votes from workers not blocked."""
-    yes = func.sum(case((Vote.answer == 1, 1), else_=0))
-    no = func.sum(case((Vote.answer == 0, 1), else_=0))
+def _aggregate(session: Session, audit_id: int, prior_correct: float, prior_wrong: float) -> None:
+    """Each audited image's gold-weighted majority among the audit's votes from workers not blocked."""
     rows = session.execute(
-        select(AuditItem.item_id, AuditItem.category_id, yes, no)
+        select(AuditItem.item_id, AuditItem.category_id, Vote.answer, Worker.gold_correct, Worker.gold_wrong)
         .join(Hit, Hit.job_id == AuditItem.job_id)
         .join(AssignmentRow, AssignmentRow.hit_id == Hit.id)
         .join(
@@ -187,18 +188,23 @@ def _aggregate(session: Session, audit_id: int) -> None:
         )
         .join(Worker, Worker.id == Vote.worker_id)
         .where(AuditItem.audit_id == audit_id, Worker.blocked.is_(False), Vote.is_gold.is_(False))
-        .group_by(AuditItem.item_id, AuditItem.category_id)
     ).all()
+    tallies: dict[tuple[int, int], list[float]] = {}  # yes votes, no votes, evidence for yes
+    for item_id, category_id, answer, right, wrong in rows:
+        accuracy = (right + prior_correct) / (right + wrong + prior_correct + prior_wrong)
+        weight = math.log(accuracy / (1 - accuracy))
+        tally = tallies.setdefault((item_id, category_id), [0, 0, 0.0])
+        tally[0 if answer == 1 else 1] += 1
+        tally[2] += weight if answer == 1 else -weight
     session.execute(
         update(AuditItem).where(AuditItem.audit_id == audit_id).values(yes_votes=0, no_votes=0, audit_label=None)
     )
-    for item_id, category_id, yes_votes, no_votes in rows:
-        yes_votes, no_votes = int(yes_votes or 0), int(no_votes or 0)
-        decided = yes_votes + no_votes >= MIN_VOTES and yes_votes != no_votes
+    for (item_id, category_id), (yes_votes, no_votes, evidence) in tallies.items():
+        decided = yes_votes + no_votes >= MIN_VOTES and abs(evidence) > 1e-9
         session.execute(
             update(AuditItem)
             .where(AuditItem.audit_id == audit_id, AuditItem.item_id == item_id, AuditItem.category_id == category_id)
-            .values(yes_votes=yes_votes, no_votes=no_votes, audit_label=int(yes_votes > no_votes) if decided else None)
+            .values(yes_votes=yes_votes, no_votes=no_votes, audit_label=int(evidence > 0) if decided else None)
         )
 
 
