@@ -14,11 +14,12 @@ from lsun_crowd import __version__
 from lsun_crowd.certificate import certificates
 from lsun_crowd.config import CONFIG_FILE, DEFAULT_TOML
 from lsun_crowd.errors import errors, reported_errors
-from lsun_crowd.export import export as export_labels
+from lsun_crowd.export import export_labels
 from lsun_crowd.ingest import ingest as ingest_sources
 from lsun_crowd.ingest import ingest_gold
 from lsun_crowd.lock import current_holder
 from lsun_crowd.methods import DEFAULT_METHOD, METHODS
+from lsun_crowd.multilabel import multilabel_status
 from lsun_crowd.plugins import Plugins
 from lsun_crowd.preview import render_preview, sample_hit
 from lsun_crowd.project import INGEST_REPORT, Project
@@ -123,6 +124,10 @@ def status(project: ProjectOption = Path(".")) -> None:
         with opened.store.session() as session:
             for certificate in certificates(session, opened.config.project.categories):
                 console.print(f"guarantee: {certificate.describe()}")
+        several = multilabel_status(opened.store, opened.config.project.groups)
+        console.print(f"images positive in two or more categories: {several.positive_in_several}")
+        for group, count in several.conflicts.items():
+            console.print(f"group {group}: {count} image(s) in conflict, held back from the export")
         holder = current_holder(opened.store)
         if holder is not None:
             console.print(f"a run is working on this project: {holder.describe()}")
@@ -132,12 +137,18 @@ def status(project: ProjectOption = Path(".")) -> None:
 def export(
     out: Annotated[Path, typer.Option(help="output file")],
     project: ProjectOption = Path("."),
-    format: Annotated[str, typer.Option("--format", help="jsonl or csv")] = "jsonl",
+    format: Annotated[
+        str, typer.Option("--format", help="jsonl or csv; multilabel: one record per image (CSV for a .csv --out)")
+    ] = "jsonl",
 ) -> None:
-    """Write the final labels, one record per image and category."""
+    """Write the final labels, one record per image and category (or per image, with every
+    category). Images in conflict in a single-label group are held back."""
     with reported_errors():
-        count = export_labels(Project.open(project).store, out, format)
-        console.print(f"wrote {count} record(s) to {out}")
+        opened = Project.open(project)
+        summary = export_labels(opened.store, out, format, opened.config.project.groups)
+        console.print(f"wrote {summary.records} record(s) to {out}")
+        if summary.held_back_total:
+            console.print(summary.describe())
 
 
 @app.command()
@@ -225,7 +236,6 @@ def preview(
         console.print(f"{out}: one HIT of {images} images for {batch.category}; {size:,}{limit} characters{note}")
 
 
-
 @app.command()
 def audit(
     sample: Annotated[int, typer.Option(help="final labels to check, drawn across categories and sources")],
@@ -262,6 +272,40 @@ def audit(
                 on_pass=guard.heartbeat,
             )
         print_audit(console, outcome)
+
+
+@app.command()
+def conflicts(
+    project: ProjectOption = Path("."),
+    group: Annotated[list[str] | None, typer.Option(help="only these single-label groups")] = None,
+    crowd: Annotated[str | None, typer.Option(help="crowd adapter (default: [crowd] adapter)")] = None,
+    once: Annotated[bool, typer.Option("--once", help="one step for each group, then exit")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="spend real money without asking")] = False,
+) -> None:
+    """Send the images in conflict in single-label groups to people, all the group's categories at
+    once, and write what they settle as new labels. `run` does this by itself once a group's
+    categories are finished."""
+    from lsun_crowd.conflicts import run_conflicts
+    from lsun_crowd.lock import RunLockGuard
+
+    with reported_errors():
+        opened = Project.open(project)
+        if not opened.config.project.groups:
+            raise ValueError(f"{project / CONFIG_FILE}: project.groups: no single-label group is declared")
+        backend = opened.crowd(crowd)
+        warning = confirm_spend(opened, backend, yes, lambda text: typer.confirm(text, default=False))
+        if warning is not None:
+            console.print(warning)
+        guard = RunLockGuard(opened.store)
+        with guard:
+            context = opened.cascade(backend).context
+            reports = run_conflicts(context, group or None, once=once, on_pass=guard.heartbeat)
+        for found in reports:
+            console.print(
+                f"group {found.group}: {found.state}; {found.jobs} conflict job(s), {found.settled} image(s) "
+                f"settled by people, {found.unsettled} not; {found.conflicts} in conflict now"
+            )
+
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -176,8 +176,8 @@ def tally(group: GroupConfig, answers: Sequence[frozenset[str]]) -> tuple[str | 
     ranked = sorted(weights.items(), key=lambda pair: (-pair[1], pair[0]))
     winner, weight = ranked[0]
     share = weight / total
-    needed = min(2, group.votes)
-    if share <= 0.5 or weight < needed - 1e-9:
+    named = sum((winner in chosen) if winner != NONE else not chosen for chosen in answers)
+    if share <= 0.5 or named < min(2, group.votes):
         return None, share
     return winner, share
 

@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 
 from lsun_crowd.certificate import certificates
 from lsun_crowd.config import CONFIG_FILE
-from lsun_crowd.export import export
+from lsun_crowd.export import export_labels
 from lsun_crowd.ingest import ingest, ingest_gold
 from lsun_crowd.progress import RichCascadeProgress, progress_bars
 from lsun_crowd.project import Project
@@ -41,6 +41,12 @@ def demo_config(
     """The demo project's configuration; ``redundancy`` holds [crowd] lines that replace the
     default adaptive redundancy, e.g. :data:`FIXED_REDUNDANCY`."""
     categories = ", ".join(f'"digit-{digit}"' for digit in digits)
+    # Every image is exactly one digit: with all ten, they form an exclusive, exhaustive group.
+    group = (
+        f'\n[[project.groups]]\nname = "digits"\ncategories = [{categories}]\nexhaustive = true\n'
+        if list(digits) == list(range(10))
+        else ""
+    )
     return (
         f"""\
 # Written by `lsun-crowd demo`: the digits pool with a simulated crowd.
@@ -48,7 +54,7 @@ def demo_config(
 name = "digits-demo"
 seed = {seed}
 categories = [{categories}]
-
+{group}
 [crowd]
 adapter = "mock"
 {redundancy}items_per_hit = 10
@@ -244,7 +250,9 @@ def run_project(
         cascade.run()
     if humans_only_on is None:
         print_guarantees(console, project)
-    export(project.store, out / "export.jsonl")
+    held_back = export_labels(project.store, out / "export.jsonl", groups=project.config.project.groups).describe()
+    if held_back:
+        console.print(held_back)
     run = DemoRun(
         score_export(out / "export.jsonl", targets), cascade.spent(), score_human_labeling(project.store, targets)
     )

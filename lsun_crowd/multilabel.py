@@ -154,7 +154,7 @@ def iter_images(store: Store, page: int = PAGE) -> Iterator[ImageLabels]:
         after = last
 
 
-def export_multilabel(store: Store, out: Path, groups: Sequence[GroupConfig] = ()) -> ExportSummary:
+def export_multilabel(store: Store, out: Path, groups: Sequence[GroupConfig] = (), page: int = PAGE) -> ExportSummary:
     """One record per image: every category's label, source and confidence, and the positive
     categories. CSV where ``out`` ends in ``.csv`` (one column per category, then its source and
     confidence), JSONL otherwise. Images in conflict in a group are held back and counted."""
@@ -163,7 +163,7 @@ def export_multilabel(store: Store, out: Path, groups: Sequence[GroupConfig] = (
     as_csv = out.suffix.lower() == ".csv"
     with temporary.open("w", encoding="utf-8", newline="") as handle:
         write = _csv_writer(store, handle) if as_csv else _jsonl_writer(handle)
-        for image in iter_images(store):
+        for image in iter_images(store, page):
             conflicts = image.conflicts(groups)
             if conflicts:
                 for group, _ in conflicts:
@@ -210,10 +210,15 @@ def _csv_writer(store: Store, handle: TextIO) -> Any:
 # -- counts for status and for the conflict jobs ----------------------------------------------------
 
 
-def _answers(category_ids: Sequence[int] | None = None) -> Select[Any]:
-    """Every (image, category, 1/0) the store knows: current labels and gold answers together."""
-    labels = select(Label.item_id.label("item_id"), Label.label.label("label"))
-    gold = select(Gold.item_id.label("item_id"), Gold.answer.label("label"))
+def _answers(category_ids: Sequence[int] | None = None, after: int = -1, through: int | None = None) -> Select[Any]:
+    """Every (image, category, 1/0) the store knows: current labels and gold answers together,
+    for images after ``after`` and up to ``through`` (the bounds go inside each branch, so each is an
+    index range scan)."""
+    labels = select(Label.item_id.label("item_id"), Label.label.label("label")).where(Label.item_id > after)
+    gold = select(Gold.item_id.label("item_id"), Gold.answer.label("label")).where(Gold.item_id > after)
+    if through is not None:
+        labels = labels.where(Label.item_id <= through)
+        gold = gold.where(Gold.item_id <= through)
     if category_ids is not None:
         labels = labels.where(Label.category_id.in_(category_ids))
         gold = gold.where(Gold.category_id.in_(category_ids))
@@ -241,15 +246,17 @@ def conflict_filter(size: int, exhaustive: bool, label: Any) -> ColumnElement[bo
     return or_(several, and_(func.count() == size, func.sum(label) == 0))
 
 
-def conflicted_items(session: Session, group: GroupConfig, after: int = -1, limit: int | None = None) -> list[int]:
-    """Ids of the images in conflict in ``group``, in id order (after ``after``, ``limit`` at a time)."""
+def conflicted_items(
+    session: Session, group: GroupConfig, after: int = -1, limit: int | None = None, through: int | None = None
+) -> list[int]:
+    """Ids of the images in conflict in ``group``, in id order (after ``after`` and up to
+    ``through``, ``limit`` at a time)."""
     ids = [cat_id for cat_id, name in category_names(session) if name in set(group.categories)]
     if len(ids) < len(group.categories):
         return []  # a category not started has no labels, so no conflict yet
-    answers = _answers(ids).subquery()
+    answers = _answers(ids, after, through).subquery()
     query = (
         select(answers.c.item_id)
-        .where(answers.c.item_id > after)
         .group_by(answers.c.item_id)
         .having(conflict_filter(len(ids), group.exhaustive, answers.c.label))
         .order_by(answers.c.item_id)

@@ -402,8 +402,18 @@ def digits_config(
 ) -> dict[str, Any]:
     """The values :func:`lsun_crowd.demo.demo_config` writes (a test keeps the two equal), with
     ``overrides`` merged in by :func:`merge_config`."""
+    categories = [f"digit-{digit}" for digit in digits]
+    # With all ten digits, every image is exactly one of them: an exclusive, exhaustive group.
+    groups = (
+        [{"name": "digits", "categories": categories, "exhaustive": True}] if list(digits) == list(range(10)) else []
+    )
     demo = {
-        "project": {"name": "digits-demo", "seed": seed, "categories": [f"digit-{digit}" for digit in digits]},
+        "project": {
+            "name": "digits-demo",
+            "seed": seed,
+            "categories": categories,
+            **({"groups": groups} if groups else {}),
+        },
         "crowd": {
             "adapter": "mock",
             "items_per_hit": 10,
