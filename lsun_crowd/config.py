@@ -124,12 +124,34 @@ class CascadeConfig(_Section):
     finish_with_humans_below: int = Field(default=50, ge=0)
 
 
+class RepairConfig(_Section):
+    """Label-error repair (:mod:`lsun_crowd.repair`): human labels scored out of fold, suspects
+    found by confident learning, sent back to fresh workers."""
+
+    enabled: bool = True
+    every_rounds: int = Field(default=0, ge=0)  # 0: one pass, when the category finishes
+    folds: int = Field(default=5, ge=2, le=20)
+    rule: Literal["confident_joint", "prune_by_class", "prune_by_noise_rate", "both", "argmax"] = "prune_by_noise_rate"
+    max_share: float = Field(default=0.05, gt=0, le=1)
+    votes: int = Field(default=3, ge=1, le=50)
+    follow_up_votes: int = Field(default=2, ge=1, le=50)
+    max_votes: int = Field(default=7, ge=1, le=100)
+    min_per_class: int = Field(default=10, ge=2)
+
+    @model_validator(mode="after")
+    def _check(self) -> RepairConfig:
+        if self.max_votes < self.votes:
+            raise ValueError("max_votes cannot be below votes")
+        return self
+
+
 class Config(_Section):
     project: ProjectConfig = Field(default_factory=ProjectConfig)
     crowd: CrowdConfig = Field(default_factory=CrowdConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     cascade: CascadeConfig = Field(default_factory=CascadeConfig)
+    repair: RepairConfig = Field(default_factory=RepairConfig)
 
 
 def parse_config(data: dict[str, Any], source: str) -> Config:
@@ -222,4 +244,17 @@ confidence = 0.95             # probability that all three hold together, agains
 max_rounds = 10
 budget = 100.0                # USD, rewards plus platform fees, never exceeded
 finish_with_humans_below = 50 # once the pool is this small, humans label the rest
+
+[repair]
+enabled = true                # look for wrong human labels and send them back to people
+every_rounds = 0              # a pass after every N-th round too (the next round trains on the fixes);
+                              #   0: one pass when the category finishes
+folds = 5                     # cross-fitting: each label scored by a model trained on the other folds
+rule = "prune_by_noise_rate"  # confident learning's rule: confident_joint, prune_by_class,
+                              #   prune_by_noise_rate, both, or argmax (the plain disagreement)
+max_share = 0.05              # at most this share of a category's human labels go back in one pass
+votes = 3                     # new votes per suspect, from workers who never answered about the image
+follow_up_votes = 2           # more at a time while the votes leave it uncertain,
+max_votes = 7                 #   up to this many new votes in all
+min_per_class = 10            # fewest human labels of each class a category needs to be scored
 """

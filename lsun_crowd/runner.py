@@ -21,6 +21,8 @@ from lsun_crowd.collect import poll, sync_clock
 from lsun_crowd.conflicts import GroupState, advance_group, poll_categories
 from lsun_crowd.context import Context, RoundRef
 from lsun_crowd.jobs import recheck_stopped
+from lsun_crowd.repair import RepairStep
+from lsun_crowd.repair import after_round as repair_after_round
 from lsun_crowd.rounds import advance_round, latest_round, sample_round
 from lsun_crowd.schema import AssignmentRow, Hit, Job, JobState, RoundState
 from lsun_crowd.store import category_id
@@ -132,6 +134,15 @@ class Runner:
                 done = latest.number if latest else 0
                 with ctx.store.session() as session:
                     remaining = ledger.pool_size(session, category.id)
+                if latest is not None:
+                    # Label-error repair after the round: the category waits for it, the others go on.
+                    finishing = remaining == 0 or done >= self.max_rounds
+                    step = repair_after_round(ctx, category.name, category.id, latest, finishing)
+                    if step == RepairStep.WAITING:
+                        return moved
+                    if step == RepairStep.MOVED:
+                        moved = True
+                        continue
                 if remaining == 0:
                     self.outcomes[category.name] = CategoryOutcome(category.name, done, Outcome.RESOLVED)
                     return moved

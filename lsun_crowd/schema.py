@@ -458,3 +458,64 @@ class ChoiceVote(Base):
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id"))
     worker_id: Mapped[int] = mapped_column(ForeignKey("workers.id"))
     choices: Mapped[str] = mapped_column(Text)
+
+
+# -- label-error repair (lsun_crowd.repair) ----------------------------------------------------------
+# A repair pass scores a category's human labels out of fold, flags the likely wrong ones by
+# confident learning, and sends them to fresh workers in repair jobs, stage after stage, until the
+# votes settle them or their cap is reached. Any change is a new label event; these tables say what
+# was flagged, sent and changed.
+
+
+class RepairPassState(enum.StrEnum):
+    OPEN = "open"  # its current job is out with the crowd, or waits to be settled
+    STOPPED = "stopped"  # the budget or the balance could not pay for its current job
+    DONE = "done"
+
+
+class RepairState(enum.StrEnum):
+    FLAGGED = "flagged"  # a suspect beyond the pass's cap: not sent, may be flagged again later
+    SENT = "sent"  # in a repair job; votes pending
+    CHANGED = "changed"  # the new votes settled on the other label, which replaced the given one
+    KEPT = "kept"  # the new votes confirmed the given label
+    UNRESOLVED = "unresolved"  # still uncertain at the cap of votes: the given label stays
+    STOPPED = "stopped"  # its job could not be paid for
+
+
+class RepairPass(Base):
+    """One look for label errors in a category: after a round (``round_id``) or asked for by
+    ``lsun-crowd repair`` (null)."""
+
+    __tablename__ = "repair_passes"
+    __table_args__ = (UniqueConstraint("category_id", "round_id"), Index("ix_repair_passes_state", "state"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    category_id: Mapped[int] = mapped_column(ForeignKey("categories.id"))
+    round_id: Mapped[int | None] = mapped_column(ForeignKey("rounds.id"), nullable=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"), nullable=True)  # its current job
+    state: Mapped[str] = mapped_column(String(16))  # a RepairPassState
+    scored: Mapped[int] = mapped_column(Integer, default=0)  # human labels scored out of fold
+    flagged: Mapped[int] = mapped_column(Integer, default=0)  # of them, suspects
+    notes: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+
+class Repair(Base):
+    """A human label confident learning flagged: its out-of-fold score (the model's probability of
+    positive), the label it had, and what the repair made of it."""
+
+    __tablename__ = "repairs"
+    __table_args__ = (
+        UniqueConstraint("pass_id", "item_id"),
+        Index("ix_repairs_category_item", "category_id", "item_id"),
+        Index("ix_repairs_job", "job_id"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pass_id: Mapped[int] = mapped_column(ForeignKey("repair_passes.id"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"))
+    category_id: Mapped[int] = mapped_column(ForeignKey("categories.id"))
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"), nullable=True)  # its latest job
+    score: Mapped[float] = mapped_column(Float)
+    given_label: Mapped[int] = mapped_column(Integer)
+    new_label: Mapped[int | None] = mapped_column(Integer, nullable=True)  # set once settled
+    state: Mapped[str] = mapped_column(String(16))  # a RepairState
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)

@@ -1,0 +1,499 @@
+"""Label-error repair: find the human labels that are likely wrong and send them back to people.
+
+A *repair pass* over a category:
+
+1. **Scores** every human label out of fold (:mod:`lsun_crowd.crossfit`): ``folds`` heads, each
+   trained (by :func:`lsun_crowd.classifier.train_head`, on the embedding cache) on the other folds'
+   human labels and on every gold answer, so no image is scored by a model that trained on it.
+2. **Flags** the likely wrong ones by confident learning (:mod:`lsun_crowd.confident_learning`),
+   ranked by self-confidence and capped at ``max_share`` of the category's human labels. A label
+   a pass already sent to people is not flagged again.
+3. **Sends** them to the crowd in a repair job (kind ``repair``, outside any round) of small HITs
+   that carry gold as every HIT does; the job's HITs are kept from every worker who answered about
+   their images before (:data:`lsun_crowd.publish.FRESH_WORKER_KINDS`), so the new votes are
+   independent of the label they check.
+4. **Settles** each suspect on the category's gold-anchored Dawid–Skene posterior with the new
+   votes: confident at the people's bar (``quality.min_label_confidence``), the label is kept or
+   changed; still uncertain, it gets ``follow_up_votes`` more, up to ``max_votes`` new votes, and
+   then keeps its label. A change is a new label event (source ``human``, origin
+   ``repair:<job id>``) that says why.
+
+The runner runs a pass after every ``every_rounds``-th round of a category and once when the
+category finishes (:func:`after_round`), so the next round's model trains on the corrected labels;
+the category waits for its pass while the others go on. ``lsun-crowd repair`` runs one now
+(:func:`run_repair`).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+import numpy as np
+from numpy.typing import NDArray
+from sqlalchemy import Select, func, select, update
+from sqlalchemy.orm import Session
+
+from lsun_crowd import ledger
+from lsun_crowd.classifier import TrainingError, probability, train_head
+from lsun_crowd.confident_learning import binary_probabilities, find_label_issues
+from lsun_crowd.context import Context, JobRef, job_refs, rng
+from lsun_crowd.crossfit import cross_fit, stratified_folds
+from lsun_crowd.jobs import advance_job
+from lsun_crowd.publish import qualification_test
+from lsun_crowd.review import human_posterior
+from lsun_crowd.schema import (
+    AssignmentRow,
+    Category,
+    Gold,
+    GroupJob,
+    Hit,
+    HitItem,
+    Item,
+    Job,
+    JobKind,
+    JobState,
+    Label,
+    LabelSource,
+    Repair,
+    RepairPass,
+    RepairPassState,
+    RepairState,
+    Round,
+    Spend,
+    Vote,
+)
+
+ITEMS_PER_HIT = 3  # small HITs: the fewer images a HIT shows, the fewer earlier voters it keeps away
+
+
+class RepairStep(enum.StrEnum):
+    MOVED = "moved"  # something happened
+    WAITING = "waiting"  # a repair job is out with the crowd
+    DONE = "done"  # nothing (more) to do now
+
+
+@dataclass(frozen=True)
+class ScoredLabels:
+    """A category's human labels with their out-of-fold probability of positive."""
+
+    items: NDArray[np.int64]
+    labels: NDArray[np.int64]
+    positive: NDArray[np.float64]
+
+
+# -- scoring and flagging ---------------------------------------------------------------------------
+
+
+def score_labels(ctx: Context, category_id: int, salt: int = 0) -> ScoredLabels | None:
+    """Every human label of the category, scored out of fold; ``None`` when a class has fewer
+    than ``repair.min_per_class`` labels (too few to train on without it)."""
+    settings = ctx.config.repair
+    with ctx.store.session() as session:
+        rows = session.execute(
+            select(Item.id, Item.sha256, Label.label, Label.confidence)
+            .join(Label, Label.item_id == Item.id)
+            .where(Label.category_id == category_id, Label.source == LabelSource.HUMAN, Item.problem.is_(None))
+            .order_by(Item.id)
+        ).all()
+        gold = session.execute(
+            select(Item.sha256, Gold.answer)
+            .join(Gold, Gold.item_id == Item.id)
+            .where(Gold.category_id == category_id, Item.problem.is_(None))
+            .order_by(Item.id)
+        ).all()
+    labels = np.array([int(row.label) for row in rows], dtype=np.int64)
+    if len(rows) == 0 or min(int((labels == 1).sum()), int((labels == 0).sum())) < settings.min_per_class:
+        return None
+    embeddings = ctx.embeddings()
+    features = embeddings.get([row.sha256 for row in rows])
+    weights = np.array([float(row.confidence) for row in rows], dtype=np.float64)
+    gold_features = embeddings.get([sha for sha, _ in gold])
+    gold_targets = np.array([float(answer) for _, answer in gold], dtype=np.float64)
+    seed = ctx.config.project.seed
+
+    def fit(training: NDArray[np.int64]) -> Callable[[NDArray[np.int64]], NDArray[np.float64]]:
+        head = train_head(
+            np.concatenate([features[training], gold_features]),
+            np.concatenate([labels[training].astype(np.float64), gold_targets]),
+            np.concatenate([weights[training], np.ones(len(gold_targets))]),
+            ctx.config.model,
+            seed=seed * 1_000_003 + category_id * 101 + salt * 7 + 5,
+        )
+        return lambda held_out: probability(head.logits(features[held_out]))
+
+    folds = stratified_folds(labels, settings.folds, [seed, category_id, salt, 17])
+    positive = cross_fit(folds, fit)
+    return ScoredLabels(np.array([int(row.id) for row in rows], dtype=np.int64), labels, positive)
+
+
+def checked_before(session: Session, category_id: int) -> set[int]:
+    """Images of the category a pass has sent to people (or could not): not flagged again."""
+    return {
+        int(item)
+        for item in session.scalars(
+            select(Repair.item_id).where(Repair.category_id == category_id, Repair.state != RepairState.FLAGGED)
+        )
+    }
+
+
+# -- a pass -----------------------------------------------------------------------------------------
+
+
+def start_pass(ctx: Context, category: str, category_id: int, round_id: int | None) -> int:
+    """Score, flag and lay out the first repair job of a new pass; returns the pass's id. The pass
+    and its suspects are stored in one transaction with the job, so a crash leaves all or none."""
+    settings = ctx.config.repair
+    with ctx.store.session() as session:
+        passes = int(
+            session.scalar(select(func.count(RepairPass.id)).where(RepairPass.category_id == category_id)) or 0
+        )
+    try:
+        scored = score_labels(ctx, category_id, salt=passes)
+        note = ""
+    except TrainingError as error:
+        scored, note = None, f"not scored: {error}"
+    with ctx.store.session() as session:
+        record = RepairPass(category_id=category_id, round_id=round_id, state=RepairPassState.DONE, scored=0, flagged=0)
+        session.add(record)
+        session.flush()
+        if scored is None:
+            record.notes = note or f"not scored: fewer than {settings.min_per_class} human labels of a class"
+            ctx.progress.message(f"{category}: repair: {record.notes}")
+            return int(record.id)
+        issues = find_label_issues(binary_probabilities(scored.positive), scored.labels, settings.rule)
+        done_before = checked_before(session, category_id)
+        suspects = [int(index) for index in issues.ranked if int(scored.items[index]) not in done_before]
+        cap = int(settings.max_share * len(scored.items))
+        sent, held = suspects[:cap], suspects[cap:]
+        chosen = set(sent)
+        record.scored, record.flagged = len(scored.items), len(suspects)
+        job = lay_out_job(ctx, session, category, category_id, record.id, 0, [int(scored.items[i]) for i in sent])
+        session.add_all(
+            Repair(
+                pass_id=record.id,
+                item_id=int(scored.items[index]),
+                category_id=category_id,
+                job_id=job.id if job is not None and index in chosen else None,
+                score=float(scored.positive[index]),
+                given_label=int(scored.labels[index]),
+                state=RepairState.SENT if index in chosen else RepairState.FLAGGED,
+            )
+            for index in sent + held
+        )
+        if job is not None:
+            record.job_id, record.state = job.id, RepairPassState.OPEN
+        record.notes = f"{len(suspects)} suspect(s) of {len(scored.items)}; {len(sent)} sent" + (
+            f", {len(held)} over the cap of {cap}" if held else ""
+        )
+        pass_id = int(record.id)
+    ctx.progress.message(f"{category}: repair: {record.notes}")
+    return pass_id
+
+
+def lay_out_job(
+    ctx: Context, session: Session, category: str, category_id: int, pass_id: int, stage: int, items: list[int]
+) -> Job | None:
+    """A repair job for ``items``: small HITs, each with the category's hidden gold; images whose
+    earlier voters overlap share a HIT, so each HIT keeps as few workers away as it can. ``None``
+    for no items."""
+    if not items:
+        return None
+    settings = ctx.config.repair
+    votes = settings.votes if stage == 0 else settings.follow_up_votes
+    job = Job(
+        category_id=category_id,
+        round_id=None,
+        kind=JobKind.REPAIR,
+        sequence=stage,
+        batch_id=f"{ctx.config.project.name}:{category}:repair:p{pass_id}:s{stage}",
+        state=JobState.PENDING,
+        assignments_per_hit=votes,
+        notes=f"repair pass {pass_id}, stage {stage}: {len(items)} image(s)",
+    )
+    session.add(job)
+    session.flush()
+    test = qualification_test(ctx, session, JobRef(category, category_id, job, None))
+    in_test = {int(item.item_key) for item in test.items} if test else set()
+    gold = list(
+        session.scalars(
+            select(Gold.item_id)
+            .where(Gold.category_id == category_id, Gold.item_id.notin_(in_test))
+            .order_by(Gold.item_id)
+        )
+    )
+    first_vote = dict(
+        session.execute(
+            select(Vote.item_id, func.min(Vote.assignment_id))
+            .where(Vote.item_id.in_(items), Vote.category_id == category_id)
+            .group_by(Vote.item_id)
+        ).all()
+    )
+    ordered = sorted(items, key=lambda item: (first_vote.get(item, 0), item))
+    generator = rng(ctx.config.project.seed, category_id, pass_id, 19, stage)
+    gold_count = min(ctx.config.crowd.gold_per_hit, len(gold))
+    per_hit = max(1, min(ITEMS_PER_HIT, ctx.config.crowd.items_per_hit - gold_count))
+    for number, start in enumerate(range(0, len(ordered), per_hit)):
+        members = [(item, False) for item in ordered[start : start + per_hit]]
+        if gold_count:
+            members += [(int(g), True) for g in generator.choice(gold, size=gold_count, replace=False)]
+        order = generator.permutation(len(members))
+        hit = Hit(
+            round_id=None, job_id=job.id, batch_id=job.batch_id, hit_key=f"h{number:05d}", assignments_requested=votes
+        )
+        session.add(hit)
+        session.flush()
+        session.add_all(
+            HitItem(hit_id=hit.id, position=position, item_id=members[index][0], is_gold=members[index][1])
+            for position, index in enumerate(order)
+        )
+    return job
+
+
+def advance_pass(ctx: Context, pass_id: int, collect: bool = False) -> RepairStep:
+    """Move the pass's current job on (money, publish, review; with ``collect`` also store what has
+    arrived, where the runner's poll does not), and settle it once reviewed."""
+    with ctx.store.session() as session:
+        record = session.get(RepairPass, pass_id)
+        if record is None or record.job_id is None or record.state == RepairPassState.DONE:
+            return RepairStep.DONE
+        ref = job_refs(session, Job.id == record.job_id)[0]
+    moved = False
+    if ref.state != JobState.STOPPED:
+        moved = advance_job(ctx, ref, collect=collect)
+    with ctx.store.session() as session:
+        state = JobState(session.scalars(select(Job.state).where(Job.id == ref.id)).one())
+        if state == JobState.STOPPED:
+            # Given up for now; the job goes on if a raised budget revives it (jobs.recheck_stopped).
+            session.execute(update(RepairPass).where(RepairPass.id == pass_id).values(state=RepairPassState.STOPPED))
+            session.execute(
+                update(Repair)
+                .where(Repair.pass_id == pass_id, Repair.state == RepairState.SENT)
+                .values(state=RepairState.STOPPED)
+            )
+            return RepairStep.DONE
+        if record.state == RepairPassState.STOPPED:  # revived
+            session.execute(update(RepairPass).where(RepairPass.id == pass_id).values(state=RepairPassState.OPEN))
+            session.execute(
+                update(Repair)
+                .where(Repair.pass_id == pass_id, Repair.state == RepairState.STOPPED)
+                .values(state=RepairState.SENT)
+            )
+    if state == JobState.REVIEWED:
+        settle(ctx, pass_id, ref)
+        return RepairStep.MOVED
+    return RepairStep.MOVED if moved else RepairStep.WAITING
+
+
+def settle(ctx: Context, pass_id: int, ref: JobRef) -> None:
+    """Re-aggregate the category with the job's votes and decide each of its suspects: changed,
+    kept, or (uncertain) sent again while the cap of new votes allows; in one transaction with the
+    next stage's job, so a replay decides nothing twice."""
+    settings = ctx.config.repair
+    quality = ctx.config.quality
+    stage = ref.job.sequence
+    asked = settings.votes + stage * settings.follow_up_votes
+    with ctx.store.session() as session:
+        record = session.get(RepairPass, pass_id)
+        if record is None or record.job_id != ref.id or record.state == RepairPassState.DONE:
+            return
+        rows = session.scalars(
+            select(Repair).where(Repair.pass_id == pass_id, Repair.job_id == ref.id, Repair.state == RepairState.SENT)
+        ).all()
+        posterior = human_posterior(session, ref.category_id, quality)
+        position = {item: index for index, item in enumerate(posterior.items)} if posterior is not None else {}
+        current = dict(
+            session.execute(
+                select(Label.item_id, Label.label).where(
+                    Label.category_id == ref.category_id, Label.item_id.in_([row.item_id for row in rows])
+                )
+            ).all()
+        )
+        again: list[int] = []
+        changed = kept = unresolved = 0
+        for row in rows:
+            index = position.get(row.item_id)
+            if posterior is None or index is None:
+                winner, certainty, votes = row.given_label, 0.0, 0
+            else:
+                winner = int(posterior.labels()[index])
+                certainty = float(posterior.confidence()[index])
+                votes = int(posterior.vote_counts[index])
+            if certainty < quality.min_label_confidence and asked + settings.follow_up_votes <= settings.max_votes:
+                again.append(row.item_id)
+                continue
+            if certainty < quality.min_label_confidence:
+                row.state, row.new_label = RepairState.UNRESOLVED, None
+                unresolved += 1
+                continue
+            row.new_label = winner
+            if winner == current.get(row.item_id, row.given_label):
+                row.state = RepairState.KEPT
+                kept += 1
+                continue
+            row.state = RepairState.CHANGED
+            changed += 1
+            ledger.revise_labels(
+                session,
+                ref.category_id,
+                [ledger.NewLabel(row.item_id, winner, certainty, votes)],
+                source=LabelSource.HUMAN,
+                origin=f"repair:{ref.id}",
+                job_id=ref.id,
+                reason=(
+                    f"repair: out-of-fold score {row.score:.2f} disagreed with human label {row.given_label}; "
+                    f"{asked} more vote(s) asked; people now say {winner} (posterior {certainty:.3f}, {votes} votes)"
+                ),
+            )
+        job = lay_out_job(ctx, session, ref.category, ref.category_id, pass_id, stage + 1, again)
+        if job is not None:
+            session.execute(
+                update(Repair).where(Repair.pass_id == pass_id, Repair.item_id.in_(again)).values(job_id=job.id)
+            )
+            record.job_id = job.id
+        else:
+            record.state = RepairPassState.DONE
+    more = f"; {len(again)} still uncertain get {settings.follow_up_votes} more vote(s)" if again else ""
+    ctx.progress.message(
+        f"{ref.category}: repair stage {stage}: {changed} changed, {kept} kept, {unresolved} left uncertain{more}"
+    )
+
+
+# -- in the cascade and from the command line -------------------------------------------------------
+
+
+def open_passes(session: Session, category_id: int) -> list[int]:
+    """The category's passes with a job still to move on: open ones, and stopped ones whose job a
+    raised budget has revived."""
+    return [
+        int(pass_id)
+        for pass_id in session.scalars(
+            select(RepairPass.id)
+            .join(Job, Job.id == RepairPass.job_id)
+            .where(
+                RepairPass.category_id == category_id,
+                (RepairPass.state == RepairPassState.OPEN)
+                | ((RepairPass.state == RepairPassState.STOPPED) & (Job.state != JobState.STOPPED)),
+            )
+            .order_by(RepairPass.id)
+        )
+    ]
+
+
+def after_round(ctx: Context, category: str, category_id: int, latest: Round, finishing: bool) -> RepairStep:
+    """The runner's step for a category whose latest round is done: move its open repair pass on,
+    or start one if a pass is due after this round (every ``every_rounds``-th round, and when the
+    category is ``finishing``). The category waits while this says ``WAITING`` or ``MOVED``."""
+    settings = ctx.config.repair
+    with ctx.store.session() as session:
+        waiting = open_passes(session, category_id)
+        already = session.scalar(
+            select(func.count(RepairPass.id)).where(
+                RepairPass.category_id == category_id, RepairPass.round_id == latest.id
+            )
+        )
+    if waiting:
+        steps = [advance_pass(ctx, pass_id) for pass_id in waiting]
+        if RepairStep.MOVED in steps:
+            return RepairStep.MOVED
+        return RepairStep.WAITING if RepairStep.WAITING in steps else RepairStep.DONE
+    due = finishing or (settings.every_rounds > 0 and latest.number % settings.every_rounds == 0)
+    if not settings.enabled or already or not due:
+        return RepairStep.DONE
+    start_pass(ctx, category, category_id, latest.id)
+    return RepairStep.MOVED
+
+
+@dataclass(frozen=True)
+class RepairSummary:
+    category: str
+    passes: int
+    scored: int  # in the latest pass
+    flagged: int  # every pass
+    sent: int
+    changed: int
+    kept: int
+    unresolved: int
+    pending: int  # sent, votes not in yet (or stopped for money)
+    votes: int  # new votes on the suspects (gold aside)
+    spent: Decimal
+
+
+def repair_jobs(category_id: int) -> Select[int]:
+    """The category's label-error repair jobs (conflict jobs are of kind ``repair`` too, and are
+    told apart by their :class:`~lsun_crowd.schema.GroupJob` row)."""
+    return select(Job.id).where(
+        Job.category_id == category_id, Job.kind == JobKind.REPAIR, Job.id.notin_(select(GroupJob.job_id))
+    )
+
+
+def summary(session: Session, category: str) -> RepairSummary:
+    category_id = session.scalar(select(Category.id).where(Category.name == category))
+    if category_id is None:
+        return RepairSummary(category, 0, 0, 0, 0, 0, 0, 0, 0, 0, Decimal(0))
+    passes = session.execute(
+        select(RepairPass.scored, RepairPass.flagged)
+        .where(RepairPass.category_id == category_id)
+        .order_by(RepairPass.id)
+    ).all()
+    states = dict(
+        session.execute(
+            select(Repair.state, func.count(Repair.id)).where(Repair.category_id == category_id).group_by(Repair.state)
+        ).all()
+    )
+    jobs = repair_jobs(category_id)
+    votes = session.scalar(
+        select(func.count(Vote.id))
+        .join(AssignmentRow, AssignmentRow.id == Vote.assignment_id)
+        .join(Hit, Hit.id == AssignmentRow.hit_id)
+        .where(Hit.job_id.in_(jobs), Vote.is_gold.is_(False))
+    )
+    spent = session.scalar(select(func.coalesce(func.sum(Spend.amount), 0)).where(Spend.job_id.in_(jobs)))
+    sent = sum(int(count) for state, count in states.items() if state != RepairState.FLAGGED)
+    return RepairSummary(
+        category,
+        len(passes),
+        int(passes[-1].scored) if passes else 0,
+        sum(int(row.flagged) for row in passes),
+        sent,
+        int(states.get(RepairState.CHANGED, 0)),
+        int(states.get(RepairState.KEPT, 0)),
+        int(states.get(RepairState.UNRESOLVED, 0)),
+        int(states.get(RepairState.SENT, 0)) + int(states.get(RepairState.STOPPED, 0)),
+        int(votes or 0),
+        Decimal(spent or 0),
+    )
+
+
+def run_repair(
+    ctx: Context,
+    categories: Sequence[str],
+    once: bool = False,
+    on_pass: Callable[[], None] | None = None,
+) -> list[RepairSummary]:
+    """``lsun-crowd repair``: a pass over each category now (or the one still open), stepped until
+    every pass is settled or stopped for money (one step with ``once``), sleeping ``poll_seconds``
+    between steps that moved nothing."""
+    with ctx.store.session() as session:
+        ids = {}
+        for name in categories:
+            found = session.scalar(select(Category.id).where(Category.name == name))
+            if found is None:
+                raise ValueError(f"no category {name!r} in this project (run it first)")
+            ids[name] = int(found)
+        started = {name: open_passes(session, ids[name]) for name in categories}
+    for name in categories:
+        if not started[name]:
+            started[name] = [start_pass(ctx, name, ids[name], None)]
+    while True:
+        steps = [advance_pass(ctx, pass_id, collect=True) for name in categories for pass_id in started[name]]
+        if on_pass is not None:
+            on_pass()
+        if once or all(step == RepairStep.DONE for step in steps):
+            break
+        if RepairStep.MOVED not in steps:
+            ctx.sleep(ctx.config.crowd.poll_seconds)
+    with ctx.store.session() as session:
+        return [summary(session, name) for name in categories]
