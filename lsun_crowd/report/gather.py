@@ -1,9 +1,6 @@
 """What the report shows, read from the store as aggregates: every query groups in SQL and returns
 rows per round, category, worker or audit stratum, never per image, so that the report of a
 million-image pool reads as much as the report of a small one.
-
-Tables other steps add later (``repairs``, ``audit_results``) are read by reflection where they
-exist, so the report works on a store made before them and says what is missing.
 """
 
 from __future__ import annotations
@@ -12,13 +9,16 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import MetaData, Table, case, func, inspect, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from lsun_crowd.ledger import WorkerRecord, worker_records
 from lsun_crowd.schema import (
     AssignmentRow,
+    Audit,
+    AuditResult,
     Category,
+    ChoiceVote,
     Gold,
     Hit,
     Item,
@@ -26,6 +26,8 @@ from lsun_crowd.schema import (
     Label,
     LabelEvent,
     LabelSource,
+    Repair,
+    RepairPass,
     Round,
     RoundTest,
     Spend,
@@ -34,6 +36,7 @@ from lsun_crowd.schema import (
 from lsun_crowd.store import Store
 
 REPAIR_ORIGIN = "repair"  # label events whose origin starts with this were written by a repair
+CONFLICT_ORIGIN = "conflict"  # and these by a single-label group's conflict sent back to people
 
 
 @dataclass(frozen=True)
@@ -106,18 +109,20 @@ class TestRow:
 
 @dataclass(frozen=True)
 class RepairCount:
+    """A category's passes of label-error repair, and what became of the labels they flagged."""
+
     category: str
-    state: str
-    given_label: int | None
-    new_label: int | None
-    count: int
+    passes: int
+    scored: int  # human labels scored out of fold, over every pass
+    flagged: int
+    states: dict[str, int]  # a RepairState -> labels in it
 
 
 @dataclass(frozen=True)
 class RepairSummary:
-    recorded: bool  # the store has a ``repairs`` table
-    suspects: list[RepairCount] = field(default_factory=list)
-    revisions: dict[str, int] = field(default_factory=dict)  # category -> label events written by repairs
+    categories: list[RepairCount] = field(default_factory=list)
+    # (category, "repair" or "conflict", label events written): labels revised after people looked again
+    revisions: list[tuple[str, str, int]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -136,8 +141,10 @@ class AuditRow:
 
 @dataclass(frozen=True)
 class AuditSummary:
-    recorded: bool  # the store has an ``audit_results`` table
-    audits: int = 0  # audits stored; only the latest one's rows are kept here
+    audits: int = 0  # audits with results; only the latest one's are kept here
+    audit_id: int | None = None
+    level: float | None = None  # the intervals' confidence level
+    sample: int = 0  # labels the latest audit asked for
     rows: list[AuditRow] = field(default_factory=list)
 
 
@@ -339,6 +346,15 @@ def _other_work(session: Session, names: dict[int, str]) -> list[OtherWork]:
             .group_by(Job.category_id, Job.kind)
         )
     }
+    # Multi-label answers (one per image, naming every category ticked) count as one vote each.
+    for c, k, n in session.execute(
+        select(Job.category_id, Job.kind, func.count(ChoiceVote.id))
+        .select_from(ChoiceVote)
+        .join(Job, Job.id == ChoiceVote.job_id)
+        .group_by(Job.category_id, Job.kind)
+    ):
+        key = (None if c is None else int(c), str(k))
+        votes[key] = votes.get(key, 0) + int(n)
     spend: dict[tuple[int | None, str], Decimal] = {
         (None if c is None else int(c), str(k) if k is not None else "unattributed"): Decimal(a or 0)
         for c, k, a in session.execute(
@@ -361,91 +377,67 @@ def _other_work(session: Session, names: dict[int, str]) -> list[OtherWork]:
     ]
 
 
-def _reflected(session: Session, name: str, columns: set[str]) -> Table | None:
-    """The table as the store has it, or ``None`` where it is absent or lacks a column we read."""
-    if not inspect(session.connection()).has_table(name):
-        return None
-    table = Table(name, MetaData(), autoload_with=session.connection())
-    return table if columns <= set(table.columns.keys()) else None
-
-
 def _repairs(session: Session, names: dict[int, str]) -> RepairSummary:
-    revisions = {
-        names.get(int(c), str(c)): int(n)
-        for c, n in session.execute(
-            select(LabelEvent.category_id, func.count())
-            .where(LabelEvent.origin.startswith(REPAIR_ORIGIN))
-            .group_by(LabelEvent.category_id)
+    kind = case((LabelEvent.origin.startswith(REPAIR_ORIGIN), REPAIR_ORIGIN), else_=CONFLICT_ORIGIN)
+    revisions = [
+        (names.get(int(c), str(c)), str(k), int(n))
+        for c, k, n in session.execute(
+            select(LabelEvent.category_id, kind, func.count())
+            .where(LabelEvent.origin.startswith(REPAIR_ORIGIN) | LabelEvent.origin.startswith(CONFLICT_ORIGIN))
+            .group_by(LabelEvent.category_id, kind)
+            .order_by(LabelEvent.category_id, kind)
+        )
+    ]
+    passes = {
+        int(c): (int(n), int(scored or 0), int(flagged or 0))
+        for c, n, scored, flagged in session.execute(
+            select(
+                RepairPass.category_id, func.count(), func.sum(RepairPass.scored), func.sum(RepairPass.flagged)
+            ).group_by(RepairPass.category_id)
         )
     }
-    table = _reflected(session, "repairs", {"category_id", "state", "given_label", "new_label"})
-    if table is None:
-        return RepairSummary(recorded=False, revisions=revisions)
-    columns: Any = table.c
-    rows = session.execute(
-        select(columns.category_id, columns.state, columns.given_label, columns.new_label, func.count())
-        .group_by(columns.category_id, columns.state, columns.given_label, columns.new_label)
-        .order_by(columns.category_id, columns.state)
-    ).all()
-    suspects = [
-        RepairCount(
-            names.get(int(c), str(c)),
-            str(state),
-            None if given is None else int(given),
-            None if new is None else int(new),
-            int(n),
-        )
-        for c, state, given, new, n in rows
-    ]
-    return RepairSummary(recorded=True, suspects=suspects, revisions=revisions)
-
-
-AUDIT_COLUMNS = {"audit_id", "category_id", "stratum", "metric", "n", "estimate", "exact_low", "exact_high"}
+    states: dict[int, dict[str, int]] = {}
+    for c, state, n in session.execute(
+        select(Repair.category_id, Repair.state, func.count()).group_by(Repair.category_id, Repair.state)
+    ):
+        states.setdefault(int(c), {})[str(state)] = int(n)
+    categories = [c for c in names if c in passes or c in states]
+    counts = []
+    for c in categories:
+        count, scored, flagged = passes.get(c, (0, 0, 0))
+        counts.append(RepairCount(names[c], count, scored, flagged, states.get(c, {})))
+    return RepairSummary(counts, revisions)
 
 
 def _audit(session: Session, names: dict[int, str]) -> AuditSummary:
-    table = _reflected(session, "audit_results", AUDIT_COLUMNS)
-    if table is None:
-        return AuditSummary(recorded=False)
-    columns: Any = table.c
-    audits = int(session.scalar(select(func.count(func.distinct(columns.audit_id)))) or 0)
-    latest = session.scalar(select(func.max(columns.audit_id)))
-    if latest is None:
-        return AuditSummary(recorded=True)
-    has_ppi = {"ppi_low", "ppi_high"} <= set(table.columns.keys())
-    selected = [
-        columns.category_id,
-        columns.stratum,
-        columns.metric,
-        columns.n,
-        columns.estimate,
-        columns.exact_low,
-        columns.exact_high,
-    ]
-    if has_ppi:
-        selected += [columns.ppi_low, columns.ppi_high]
-    rows = []
-    for row in session.execute(
-        select(*selected).where(columns.audit_id == latest).order_by(columns.category_id, columns.metric)
-    ):
-        category_id, stratum, metric, n, estimate, exact_low, exact_high = row[:7]
-        ppi_low, ppi_high = (row[7], row[8]) if has_ppi else (None, None)
-        rows.append(
-            AuditRow(
-                int(latest),
-                "overall" if category_id is None else names.get(int(category_id), str(category_id)),
-                str(stratum),
-                str(metric),
-                int(n or 0),
-                _float(estimate),
-                _float(exact_low),
-                _float(exact_high),
-                _float(ppi_low),
-                _float(ppi_high),
-            )
+    """The results of the latest audit that has any."""
+    audits = int(session.scalar(select(func.count(func.distinct(AuditResult.audit_id)))) or 0)
+    latest = session.execute(
+        select(Audit.id, Audit.alpha, Audit.sample_size).where(
+            Audit.id == select(func.max(AuditResult.audit_id)).scalar_subquery()
         )
+    ).first()
+    if latest is None:
+        return AuditSummary()
+    audit_id, alpha, sample_size = latest
+    rows = [
+        AuditRow(
+            int(audit_id),
+            "overall" if result.category_id is None else names.get(result.category_id, str(result.category_id)),
+            result.stratum,
+            result.metric,
+            result.n,
+            result.estimate,
+            result.exact_low,
+            result.exact_high,
+            result.ppi_low,
+            result.ppi_high,
+        )
+        for result in session.scalars(select(AuditResult).where(AuditResult.audit_id == audit_id))
+    ]
     rows.sort(key=lambda r: (r.category != "overall", r.category, r.stratum != "all", r.stratum, r.metric))
-    return AuditSummary(recorded=True, audits=audits, rows=rows)
+    level = 1 - float(alpha)
+    return AuditSummary(audits=audits, audit_id=int(audit_id), level=level, sample=int(sample_size), rows=rows)
 
 
 def _float(value: Any) -> float | None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from lsun_crowd.report.gather import ReportData, RoundRow, TestRow, rounds_by_category
-from lsun_crowd.schema import RoundState
+from lsun_crowd.schema import RepairState, RoundState
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; color: #212529; }
@@ -269,35 +269,35 @@ def _workers(data: ReportData, figures: Figures) -> str:
     return "".join(parts)
 
 
-def _label_name(label: int | None) -> str:
-    return {1: "positive", 0: "negative"}.get(label, "–") if label is not None else "–"
-
-
 def _repairs(data: ReportData) -> str:
     title = '<h2 id="repairs">Label repairs</h2>'
     repairs = data.repairs
-    if not repairs.suspects and not repairs.revisions:
+    if not repairs.categories and not repairs.revisions:
         return title + empty("No repairs.")
-    parts = [title]
-    if repairs.suspects:
+    parts = [
+        title,
+        '<p class="note">Human labels scored out of fold, those confident learning flagged as likely wrong, '
+        "and what fresh workers made of them.</p>",
+    ]
+    if repairs.categories:
+        present = {state for count in repairs.categories for state in count.states}
+        states = [state.value for state in RepairState if state in present] + sorted(present - set(RepairState))
         parts.append(
             table(
-                ["category", "state", "given label", "new label", "images"],
+                ["category", "passes", "scored", "flagged", *states],
                 [
-                    (s.category, s.state, _label_name(s.given_label), _label_name(s.new_label), s.count)
-                    for s in repairs.suspects
+                    (c.category, c.passes, c.scored, c.flagged, *(c.states.get(state, 0) for state in states))
+                    for c in repairs.categories
                 ],
-                text_columns=4,
             )
         )
     if repairs.revisions:
-        parts.append(
-            table(
-                ["category", "labels revised by repairs"],
-                sorted(repairs.revisions.items()),
-            )
-        )
+        parts.append(table(["category", "revised by", "label events"], repairs.revisions, text_columns=2))
     return "".join(parts)
+
+
+def _percent(level: float | None) -> str:
+    return f"{100 * level:.4g}%" if level is not None else "their stored level"
 
 
 def _audit(data: ReportData, figures: Figures) -> str:
@@ -307,8 +307,9 @@ def _audit(data: ReportData, figures: Figures) -> str:
         return title + empty("No audit yet.")
     parts = [
         title,
-        f'<p class="note">The latest of {audit.audits} audit(s). Intervals: exact (Clopper–Pearson, '
-        "combined across strata) and prediction-powered (PPI++).</p>",
+        f'<p class="note">Audit {audit.audit_id} ({audit.sample} labels asked for; the latest of {audit.audits} '
+        f"with results). Intervals at {_percent(audit.level)}: exact (Clopper–Pearson, combined across strata) and "
+        "prediction-powered (PPI++).</p>",
         image(figures.audit, "audit estimates with their intervals"),
         table(
             ["category", "stratum", "metric", "n", "estimate", "exact low", "exact high", "PPI++ low", "PPI++ high"],

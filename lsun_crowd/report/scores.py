@@ -66,7 +66,7 @@ def round_histograms(store: Store, config: Config, directory: Path, plugins: Plu
     cache = _open_cache(config, directory, plugins)
     if cache is None:
         return Scores([], "no embeddings are cached for this project's backbone, so no image can be scored")
-    pool = [sha for sha in _pool_sample(store, POOL_SAMPLE, seed) if sha in cache]
+    pool = [sha for sha in pool_sample(store, POOL_SAMPLE, seed) if sha in cache]
     pool_vectors = cache.get(pool)
     histograms = []
     missing = 0
@@ -122,7 +122,7 @@ def _open_cache(config: Config, directory: Path, plugins: Plugins) -> EmbeddingC
     return cache if len(cache) else None
 
 
-def _pool_sample(store: Store, size: int, seed: int) -> Iterator[str]:
+def pool_sample(store: Store, size: int, seed: int) -> Iterator[str]:
     """The hashes of about ``size`` readable images drawn at random by id: a draw of ids between
     the smallest and the largest, looked up ``ID_CHUNK`` at a time (ids left by deleted rows are
     skipped), so the cost follows the sample, not the pool."""
