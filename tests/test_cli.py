@@ -75,7 +75,7 @@ def test_run_status_export_on_a_small_project(tmp_path: Path) -> None:
         rows = list(csv.DictReader(handle))
     assert code == 0 and len(rows) == 300 and rows[0]["category"] == "digit-0"
     code, output = invoke("export", "--project", str(directory), "--out", str(tmp_path / "x"), "--format", "xml")
-    assert code == 2 and "--format must be jsonl or csv" in output
+    assert code == 2 and "--format must be jsonl, csv or multilabel" in output
 
 
 def test_a_relative_project_directory_works(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
