@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from lsun_crowd.cli import app
 from lsun_crowd.project import Project
 from lsun_crowd.report import write_report
+from lsun_crowd.report.gather import gather
 from lsun_crowd.report.scores import pool_sample
 from lsun_crowd.schema import (
     Audit,
@@ -39,13 +40,15 @@ ARTIFACTS = Path(os.environ.get("LSUN_CROWD_ARTIFACTS", Path(__file__).resolve()
 HOSTILE_CATEGORY = '<img src=x onerror="alert(1)">$x$ & co'
 HOSTILE_WORKER = "<b>worker</b>&'\""
 runner = CliRunner(env={"COLUMNS": "200"})
+# A smaller head and two folds for the repair pass: the report needs a finished project, not a good one.
+LIGHT = {"model": {"epochs": 40, "hidden_units": 32}, "repair": {"folds": 2}}
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two digits run to the end with the simulated crowd (about ten seconds), shared by the module."""
     directory = tmp_path_factory.mktemp("report") / "project"
-    make_digits_project(directory, limit=400, sample=100, overrides={"model": {"epochs": 40, "hidden_units": 32}})
+    make_digits_project(directory, limit=400, sample=100, overrides=LIGHT)
     project = Project.open(directory)
     try:
         project.cascade(project.crowd()).run()
@@ -129,8 +132,15 @@ def test_report_of_a_finished_project_has_every_section_and_figure(finished: Pat
         unrecorded = session.scalars(
             select(Round.id).where(Round.state == "done", Round.human_only.is_(False), Round.id.notin_(recorded))
         ).all()
-    project.close()
     assert ("not recorded" in page) == bool(unrecorded)
+    # Per round, what was resolved adds up to today's labels, and the last round leaves what is unlabeled now.
+    data = gather(project.store, [])
+    for totals in data.categories:
+        rounds = [row for row in data.rounds if row.category_id == totals.category_id]
+        assert rounds[-1].unlabeled_after == totals.unlabeled
+        assert sum(row.resolved for row in rounds) <= totals.positive + totals.negative
+        assert sum(row.human_positive + row.model_positive for row in rounds) <= totals.positive
+    project.close()
 
 
 def test_project_text_is_escaped_and_every_recorded_table_is_shown(annotated: Path) -> None:

@@ -232,14 +232,27 @@ def _category_totals(session: Session, names: dict[int, str], images: int) -> li
 
 
 def _rounds(session: Session, names: dict[int, str], images: int) -> list[RoundRow]:
-    labels: dict[tuple[int, str, int], int] = {
-        (int(r or 0), str(s), int(v)): int(n)
-        for r, s, v, n in session.execute(
-            select(Label.round_id, Label.source, Label.label, func.count())
-            .where(Label.round_id.is_not(None))
-            .group_by(Label.round_id, Label.source, Label.label)
-        )
-    }
+    # A label revised by a repair or a conflict belongs to no round any more: it counts, with its
+    # current value, for the round that first labeled the image.
+    first_round = (
+        select(func.min(LabelEvent.round_id))
+        .where(LabelEvent.item_id == Label.item_id, LabelEvent.category_id == Label.category_id)
+        .scalar_subquery()
+    )
+    attributed = select(
+        func.coalesce(Label.round_id, first_round).label("round_id"), Label.category_id, Label.source, Label.label
+    ).subquery()
+    labels: dict[tuple[int, str, int], int] = {}
+    outside_rounds: dict[int, int] = {}  # labels no round ever set
+    for r, c, s, v, n in session.execute(
+        select(
+            attributed.c.round_id, attributed.c.category_id, attributed.c.source, attributed.c.label, func.count()
+        ).group_by(attributed.c.round_id, attributed.c.category_id, attributed.c.source, attributed.c.label)
+    ):
+        if r is None:
+            outside_rounds[int(c)] = outside_rounds.get(int(c), 0) + int(n)
+        else:
+            labels[(int(r), str(s), int(v))] = int(n)
     votes: dict[int, tuple[int, int]] = {
         int(r or 0): (int(n), int(g or 0))
         for r, n, g in session.execute(
@@ -259,13 +272,6 @@ def _rounds(session: Session, names: dict[int, str], images: int) -> list[RoundR
     }
     gold_per_category: dict[int, int] = {
         int(c): int(n) for c, n in session.execute(select(Gold.category_id, func.count()).group_by(Gold.category_id))
-    }
-    # Labels that belong to no round (a repair that set one anew) count as labeled from the start.
-    outside_rounds: dict[int, int] = {
-        int(c): int(n)
-        for c, n in session.execute(
-            select(Label.category_id, func.count()).where(Label.round_id.is_(None)).group_by(Label.category_id)
-        )
     }
     rows: list[RoundRow] = []
     labeled_so_far: dict[int, int] = {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -38,14 +38,19 @@ def plain(text: str) -> str:
     return text.replace("\\", "\\\\").replace("$", r"\$")
 
 
-def _figure(width: float, height: float) -> Figure:
+def _figure(width: float, height: float, layout: Literal["constrained"] | None = None, **margins: float) -> Figure:
+    """A Figure of its own, not pyplot's global state: nothing is kept once the file is written.
+    Fixed ``margins`` (fractions, as ``subplots_adjust`` takes them) unless a ``layout`` engine
+    must fit long labels: an engine measures every text, which costs more than the drawing."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     from matplotlib.figure import Figure
 
-    # A Figure of its own, not pyplot's global state: nothing is kept once the file is written.
-    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    figure = Figure(figsize=(width, height), dpi=DPI, layout=layout)
+    if layout is None:
+        figure.subplots_adjust(**({"left": 0.1, "right": 0.97, "bottom": 0.14, "top": 0.9} | margins))
+    return figure
 
 
 def _save(figure: Figure, path: Path) -> Path:
@@ -82,7 +87,16 @@ def score_histograms(category: str, histograms: Sequence[ScoreHistogram], path: 
     the thresholds its split chose."""
     columns = min(len(histograms), 3)
     rows = math.ceil(len(histograms) / columns)
-    figure = _figure(4.2 * columns, 2.8 * rows)
+    figure = _figure(
+        4.2 * columns,
+        0.5 + 2.8 * rows,
+        left=0.75 / (4.2 * columns),
+        right=1 - 0.1 / (4.2 * columns),
+        bottom=0.5 / (0.5 + 2.8 * rows),
+        top=1 - 0.5 / (0.5 + 2.8 * rows),
+        wspace=0.25,
+        hspace=0.55,
+    )
     panels = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).ravel()
     for axes, histogram in zip(panels, histograms, strict=False):
         centers = (histogram.edges[:-1] + histogram.edges[1:]) / 2
@@ -110,7 +124,7 @@ def score_histograms(category: str, histograms: Sequence[ScoreHistogram], path: 
 
 def work_per_round(by_category: Mapping[str, Sequence[RoundRow]], path: Path) -> Path:
     """Votes and money per round, one line per category."""
-    figure = _figure(9, 3.4)
+    figure = _figure(9, 3.4, left=0.07, wspace=0.25)
     votes, money = figure.subplots(1, 2)
     for category, rounds in by_category.items():
         x = [row.number for row in rounds]
@@ -150,7 +164,8 @@ def worker_quality(workers: Sequence[WorkerRecord], path: Path) -> Path:
 def audit_intervals(rows: Sequence[AuditRow], path: Path) -> Path:
     """Each combined estimate with its exact and prediction-powered intervals."""
     metrics = sorted({row.metric for row in rows})
-    figure = _figure(4 * len(metrics), 0.6 + 0.35 * max(len([r for r in rows if r.metric == m]) for m in metrics))
+    height = 0.6 + 0.35 * max(len([r for r in rows if r.metric == m]) for m in metrics)
+    figure = _figure(4 * len(metrics), height, layout="constrained")  # its labels are project text
     panels: Any = np.atleast_1d(figure.subplots(1, len(metrics), squeeze=False)).ravel()
     for axes, metric in zip(panels, metrics, strict=True):
         chosen = [row for row in rows if row.metric == metric]
