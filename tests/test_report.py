@@ -30,7 +30,7 @@ from lsun_crowd.schema import (
     RoundTest,
     Worker,
 )
-from lsun_crowd.testing import digits_config, write_project
+from lsun_crowd.testing import digits_config, update_project, write_project
 
 from .conftest import make_digits_project
 
@@ -164,6 +164,18 @@ def test_a_store_without_rounds_gives_a_report_that_says_so(tmp_path: Path) -> N
     assert written.figures == 0 and image_sources(page) == []
     assert "No category has started yet" in page and "No rounds yet." in page and "No audit yet." in page
     assert "No repairs." in page and "No worker has worked yet." in page
+
+
+def test_scores_say_why_when_the_backbone_cannot_be_built(finished: Path, tmp_path: Path) -> None:
+    directory = tmp_path / "project"
+    shutil.copytree(finished, directory)
+    update_project(directory, {"model": {"backbone": "no-such-backbone"}})
+    project = Project.open(directory)
+    written = write_report(project, tmp_path / "report")
+    project.close()
+    page = written.index.read_text(encoding="utf-8")
+    assert "the scores cannot be shown" in page and "no-such-backbone" in page
+    assert "plots/scores-" not in page and "plots/labels-1.png" in page
 
 
 def test_a_bad_out_is_named_without_a_traceback(finished: Path, tmp_path: Path) -> None:

@@ -54,17 +54,28 @@ def cell(value: object) -> str:
     return text(value)
 
 
+@dataclass(frozen=True)
+class Span:
+    """A left-aligned cell of text across ``columns`` columns."""
+
+    value: object
+    columns: int = 1
+
+
+def _cell_html(value: object, left: bool) -> str:
+    if isinstance(value, Span):
+        span = f' colspan="{value.columns}"' if value.columns > 1 else ""
+        return f'<td class="text"{span}>{cell(value.value)}</td>'
+    return f'<td class="text">{cell(value)}</td>' if left else f"<td>{cell(value)}</td>"
+
+
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]], text_columns: int = 1) -> str:
+    """Headers and rows, the first ``text_columns`` columns left-aligned, and :class:`Span` cells."""
     head = "".join(
         f'<th class="text">{text(h)}</th>' if i < text_columns else f"<th>{text(h)}</th>" for i, h in enumerate(headers)
     )
     body = "".join(
-        "<tr>"
-        + "".join(
-            f'<td class="text">{cell(v)}</td>' if i < text_columns else f"<td>{cell(v)}</td>" for i, v in enumerate(row)
-        )
-        + "</tr>"
-        for row in rows
+        "<tr>" + "".join(_cell_html(v, i < text_columns) for i, v in enumerate(row)) + "</tr>" for row in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -130,7 +141,7 @@ def _labels(data: ReportData, figures: Figures) -> str:
                         r.model_positive,
                         r.model_negative,
                         r.unlabeled_after,
-                        r.notes,
+                        Span(r.notes),
                     )
                     for r in rounds
                 ],
@@ -212,7 +223,7 @@ def _guarantees(data: ReportData) -> str:
                 if row.state != RoundState.DONE
                 else "not recorded"
             )
-            rows.append([row.category, row.number, why, *[""] * (len(TEST_HEADERS) - 3)])
+            rows.append([row.category, row.number, Span(why, len(TEST_HEADERS) - 2)])
     return (
         title + '<p class="note">What each split tested on its calibration images (table <code>round_tests</code>): '
         "the threshold it certified, the target and the error budget δ it was tested at, and the exact bound. "

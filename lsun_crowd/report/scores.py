@@ -20,8 +20,8 @@ from sqlalchemy import func, select
 
 from lsun_crowd.classifier import Head
 from lsun_crowd.config import Config
-from lsun_crowd.embed import EmbeddingCache, cache_directory
-from lsun_crowd.plugins import Plugins
+from lsun_crowd.embed import EmbeddingCache, EmbeddingError, cache_directory
+from lsun_crowd.plugins import PluginError, Plugins
 from lsun_crowd.schema import Item, Label, LabelSource, Round, RoundItem, RoundModel
 from lsun_crowd.store import Store
 
@@ -63,7 +63,10 @@ def round_histograms(store: Store, config: Config, directory: Path, plugins: Plu
         ).all()
     if not models:
         return Scores([], "no round has trained a model yet")
-    cache = _open_cache(config, directory, plugins)
+    try:
+        cache = _open_cache(config, directory, plugins)
+    except (EmbeddingError, PluginError) as error:  # e.g. the backbone's weights are not on this machine
+        return Scores([], f"the scores cannot be shown: {error}")
     if cache is None:
         return Scores([], "no embeddings are cached for this project's backbone, so no image can be scored")
     pool = [sha for sha in pool_sample(store, POOL_SAMPLE, seed) if sha in cache]
