@@ -307,6 +307,36 @@ def conflicts(
             )
 
 
+@app.command()
+def repair(
+    project: ProjectOption = Path("."),
+    category: Annotated[list[str] | None, typer.Option(help="only these categories")] = None,
+    crowd: Annotated[str | None, typer.Option(help="crowd adapter (default: [crowd] adapter)")] = None,
+    once: Annotated[bool, typer.Option("--once", help="one step for each category, then exit")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="spend real money without asking")] = False,
+) -> None:
+    """Find human labels that are likely wrong (out-of-fold scores and confident learning), ask
+    workers who never saw those images, and write what their votes settle as new labels. `run`
+    does this by itself when a category finishes ([repair] in lsun-crowd.toml)."""
+    from lsun_crowd.lock import RunLockGuard
+    from lsun_crowd.repair import run_repair
+
+    with reported_errors():
+        opened = Project.open(project)
+        names = category or opened.config.project.categories
+        if not names:
+            raise ValueError(f"{project / CONFIG_FILE}: project.categories: no category to repair")
+        backend = opened.crowd(crowd)
+        warning = confirm_spend(opened, backend, yes, lambda text: typer.confirm(text, default=False))
+        if warning is not None:
+            console.print(warning)
+        guard = RunLockGuard(opened.store)
+        with guard:
+            summaries = run_repair(opened.cascade(backend).context, names, once=once, on_pass=guard.heartbeat)
+        for found in summaries:
+            console.print(found.describe())
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     with reported_errors():

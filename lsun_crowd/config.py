@@ -137,6 +137,7 @@ class RepairConfig(_Section):
     follow_up_votes: int = Field(default=2, ge=1, le=50)
     max_votes: int = Field(default=7, ge=1, le=100)
     min_per_class: int = Field(default=10, ge=2)
+    model_evidence: bool = True
 
     @model_validator(mode="after")
     def _check(self) -> RepairConfig:
@@ -257,4 +258,6 @@ votes = 3                     # new votes per suspect, from workers who never an
 follow_up_votes = 2           # more at a time while the votes leave it uncertain,
 max_votes = 7                 #   up to this many new votes in all
 min_per_class = 10            # fewest human labels of each class a category needs to be scored
+model_evidence = true         # the out-of-fold model, calibrated, votes too when settling a suspect
+                              #   (never on calibration images, which people alone decide)
 """

@@ -13,10 +13,13 @@ A *repair pass* over a category:
    their images before (:data:`lsun_crowd.publish.FRESH_WORKER_KINDS`), so the new votes are
    independent of the label they check.
 4. **Settles** each suspect on the category's gold-anchored Dawid–Skene posterior with the new
-   votes: confident at the people's bar (``quality.min_label_confidence``), the label is kept or
-   changed; still uncertain, it gets ``follow_up_votes`` more, up to ``max_votes`` new votes, and
-   then keeps its label. A change is a new label event (source ``human``, origin
-   ``repair:<job id>``) that says why.
+   votes, with the out-of-fold model as one more annotator (``model_evidence``): its score,
+   Platt-scaled on the category's human labels, adds its log-likelihood ratio to the crowd's
+   log-odds, as the previous round's model does in :mod:`lsun_crowd.consensus` (the idea of
+   CROWDLAB). Calibration images are decided by people alone. Confident at the people's bar
+   (``quality.min_label_confidence``), the label is kept or changed; still uncertain, it gets
+   ``follow_up_votes`` more, up to ``max_votes`` new votes, and then keeps its label. A change is
+   a new label event (source ``human``, origin ``repair:<job id>``) that says why.
 
 The runner runs a pass after every ``every_rounds``-th round of a category and once when the
 category finishes (:func:`after_round`), so the next round's model trains on the corrected labels;
@@ -33,12 +36,15 @@ from decimal import Decimal
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy.special import expit
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
 from lsun_crowd import ledger
+from lsun_crowd.aggregate import Posterior
 from lsun_crowd.classifier import TrainingError, probability, train_head
 from lsun_crowd.confident_learning import binary_probabilities, find_label_issues
+from lsun_crowd.consensus import MIN_CALIBRATION_LABELS, fit_platt
 from lsun_crowd.context import Context, JobRef, job_refs, rng
 from lsun_crowd.crossfit import cross_fit, stratified_folds
 from lsun_crowd.jobs import advance_job
@@ -52,18 +58,22 @@ from lsun_crowd.schema import (
     Hit,
     HitItem,
     Item,
+    ItemRole,
     Job,
     JobKind,
     JobState,
     Label,
+    LabelEvent,
     LabelSource,
     Repair,
     RepairPass,
     RepairPassState,
     RepairState,
     Round,
+    RoundItem,
     Spend,
     Vote,
+    Worker,
 )
 
 ITEMS_PER_HIT = 3  # small HITs: the fewer images a HIT shows, the fewer earlier voters it keeps away
@@ -81,7 +91,11 @@ class ScoredLabels:
 
     items: NDArray[np.int64]
     labels: NDArray[np.int64]
-    positive: NDArray[np.float64]
+    logits: NDArray[np.float64]
+
+    @property
+    def positive(self) -> NDArray[np.float64]:
+        return probability(self.logits)
 
 
 # -- scoring and flagging ---------------------------------------------------------------------------
@@ -122,11 +136,32 @@ def score_labels(ctx: Context, category_id: int, salt: int = 0) -> ScoredLabels 
             ctx.config.model,
             seed=seed * 1_000_003 + category_id * 101 + salt * 7 + 5,
         )
-        return lambda held_out: probability(head.logits(features[held_out]))
+        return lambda held_out: head.logits(features[held_out])
 
     folds = stratified_folds(labels, settings.folds, [seed, category_id, salt, 17])
-    positive = cross_fit(folds, fit)
-    return ScoredLabels(np.array([int(row.id) for row in rows], dtype=np.int64), labels, positive)
+    logits = cross_fit(folds, fit)
+    return ScoredLabels(np.array([int(row.id) for row in rows], dtype=np.int64), labels, logits)
+
+
+def model_evidence(session: Session, category_id: int, scored: ScoredLabels) -> NDArray[np.float64]:
+    """The out-of-fold model as one more annotator (as in :mod:`lsun_crowd.consensus`): its
+    log-likelihood ratio for positive, Platt-scaled on the category's human labels, which its
+    scores never trained on. NaN for calibration images, which people alone decide (and for every
+    image when the labels are too few to calibrate on)."""
+    platt = fit_platt(scored.logits, scored.labels, MIN_CALIBRATION_LABELS)
+    if platt is None:
+        return np.full(len(scored.items), np.nan)
+    calibration = {
+        int(item)
+        for item in session.scalars(
+            select(RoundItem.item_id)
+            .join(Round, Round.id == RoundItem.round_id)
+            .where(Round.category_id == category_id, RoundItem.role == ItemRole.CALIBRATION)
+        )
+    }
+    evidence = platt.log_likelihood_ratio(scored.logits)
+    held = np.array([int(item) in calibration for item in scored.items], dtype=bool)
+    return np.where(held, np.nan, evidence)
 
 
 def checked_before(session: Session, category_id: int) -> set[int]:
@@ -164,6 +199,7 @@ def start_pass(ctx: Context, category: str, category_id: int, round_id: int | No
             ctx.progress.message(f"{category}: repair: {record.notes}")
             return int(record.id)
         issues = find_label_issues(binary_probabilities(scored.positive), scored.labels, settings.rule)
+        evidence = model_evidence(session, category_id, scored) if settings.model_evidence else None
         done_before = checked_before(session, category_id)
         suspects = [int(index) for index in issues.ranked if int(scored.items[index]) not in done_before]
         cap = int(settings.max_share * len(scored.items))
@@ -178,6 +214,7 @@ def start_pass(ctx: Context, category: str, category_id: int, round_id: int | No
                 category_id=category_id,
                 job_id=job.id if job is not None and index in chosen else None,
                 score=float(scored.positive[index]),
+                model_evidence=_finite_or_none(evidence[index]) if evidence is not None else None,
                 given_label=int(scored.labels[index]),
                 state=RepairState.SENT if index in chosen else RepairState.FLAGGED,
             )
@@ -191,6 +228,10 @@ def start_pass(ctx: Context, category: str, category_id: int, round_id: int | No
         pass_id = int(record.id)
     ctx.progress.message(f"{category}: repair: {record.notes}")
     return pass_id
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
 
 
 def lay_out_job(
@@ -287,10 +328,53 @@ def advance_pass(ctx: Context, pass_id: int, collect: bool = False) -> RepairSte
     return RepairStep.MOVED if moved else RepairStep.WAITING
 
 
+def fresh_evidence(
+    session: Session, posterior: Posterior | None, category_id: int, pass_id: int, items: list[int]
+) -> dict[int, tuple[float, int]]:
+    """Per suspect, the log-likelihood ratio for positive of the votes the pass's jobs brought, each
+    weighed by its worker's confusion matrix in the category's Dawid–Skene fit (which the new votes
+    and the gold hidden beside them are part of), and how many there are. Workers blocked on gold
+    count for nothing."""
+    if posterior is None:
+        return {}
+    workers = {worker: index for index, worker in enumerate(posterior.worker_accuracy)}
+    jobs = select(Job.id).where(
+        Job.category_id == category_id, Job.kind == JobKind.REPAIR, Job.batch_id.like(f"%:repair:p{pass_id}:s%")
+    )
+    rows = session.execute(
+        select(Vote.item_id, Worker.platform_worker_id, Vote.answer)
+        .join(Worker, Worker.id == Vote.worker_id)
+        .join(AssignmentRow, AssignmentRow.id == Vote.assignment_id)
+        .join(Hit, Hit.id == AssignmentRow.hit_id)
+        .where(Hit.job_id.in_(jobs), Vote.item_id.in_(items), Vote.is_gold.is_(False), Worker.blocked.is_(False))
+    ).all()
+    found: dict[int, tuple[float, int]] = {}
+    for item, worker, answer in rows:
+        index = workers.get(worker)
+        if index is None:
+            continue
+        if posterior.confusion is not None:
+            given_positive = posterior.confusion[index, 1, answer]
+            given_negative = posterior.confusion[index, 0, answer]
+        else:
+            accuracy = posterior.worker_accuracy[worker]
+            given_positive, given_negative = (accuracy, 1 - accuracy) if answer == 1 else (1 - accuracy, accuracy)
+        ratio = float(np.log(np.clip(given_positive, 1e-6, 1.0)) - np.log(np.clip(given_negative, 1e-6, 1.0)))
+        before = found.get(int(item), (0.0, 0))
+        found[int(item)] = (before[0] + ratio, before[1] + 1)
+    return found
+
+
 def settle(ctx: Context, pass_id: int, ref: JobRef) -> None:
-    """Re-aggregate the category with the job's votes and decide each of its suspects: changed,
-    kept, or (uncertain) sent again while the cap of new votes allows; in one transaction with the
-    next stage's job, so a replay decides nothing twice."""
+    """Decide each suspect of the reviewed job on the new votes and the model: changed, kept, or
+    (uncertain) sent again while the cap of new votes allows; in one transaction with the next
+    stage's job, so a replay decides nothing twice.
+
+    The suspect's earlier votes are what the repair checks, and they do not count again: on an
+    image people find hard, their answers agree with each other more than Dawid–Skene's item-blind
+    model assumes, so counting them again would let the same confusion outvote the check (as on
+    the demo, where most wrong human labels are images the simulation makes ambiguous). The fit of
+    the whole category, new votes included, still weighs each new vote by its worker's record."""
     settings = ctx.config.repair
     quality = ctx.config.quality
     stage = ref.job.sequence
@@ -303,7 +387,14 @@ def settle(ctx: Context, pass_id: int, ref: JobRef) -> None:
             select(Repair).where(Repair.pass_id == pass_id, Repair.job_id == ref.id, Repair.state == RepairState.SENT)
         ).all()
         posterior = human_posterior(session, ref.category_id, quality)
-        position = {item: index for index, item in enumerate(posterior.items)} if posterior is not None else {}
+        fresh = fresh_evidence(session, posterior, ref.category_id, pass_id, [row.item_id for row in rows])
+        positives, total = session.execute(
+            select(func.coalesce(func.sum(Label.label), 0), func.count(Label.id)).where(
+                Label.category_id == ref.category_id, Label.source == LabelSource.HUMAN
+            )
+        ).one()
+        prior = float(np.log((int(positives) + 1) / (int(total) - int(positives) + 1)))
+        all_votes = dict(zip(posterior.items, posterior.vote_counts.tolist(), strict=True)) if posterior else {}
         current = dict(
             session.execute(
                 select(Label.item_id, Label.label).where(
@@ -314,13 +405,11 @@ def settle(ctx: Context, pass_id: int, ref: JobRef) -> None:
         again: list[int] = []
         changed = kept = unresolved = 0
         for row in rows:
-            index = position.get(row.item_id)
-            if posterior is None or index is None:
-                winner, certainty, votes = row.given_label, 0.0, 0
-            else:
-                winner = int(posterior.labels()[index])
-                certainty = float(posterior.confidence()[index])
-                votes = int(posterior.vote_counts[index])
+            people, votes = fresh.get(row.item_id, (0.0, 0))
+            log_odds = prior + people + (row.model_evidence or 0.0)
+            positive = float(expit(log_odds))
+            winner = int(positive > 0.5)
+            certainty = positive if winner else 1 - positive
             if certainty < quality.min_label_confidence and asked + settings.follow_up_votes <= settings.max_votes:
                 again.append(row.item_id)
                 continue
@@ -338,13 +427,14 @@ def settle(ctx: Context, pass_id: int, ref: JobRef) -> None:
             ledger.revise_labels(
                 session,
                 ref.category_id,
-                [ledger.NewLabel(row.item_id, winner, certainty, votes)],
+                [ledger.NewLabel(row.item_id, winner, certainty, int(all_votes.get(row.item_id, votes)))],
                 source=LabelSource.HUMAN,
                 origin=f"repair:{ref.id}",
                 job_id=ref.id,
                 reason=(
                     f"repair: out-of-fold score {row.score:.2f} disagreed with human label {row.given_label}; "
-                    f"{asked} more vote(s) asked; people now say {winner} (posterior {certainty:.3f}, {votes} votes)"
+                    f"{votes} new vote(s) of {asked} asked; now {winner} with posterior {certainty:.3f}"
+                    + (f" and the model ({row.model_evidence:+.1f} nats)" if row.model_evidence is not None else "")
                 ),
             )
         job = lay_out_job(ctx, session, ref.category, ref.category_id, pass_id, stage + 1, again)
@@ -419,6 +509,13 @@ class RepairSummary:
     pending: int  # sent, votes not in yet (or stopped for money)
     votes: int  # new votes on the suspects (gold aside)
     spent: Decimal
+
+    def describe(self) -> str:
+        return (
+            f"{self.category}: {self.passes} repair pass(es), {self.scored} human labels scored in the latest; "
+            f"{self.flagged} flagged, {self.sent} sent to people: {self.changed} changed, {self.kept} kept, "
+            f"{self.unresolved} left uncertain, {self.pending} pending; {self.votes} new votes ({self.spent:.2f} USD)"
+        )
 
 
 def repair_jobs(category_id: int) -> Select[int]:
@@ -497,3 +594,94 @@ def run_repair(
             ctx.sleep(ctx.config.crowd.poll_seconds)
     with ctx.store.session() as session:
         return [summary(session, name) for name in categories]
+
+
+# -- measured against a known truth (simulations, benchmarks) ---------------------------------------
+
+
+@dataclass(frozen=True)
+class RepairScore:
+    """What repair did to the human labels of a project whose truth is known."""
+
+    human_labels: int  # images × categories first labeled by people
+    wrong_before: int  # of them, wrong as people first gave them
+    flagged_wrong: int  # of those, flagged by a pass
+    sent_wrong: int  # of those, sent back to people
+    flagged: int
+    sent: int
+    changed_right: int  # labels repair changed to the truth
+    changed_wrong: int  # labels repair changed away from the truth
+    wrong_after: int  # wrong after repair's changes (other revisions, such as conflicts, aside)
+    wrong_final: int  # wrong in the current labels, every revision counted
+    votes: int  # on the suspects, gold aside
+    gold_votes: int
+    assignments: int
+    spent: Decimal
+
+    @property
+    def flagged_share(self) -> float:
+        return self.flagged_wrong / max(self.wrong_before, 1)
+
+
+def score_against_truth(session: Session, truth: Callable[[str, str], bool]) -> RepairScore:
+    """Compare the human labels before and after repair with ``truth(uri, category)``."""
+    names = dict(session.execute(select(Category.id, Category.name)).all())
+    uris = dict(session.execute(select(Item.id, Item.uri)).all())
+    first: dict[tuple[int, int], int] = {}
+    for item, category_id, label in session.execute(
+        select(LabelEvent.item_id, LabelEvent.category_id, LabelEvent.label)
+        .where(LabelEvent.source == LabelSource.HUMAN, LabelEvent.origin.like("round:%"))
+        .order_by(LabelEvent.id)
+    ):
+        first.setdefault((int(item), int(category_id)), int(label))
+    repaired: dict[tuple[int, int], int] = {
+        (int(item), int(category_id)): int(label)
+        for item, category_id, label in session.execute(
+            select(LabelEvent.item_id, LabelEvent.category_id, LabelEvent.label)
+            .where(LabelEvent.origin.like("repair:%"))
+            .order_by(LabelEvent.id)
+        )
+    }
+    current = {
+        (int(item), int(category_id)): int(label)
+        for item, category_id, label in session.execute(select(Label.item_id, Label.category_id, Label.label))
+    }
+    rows = session.execute(select(Repair.item_id, Repair.category_id, Repair.state)).all()
+    flagged = {(int(item), int(category_id)) for item, category_id, _ in rows}
+    sent = {(int(item), int(category_id)) for item, category_id, state in rows if state != RepairState.FLAGGED}
+
+    def right(pair: tuple[int, int]) -> int:
+        return int(truth(uris[pair[0]], names[pair[1]]))
+
+    wrong = {pair for pair, label in first.items() if label != right(pair)}
+    after = {pair: repaired.get(pair, label) for pair, label in first.items()}
+    changed = [pair for pair in repaired if pair in first and repaired[pair] != first[pair]]
+    jobs = select(Job.id).where(Job.kind == JobKind.REPAIR, Job.id.notin_(select(GroupJob.job_id)))
+    on_repair_hits = (
+        select(Vote.is_gold, func.count(Vote.id))
+        .join(AssignmentRow, AssignmentRow.id == Vote.assignment_id)
+        .join(Hit, Hit.id == AssignmentRow.hit_id)
+        .where(Hit.job_id.in_(jobs))
+        .group_by(Vote.is_gold)
+    )
+    votes = {bool(is_gold): int(count) for is_gold, count in session.execute(on_repair_hits)}
+    assignments = session.scalar(
+        select(func.count(AssignmentRow.id)).join(Hit, Hit.id == AssignmentRow.hit_id).where(Hit.job_id.in_(jobs))
+    )
+    spent = session.scalar(select(func.coalesce(func.sum(Spend.amount), 0)).where(Spend.job_id.in_(jobs)))
+    return RepairScore(
+        human_labels=len(first),
+        wrong_before=len(wrong),
+        flagged_wrong=len(wrong & flagged),
+        sent_wrong=len(wrong & sent),
+        flagged=len(flagged),
+        sent=len(sent),
+        changed_right=sum(repaired[pair] == right(pair) for pair in changed),
+        changed_wrong=sum(repaired[pair] != right(pair) for pair in changed),
+        wrong_after=sum(label != right(pair) for pair, label in after.items()),
+        wrong_final=sum(current.get(pair, label) != right(pair) for pair, label in first.items()),
+        votes=votes.get(False, 0),
+        gold_votes=votes.get(True, 0),
+        assignments=int(assignments or 0),
+        spent=Decimal(spent or 0),
+    )

@@ -515,6 +515,9 @@ class Repair(Base):
     category_id: Mapped[int] = mapped_column(ForeignKey("categories.id"))
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"), nullable=True)  # its latest job
     score: Mapped[float] = mapped_column(Float)
+    # The out-of-fold model's evidence for positive, in nats, Platt-calibrated on the category's
+    # human labels; null for a calibration image, which people alone decide.
+    model_evidence: Mapped[float | None] = mapped_column(Float, nullable=True)
     given_label: Mapped[int] = mapped_column(Integer)
     new_label: Mapped[int | None] = mapped_column(Integer, nullable=True)  # set once settled
     state: Mapped[str] = mapped_column(String(16))  # a RepairState
