@@ -15,6 +15,7 @@ images train the later rounds' models, which are judged on fresh samples of thei
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -36,6 +37,7 @@ from lsun_crowd.guarantee import (
     decide,
     round_budget,
 )
+from lsun_crowd.review import human_posterior
 from lsun_crowd.schema import (
     Gold,
     GuaranteeSide,
@@ -83,18 +85,22 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
             )
         ]
         # Every image drawn for calibration, labeled or not: people's label, or UNRESOLVED.
-        calibration_rows = session.execute(
-            select(Item.sha256, func.coalesce(Label.label, UNRESOLVED))
-            .join(RoundItem, RoundItem.item_id == Item.id)
-            .outerjoin(
-                Label,
-                (Label.item_id == Item.id)
-                & (Label.category_id == ref.category_id)
-                & (Label.source == LabelSource.HUMAN),
+        calibration_rows: list[tuple[int, str, int]] = [
+            (item, sha, label)
+            for item, sha, label in session.execute(
+                select(Item.id, Item.sha256, func.coalesce(Label.label, UNRESOLVED))
+                .join(RoundItem, RoundItem.item_id == Item.id)
+                .outerjoin(
+                    Label,
+                    (Label.item_id == Item.id)
+                    & (Label.category_id == ref.category_id)
+                    & (Label.source == LabelSource.HUMAN),
+                )
+                .where(RoundItem.round_id == ref.id, RoundItem.role == ItemRole.CALIBRATION)
+                .order_by(Item.id)
             )
-            .where(RoundItem.round_id == ref.id, RoundItem.role == ItemRole.CALIBRATION)
-            .order_by(Item.id)
-        ).all()
+        ]
+        calibration_labels = _consensus_at_the_cap(ctx, session, ref, calibration_rows)
         budget = _budget_left(session, ref, cascade)
     targets = np.array([label for _, label, _ in training], dtype=np.float64)
     embeddings = ctx.embeddings()
@@ -110,10 +116,7 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
         ctx.config.model,
         seed=ctx.config.project.seed * 1_000_003 + ref.category_id * 101 + ref.number,
     )
-    calibration = Calibration(
-        head.logits(embeddings.get([sha for sha, _ in calibration_rows])),
-        np.array([label for _, label in calibration_rows], dtype=np.int8),
-    )
+    calibration = Calibration(head.logits(embeddings.get([sha for _, sha, _ in calibration_rows])), calibration_labels)
     delta_positive, delta_negative, recall_slack = budget
     positive = certify_positive(calibration, cascade.target_precision, delta_positive)
     negative = certify_negative(
@@ -189,6 +192,28 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
         f"{calibration.unresolved} unresolved; {positive.describe()}; {negative.describe()})"
     )
     return state
+
+
+def _consensus_at_the_cap(
+    ctx: Context, session: Session, ref: RoundRef, rows: Sequence[tuple[int, str, int]]
+) -> NDArray[np.int8]:
+    """People's label for each calibration image: its human label, or for an image that reached
+    its vote cap below the label bar, the consensus of its votes if that is at least
+    ``cascade.calibration_consensus`` sure; :data:`UNRESOLVED` otherwise."""
+    labels = np.array([label for _, _, label in rows], dtype=np.int8)
+    if not (labels == UNRESOLVED).any():
+        return labels
+    posterior = human_posterior(session, ref.category_id, ctx.config.quality)
+    if posterior is None:
+        return labels
+    position = {item: index for index, item in enumerate(posterior.items)}
+    winners, certainty = posterior.labels(), posterior.confidence()
+    bar = ctx.config.cascade.calibration_consensus
+    for row, (item, _, label) in enumerate(rows):
+        index = position.get(item)
+        if label == UNRESOLVED and index is not None and certainty[index] >= bar:
+            labels[row] = int(winners[index])
+    return labels
 
 
 def _budget_left(session: Session, ref: RoundRef, cascade: CascadeConfig) -> tuple[float, float, float]:

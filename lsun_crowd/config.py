@@ -115,6 +115,8 @@ class ModelConfig(_Section):
 class CascadeConfig(_Section):
     sample_per_round: int = Field(default=400, ge=10)
     calibration_fraction: float = Field(default=0.4, gt=0, lt=1)
+    calibration_max_votes: int = Field(default=9, ge=1, le=50)
+    calibration_consensus: float = Field(default=0.9, gt=0.5, le=1)
     target_precision: float = Field(default=0.97, gt=0.5, lt=1)
     target_npv: float = Field(default=0.995, gt=0.5, lt=1)
     target_recall: float = Field(default=0.9, ge=0, lt=1)
@@ -237,6 +239,8 @@ weight_decay = 0.001
 [cascade]
 sample_per_round = 400        # images sent to humans each round, drawn at random from the pool
 calibration_fraction = 0.4    # share of each sample held out to choose thresholds
+calibration_max_votes = 9     # votes a calibration image may take; at the cap it is judged by its votes'
+calibration_consensus = 0.9   #   consensus if that is this sure, and otherwise counts against the model
 target_precision = 0.97       # the precision all of a category's auto-positives must reach
 target_npv = 0.995            # the negative predictive value all of its auto-negatives must reach
 target_recall = 0.9           # the share of its positives auto-negatives must keep; 0: NPV alone

@@ -117,7 +117,9 @@ def label_by_humans(ctx: Context, ref: RoundRef) -> str:
     Adaptive redundancy: the round's images still below ``min_label_confidence`` go out again in a
     follow-up batch (state ``sampled``) for ``follow_up_votes`` more votes each, as long as that
     keeps the votes asked for them within ``max_votes_per_item``. Images still uncertain then go
-    back to the pool. With ``max_votes_per_item == votes_per_item`` this is fixed redundancy. The
+    back to the pool. Calibration images may go on to ``cascade.calibration_max_votes``: one still
+    unresolved then counts against the model. With ``max_votes_per_item == votes_per_item`` this is
+    fixed redundancy (for training images). The
     round's images are few (one sample), so the lists here grow with the sample, not the pool.
 
     With ``model_consensus``, the previous round's model votes too on the round's training images
@@ -169,11 +171,18 @@ def label_by_humans(ctx: Context, ref: RoundRef) -> str:
             round_id=ref.id,
             reason=f"crowd votes, labeling pass {follow_up + 1} of round {ref.number}",
         )
+        # A calibration image may take more votes: one left unresolved counts against the model.
+        calibration = set(
+            session.scalars(
+                select(RoundItem.item_id).where(RoundItem.round_id == ref.id, RoundItem.role == ItemRole.CALIBRATION)
+            )
+        )
+        calibration_cap = max(crowd.max_votes_per_item, ctx.config.cascade.calibration_max_votes)
         uncertain = sorted(
             item
             for item, votes in asked.items()
             if item not in labeled
-            and votes + crowd.follow_up_votes <= crowd.max_votes_per_item
+            and votes + crowd.follow_up_votes <= (calibration_cap if item in calibration else crowd.max_votes_per_item)
             and confidence[item] < quality.min_label_confidence
         )
         message = (
