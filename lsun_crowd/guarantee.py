@@ -91,8 +91,9 @@ class SideTest:
         if self.threshold is None:
             return f"{self.side}: nothing certified at {what} {self.target:g} (error budget {self.delta:.4f})"
         recall = f", discarding at most {self.recall_slack:.3f} of positives" if self.recall_slack else ""
+        p_value = "" if self.p_value is None else f"p = {self.p_value:.2g} <= {self.delta:.4f}; "
         return (
-            f"{self.side}: {what} >= {self.target:g}{recall} (p = {self.p_value:.2g} <= {self.delta:.4f}; "
+            f"{self.side}: {what} >= {self.target:g}{recall} ({p_value}"
             f"{self.errors} wrong of {self.tested} calibration images)"
         )
 
