@@ -185,20 +185,30 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--old-rule", action="store_true", help="also run every seed with the old rule")
     parser.add_argument("--json", type=Path, help="append every run's figures here (JSON lines)")
+    parser.add_argument("--summarize", type=Path, help="only print the figures of runs already in this file")
     args = parser.parse_args()
+    if args.summarize:
+        done = [RunResult(**json.loads(line)) for line in args.summarize.read_text().splitlines()]
+        report(done, sorted({result.rule for result in done}, reverse=True))
+        return
     seeds = range(args.first_seed, args.first_seed + args.runs)
     rules = [False, True] if args.old_rule else [False]
     started = time.perf_counter()
     results = []
     with ProcessPoolExecutor(args.jobs) as pool:
-        futures = [pool.submit(run, seed, old, args.rounds) for old in rules for seed in seeds]
+        # Both rules on a seed one after the other, so that runs cut short still compare like with like.
+        futures = [pool.submit(run, seed, old, args.rounds) for seed in seeds for old in rules]
         for future in as_completed(futures):
             results.append(future.result())
             if args.json:  # every run as it ends, one JSON object per line
                 with args.json.open("a") as handle:
                     handle.write(json.dumps(asdict(results[-1])) + "\n")
     print(f"{args.runs} seeded cascades per rule, {time.perf_counter() - started:.0f} s")
-    for rule in ("ltt", "old") if args.old_rule else ("ltt",):
+    report(results, ["ltt", "old"] if args.old_rule else ["ltt"])
+
+
+def report(results: list[RunResult], rules: list[str]) -> None:
+    for rule in rules:
         print(f"rule: {rule}")
         for name, value in summarize(results, rule).items():
             print(f"  {name:32s} {value:.4g}" if isinstance(value, float) else f"  {name:32s} {value}")

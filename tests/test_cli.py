@@ -103,6 +103,8 @@ def test_demo_meets_its_numbers(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "precision" in result.stdout and "votes / resolved image" in result.stdout
+    # The guarantee each category met, in one line each (docs/guarantees.md).
+    assert sum(line.startswith("guarantee: digit-") for line in result.stdout.splitlines()) == 10
     from sklearn.datasets import load_digits
 
     targets = load_digits().target
