@@ -23,7 +23,8 @@ ADVERSARY = "A3ADVERSARYWORKER"
 
 
 def make_project(directory: Path, budget: str = "500") -> np.ndarray:
-    """200 digits, category digit-0; fixed redundancy (three votes), so that a round is one batch."""
+    """200 digits, category digit-0; fixed redundancy (three votes, calibration images too), so that
+    a round is one batch."""
     directory.mkdir(parents=True)
     crowd = {"votes_per_item": 3, "max_votes_per_item": 3, "collect_timeout_seconds": 0.3}
     return digits_project(
@@ -32,7 +33,7 @@ def make_project(directory: Path, budget: str = "500") -> np.ndarray:
         digits=range(1),
         seed=0,
         sample_per_round=60,
-        overrides={"crowd": crowd, "cascade": {"budget": Decimal(budget)}},
+        overrides={"crowd": crowd, "cascade": {"budget": Decimal(budget), "calibration_max_votes": 3}},
     )
 
 
