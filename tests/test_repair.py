@@ -279,3 +279,40 @@ def test_repair_command_bad_input_is_one_line(
     assert result.exit_code == 2
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def test_score_labels_never_scores_an_image_with_a_head_that_trained_on_it(
+    repaired: tuple[Path, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the real store and embedding cache: each head records the embeddings it trained on
+    and those it scored; no scored embedding is among its training ones, and every human label is
+    scored exactly once."""
+    import lsun_crowd.repair as repair
+
+    heads: list[tuple[set[bytes], list[bytes]]] = []
+
+    class RecordingHead:
+        def __init__(self, embeddings: np.ndarray) -> None:
+            self.record: tuple[set[bytes], list[bytes]] = ({row.tobytes() for row in embeddings}, [])
+            heads.append(self.record)
+
+        def logits(self, embeddings: np.ndarray) -> np.ndarray:
+            self.record[1].extend(row.tobytes() for row in embeddings)
+            return np.zeros(len(embeddings))
+
+    monkeypatch.setattr(repair, "train_head", lambda embeddings, *args, **kwargs: RecordingHead(embeddings))
+    project = Project.open(repaired[0])
+    context = project.cascade(project.crowd()).context
+    with project.store.session() as session:
+        digit = session.scalar(select(Category.id).where(Category.name == "digit-1"))
+        humans = session.scalar(
+            select(func.count(Label.id)).where(Label.category_id == digit, Label.source == LabelSource.HUMAN)
+        )
+    assert digit is not None
+    scored = repair.score_labels(context, digit)
+    project.close()
+    assert scored is not None and len(scored.items) == humans
+    assert len(heads) == context.config.repair.folds
+    assert sum(len(scored_rows) for _, scored_rows in heads) == humans
+    for trained, scored_rows in heads:
+        assert trained.isdisjoint(scored_rows)
