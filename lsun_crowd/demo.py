@@ -73,7 +73,7 @@ hidden_units = 128
 epochs = 150
 
 [cascade]
-sample_per_round = 300
+sample_per_round = 600
 finish_with_humans_below = {humans_below}
 budget = 500
 """
@@ -263,8 +263,17 @@ def run_project(
 def print_guarantees(console: Console, project: Project) -> None:
     """What each category's auto-labels were certified to meet (:mod:`lsun_crowd.certificate`)."""
     with project.store.session() as session:
-        for certificate in certificates(session, project.config.project.categories):
-            console.print(f"guarantee: {certificate.describe()}")
+        found = certificates(session, project.config.project.categories)
+    for certificate in found:
+        console.print(f"guarantee: {certificate.describe()}")
+    if not any(certificate.auto_positive or certificate.auto_negative for certificate in found):
+        cascade = project.config.cascade
+        console.print(
+            f"the model labeled nothing: {len(found)} categories of about 180 digits each are too few to prove "
+            f"precision {cascade.target_precision:g} or NPV {cascade.target_npv:g} at confidence "
+            f"{cascade.confidence:g} (each round would need more calibration images than the pool holds; "
+            "docs/guarantees.md), so people labeled every image"
+        )
 
 
 def score_human_labeling(store: Store, targets: np.ndarray) -> HumanLabeling:

@@ -397,7 +397,7 @@ def digits_config(
     seed: int = 0,
     digits: range = range(10),
     *,
-    sample_per_round: int = 300,
+    sample_per_round: int = 600,
     overrides: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The values :func:`lsun_crowd.demo.demo_config` writes (a test keeps the two equal), with
