@@ -12,7 +12,8 @@ import time
 from dataclasses import replace
 from decimal import Decimal
 
-from sqlalchemy import select
+import numpy as np
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
 
 from lsun_crowd import ledger
@@ -164,16 +165,9 @@ def lay_out_job(
 ) -> Job:
     """Store a job of the round: one batch of HITs for ``items``, each HIT with its hidden gold, in
     an order drawn from the seed."""
-    crowd = ctx.config.crowd
     items = list(items)
-    test = qualification_test(ctx, session, ref)
-    in_test = {int(item.item_key) for item in test.items} if test else set()
-    hideable = select(Gold.item_id).where(Gold.category_id == ref.category_id, Gold.item_id.notin_(in_test))
-    gold = list(session.scalars(hideable.order_by(Gold.item_id)))
     generator = rng(ctx.config.project.seed, ref.category_id, ref.number, 2, follow_up)
     generator.shuffle(items)
-    gold_count = min(crowd.gold_per_hit, len(gold))
-    per_hit = crowd.items_per_hit - gold_count
     job = Job(
         category_id=ref.category_id,
         round_id=ref.id,
@@ -185,17 +179,56 @@ def lay_out_job(
     )
     session.add(job)
     session.flush()
+    lay_out_hits(ctx, session, JobRef(ref.category, ref.category_id, job, ref.number), items, generator)
+    return job
+
+
+def lay_out_fresh_job(
+    ctx: Context, session: Session, ref: JobRef, items: list[int], per_hit: int, generator: np.random.Generator
+) -> None:
+    """The HITs of a job for fresh workers (an audit, a repair): at most ``per_hit`` images each,
+    images whose earlier voters overlap side by side, so that each HIT keeps as few workers away
+    as it can (:func:`workers_who_saw`)."""
+    first_vote = dict(
+        session.execute(
+            select(Vote.item_id, func.min(Vote.assignment_id)).where(Vote.item_id.in_(items)).group_by(Vote.item_id)
+        ).all()
+    )
+    ordered = sorted(items, key=lambda item: (first_vote.get(item, 0), item))
+    lay_out_hits(ctx, session, ref, ordered, generator, per_hit)
+
+
+def lay_out_hits(
+    ctx: Context,
+    session: Session,
+    ref: JobRef,
+    items: list[int],
+    generator: np.random.Generator,
+    most_per_hit: int | None = None,
+) -> None:
+    """Store ``ref``'s HITs: ``items`` in order, as many a HIT as room leaves beside its hidden gold
+    (the category's gold outside the qualification test, drawn from ``generator``), in an order
+    drawn from it too."""
+    crowd = ctx.config.crowd
+    test = qualification_test(ctx, session, ref)
+    in_test = {int(item.item_key) for item in test.items} if test else set()
+    hideable = select(Gold.item_id).where(Gold.category_id == ref.category_id, Gold.item_id.notin_(in_test))
+    gold = list(session.scalars(hideable.order_by(Gold.item_id)))
+    gold_count = min(crowd.gold_per_hit, len(gold))
+    per_hit = crowd.items_per_hit - gold_count
+    if most_per_hit is not None:
+        per_hit = max(1, min(most_per_hit, per_hit))
     for number, start in enumerate(range(0, len(items), per_hit)):
         members = [(item, False) for item in items[start : start + per_hit]]
         if gold_count:
             members += [(int(g), True) for g in generator.choice(gold, size=gold_count, replace=False)]
         order = generator.permutation(len(members))
         hit = Hit(
-            round_id=ref.id,
-            job_id=job.id,
-            batch_id=job.batch_id,
+            round_id=ref.job.round_id,
+            job_id=ref.id,
+            batch_id=ref.job.batch_id,
             hit_key=f"h{number:05d}",
-            assignments_requested=assignments,
+            assignments_requested=ref.job.assignments_per_hit,
         )
         session.add(hit)
         session.flush()
@@ -203,7 +236,6 @@ def lay_out_job(
             HitItemRow(hit_id=hit.id, position=position, item_id=members[index][0], is_gold=members[index][1])
             for position, index in enumerate(order)
         )
-    return job
 
 
 def check_money(ctx: Context, ref: JobRef) -> JobState:

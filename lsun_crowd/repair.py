@@ -48,7 +48,7 @@ from lsun_crowd.consensus import MIN_CALIBRATION_LABELS, fit_platt
 from lsun_crowd.context import Context, JobRef, job_refs, rng
 from lsun_crowd.crossfit import cross_fit, stratified_folds
 from lsun_crowd.jobs import advance_job
-from lsun_crowd.publish import qualification_test
+from lsun_crowd.publish import lay_out_fresh_job
 from lsun_crowd.review import human_posterior
 from lsun_crowd.schema import (
     AssignmentRow,
@@ -56,7 +56,6 @@ from lsun_crowd.schema import (
     Gold,
     GroupJob,
     Hit,
-    HitItem,
     Item,
     ItemRole,
     Job,
@@ -256,40 +255,8 @@ def lay_out_job(
     )
     session.add(job)
     session.flush()
-    test = qualification_test(ctx, session, JobRef(category, category_id, job, None))
-    in_test = {int(item.item_key) for item in test.items} if test else set()
-    gold = list(
-        session.scalars(
-            select(Gold.item_id)
-            .where(Gold.category_id == category_id, Gold.item_id.notin_(in_test))
-            .order_by(Gold.item_id)
-        )
-    )
-    first_vote = dict(
-        session.execute(
-            select(Vote.item_id, func.min(Vote.assignment_id))
-            .where(Vote.item_id.in_(items), Vote.category_id == category_id)
-            .group_by(Vote.item_id)
-        ).all()
-    )
-    ordered = sorted(items, key=lambda item: (first_vote.get(item, 0), item))
     generator = rng(ctx.config.project.seed, category_id, pass_id, 19, stage)
-    gold_count = min(ctx.config.crowd.gold_per_hit, len(gold))
-    per_hit = max(1, min(ITEMS_PER_HIT, ctx.config.crowd.items_per_hit - gold_count))
-    for number, start in enumerate(range(0, len(ordered), per_hit)):
-        members = [(item, False) for item in ordered[start : start + per_hit]]
-        if gold_count:
-            members += [(int(g), True) for g in generator.choice(gold, size=gold_count, replace=False)]
-        order = generator.permutation(len(members))
-        hit = Hit(
-            round_id=None, job_id=job.id, batch_id=job.batch_id, hit_key=f"h{number:05d}", assignments_requested=votes
-        )
-        session.add(hit)
-        session.flush()
-        session.add_all(
-            HitItem(hit_id=hit.id, position=position, item_id=members[index][0], is_gold=members[index][1])
-            for position, index in enumerate(order)
-        )
+    lay_out_fresh_job(ctx, session, JobRef(category, category_id, job, None), list(items), ITEMS_PER_HIT, generator)
     return job
 
 

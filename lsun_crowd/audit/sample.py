@@ -29,22 +29,18 @@ from sqlalchemy.orm import Session
 
 from lsun_crowd.context import Context, JobRef, rng
 from lsun_crowd.ledger import CHUNK
-from lsun_crowd.publish import qualification_test
+from lsun_crowd.publish import lay_out_fresh_job
 from lsun_crowd.schema import (
     Audit,
     AuditItem,
     AuditState,
     AuditStratum,
     Category,
-    Gold,
-    Hit,
-    HitItem,
     Job,
     JobKind,
     JobState,
     Label,
     LabelSource,
-    Vote,
 )
 
 AUDIT_ITEMS_PER_HIT = 5  # small HITs: fewer images, fewer workers to keep off each
@@ -230,42 +226,7 @@ def _lay_out_audit_job(
     )
     session.add(job)
     session.flush()
-    test = qualification_test(ctx, session, JobRef(category, category_id, job, None))
-    in_test = {int(item.item_key) for item in test.items} if test else set()
-    gold = list(
-        session.scalars(
-            select(Gold.item_id)
-            .where(Gold.category_id == category_id, Gold.item_id.notin_(in_test))
-            .order_by(Gold.item_id)
-        )
-    )
-    first_seen = dict(
-        session.execute(
-            select(Vote.item_id, func.min(Vote.assignment_id))
-            .where(Vote.item_id.in_([item.item_id for item in items]))
-            .group_by(Vote.item_id)
-        ).all()
-    )
-    ordered = sorted(items, key=lambda item: (first_seen.get(item.item_id, 0), item.item_id))
+    ids = [item.item_id for item in items]
     generator = rng(seed, category_id, audit.id, 11)
-    gold_count = min(ctx.config.crowd.gold_per_hit, len(gold))
-    per_hit = max(1, min(AUDIT_ITEMS_PER_HIT, ctx.config.crowd.items_per_hit - gold_count))
-    for number, start in enumerate(range(0, len(ordered), per_hit)):
-        members = [(item.item_id, False) for item in ordered[start : start + per_hit]]
-        if gold_count:
-            members += [(int(g), True) for g in generator.choice(gold, size=gold_count, replace=False)]
-        order = generator.permutation(len(members))
-        hit = Hit(
-            round_id=None,
-            job_id=job.id,
-            batch_id=job.batch_id,
-            hit_key=f"h{number:05d}",
-            assignments_requested=audit.votes_per_item,
-        )
-        session.add(hit)
-        session.flush()
-        session.add_all(
-            HitItem(hit_id=hit.id, position=position, item_id=members[index][0], is_gold=members[index][1])
-            for position, index in enumerate(order)
-        )
+    lay_out_fresh_job(ctx, session, JobRef(category, category_id, job, None), ids, AUDIT_ITEMS_PER_HIT, generator)
     return job
