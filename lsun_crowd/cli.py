@@ -13,6 +13,7 @@ from rich.table import Table
 from lsun_crowd import __version__
 from lsun_crowd.certificate import certificates
 from lsun_crowd.config import CONFIG_FILE, DEFAULT_TOML
+from lsun_crowd.crowd import CrowdBackend
 from lsun_crowd.errors import errors, reported_errors
 from lsun_crowd.export import export_labels
 from lsun_crowd.ingest import ingest as ingest_sources
@@ -34,6 +35,16 @@ app = typer.Typer(
 )
 console = Console(soft_wrap=True)
 ProjectOption = Annotated[Path, typer.Option("--project", "-p", help="project directory")]
+
+
+def crowd_that_may_spend(opened: Project, crowd: str | None, yes: bool) -> CrowdBackend:
+    """The project's crowd (or the adapter named), cleared to spend once the user agrees (or
+    ``--yes``) to the most it may cost."""
+    backend = opened.crowd(crowd)
+    warning = confirm_spend(opened, backend, yes, lambda text: typer.confirm(text, default=False))
+    if warning is not None:
+        console.print(warning)
+    return backend
 
 
 @app.command()
@@ -83,10 +94,7 @@ def run(
     limit, or out of money. One run per project at a time."""
     with reported_errors():
         opened = Project.open(project)
-        backend = opened.crowd(crowd)
-        warning = confirm_spend(opened, backend, yes, lambda text: typer.confirm(text, default=False))
-        if warning is not None:
-            console.print(warning)
+        backend = crowd_that_may_spend(opened, crowd, yes)
         run_project(opened, backend, console, categories=category or None, rounds=rounds, once=once)
 
 
@@ -255,10 +263,7 @@ def audit(
     with reported_errors():
         check_arguments(sample, votes)
         opened = Project.open(project)
-        backend = opened.crowd(crowd)
-        warning = confirm_spend(opened, backend, yes, lambda text: typer.confirm(text, default=False))
-        if warning is not None:
-            console.print(warning)
+        backend = crowd_that_may_spend(opened, crowd, yes)
         guard = RunLockGuard(opened.store)
         with guard, progress_bars(console) as bars:
             outcome = run_audit(
@@ -292,10 +297,7 @@ def conflicts(
         opened = Project.open(project)
         if not opened.config.project.groups:
             raise ValueError(f"{project / CONFIG_FILE}: project.groups: no single-label group is declared")
-        backend = opened.crowd(crowd)
-        warning = confirm_spend(opened, backend, yes, lambda text: typer.confirm(text, default=False))
-        if warning is not None:
-            console.print(warning)
+        backend = crowd_that_may_spend(opened, crowd, yes)
         guard = RunLockGuard(opened.store)
         with guard:
             context = opened.cascade(backend).context
@@ -326,10 +328,7 @@ def repair(
         names = category or opened.config.project.categories
         if not names:
             raise ValueError(f"{project / CONFIG_FILE}: project.categories: no category to repair")
-        backend = opened.crowd(crowd)
-        warning = confirm_spend(opened, backend, yes, lambda text: typer.confirm(text, default=False))
-        if warning is not None:
-            console.print(warning)
+        backend = crowd_that_may_spend(opened, crowd, yes)
         guard = RunLockGuard(opened.store)
         with guard:
             summaries = run_repair(opened.cascade(backend).context, names, once=once, on_pass=guard.heartbeat)
