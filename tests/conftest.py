@@ -8,8 +8,19 @@ import numpy as np
 import pytest
 
 from lsun_crowd.testing import digits_project as build_digits_project
+from lsun_crowd.testing import merge_config
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+# What the tests of the cascade's mechanics run on a few hundred digits: targets loose enough for
+# the model to label part of them (the defaults need more calibration images than such a pool
+# holds: tests/test_guarantee_cascade.py runs them on a pool large enough), and no label-error repair
+# unless a test asks for it (tests/test_repair.py).
+SMALL_PROJECT = {
+    "cascade": {"confidence": 0.5, "target_npv": 0.95, "target_recall": 0, "calibration_fraction": 0.5},
+    "repair": {"enabled": False},
+}
 
 
 def make_digits_project(
@@ -21,9 +32,15 @@ def make_digits_project(
     overrides: Mapping[str, Any] | None = None,
 ) -> np.ndarray:
     """A small digits project with the simulated crowd, ingested and ready to run; ``overrides``
-    are laid over the demo's settings (see :func:`lsun_crowd.testing.digits_config`)."""
+    are laid over the demo's settings (see :func:`lsun_crowd.testing.digits_config`) and
+    :data:`SMALL_PROJECT`."""
     return build_digits_project(
-        directory, limit=limit, digits=digits, seed=seed, sample_per_round=sample, overrides=overrides
+        directory,
+        limit=limit,
+        digits=digits,
+        seed=seed,
+        sample_per_round=sample,
+        overrides=merge_config(SMALL_PROJECT, overrides),
     )
 
 

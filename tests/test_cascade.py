@@ -51,14 +51,13 @@ def test_cascade_labels_digits_with_checked_precision(digits_project: tuple[Path
         assert score.unlabeled < 0.05 * len(targets)
     records = [json.loads(line) for line in (directory / "export.jsonl").read_text().splitlines()]
     assert len(records) == 2 * len(targets)
-    # 600 images give each round a calibration sample of 60: too few to certify a 0.97 precision
-    # or a 0.995 NPV at confidence 0.95, so the model labels nothing and spends no error budget
-    # (tests/test_guarantee_cascade.py has pools large enough for it).
-    assert {r["source"] for r in records} == {"human"}
+    assert {r["source"] for r in records} == {"human", "model"}  # the model did part of the work
     with project.store.session() as session:
-        tests = session.execute(select(RoundTest.delta, RoundTest.threshold, RoundTest.calibration_size)).all()
-        assert tests and all(delta == 0 and threshold is None and size < 144 for delta, threshold, size in tests)
-        # Every vote belongs to an assignment of a stored HIT and to an image of that HIT.
+        # Every split recorded its tests; each side's budgets over the rounds stay within its half.
+        tests = session.execute(select(RoundTest.side, RoundTest.delta, RoundTest.threshold)).all()
+        assert any(threshold is not None for _, _, threshold in tests)
+        for side in ("positive", "negative"):
+            assert 0 < sum(delta for name, delta, _ in tests if name == side) <= (1 - 0.5) / 2
         orphan_votes = session.scalar(
             select(func.count(Vote.id))
             .join(AssignmentRow, AssignmentRow.id == Vote.assignment_id)

@@ -187,7 +187,7 @@ def test_bad_input_is_a_clear_error(probabilities: np.ndarray, labels: np.ndarra
 # three folds keep it fast.
 NOISY = {
     "crowd": {"settings": {"ambiguous_fraction": 0.15}},
-    "repair": {"folds": 3},
+    "repair": {"enabled": True, "folds": 3},
 }
 
 

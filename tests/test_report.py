@@ -41,7 +41,7 @@ HOSTILE_CATEGORY = '<img src=x onerror="alert(1)">$x$ & co'
 HOSTILE_WORKER = "<b>worker</b>&'\""
 runner = CliRunner(env={"COLUMNS": "200"})
 # A smaller head and two folds for the repair pass: the report needs a finished project, not a good one.
-LIGHT = {"model": {"epochs": 40, "hidden_units": 32}, "repair": {"folds": 2}}
+LIGHT = {"model": {"epochs": 40, "hidden_units": 32}, "repair": {"enabled": True, "folds": 2}}
 
 
 @pytest.fixture(scope="module")
