@@ -128,14 +128,17 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
     )
     resolved = calibration.labels != UNRESOLVED
     undecided = decide(calibration.scores, positive.threshold, negative.threshold) < 0
-    # The next round's consensus uses the model on images the split left behind, so it is
-    # calibrated on the calibration images the split would have left behind too.
-    consensus = fit_platt(
-        calibration.scores[resolved & undecided], calibration.labels[resolved & undecided], MIN_CALIBRATION_LABELS
-    )
     # A model label's confidence is its calibrated probability of being right (the audit's PPI++
     # intervals use it); the raw sigmoid when the calibration is too small to fit.
     calibrated = fit_platt(calibration.scores[resolved], calibration.labels[resolved], MIN_CALIBRATION_LABELS)
+    # The next round's consensus uses the model on images the split left behind, so it is
+    # calibrated on the calibration images the split would have left behind too, or on all of
+    # them when those are too few.
+    left_behind = resolved & undecided
+    consensus = (
+        fit_platt(calibration.scores[left_behind], calibration.labels[left_behind], MIN_CALIBRATION_LABELS)
+        or calibrated
+    )
     labeled = {GuaranteeSide.POSITIVE: 0, GuaranteeSide.NEGATIVE: 0}
     left = 0
     with ctx.store.session() as session:
@@ -166,7 +169,7 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
                 platt_slope=consensus.slope if consensus else None,
                 platt_intercept=consensus.intercept if consensus else None,
                 base_rate=consensus.base_rate if consensus else None,
-                calibration_size=consensus.size if consensus else int((resolved & undecided).sum()),
+                calibration_size=consensus.size if consensus else int(left_behind.sum()),
             )
         )
         for test in (positive, negative):
