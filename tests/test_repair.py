@@ -188,6 +188,8 @@ def test_bad_input_is_a_clear_error(probabilities: np.ndarray, labels: np.ndarra
 NOISY = {
     "crowd": {"settings": {"ambiguous_fraction": 0.15}},
     "repair": {"enabled": True, "folds": 3},
+    # The default guarantee: the model labels nothing here, so people label every image.
+    "cascade": {"confidence": 0.95, "target_npv": 0.995, "target_recall": 0.9, "calibration_fraction": 0.4},
 }
 
 
