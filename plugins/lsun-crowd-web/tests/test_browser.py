@@ -48,7 +48,12 @@ def make_project(directory: Path) -> dict[str, bool]:
         digits=range(1),
         seed=0,
         sample_per_round=18,
-        overrides={"crowd": {**crowd, "settings": {"seed": REMOVE, "truth_file": REMOVE}}},
+        # One batch: calibration images on the same two votes, and no repair pass at the round limit.
+        overrides={
+            "crowd": {**crowd, "settings": {"seed": REMOVE, "truth_file": REMOVE}},
+            "cascade": {"calibration_max_votes": 2},
+            "repair": {"enabled": False},
+        },
     )
     project = Project.open(directory)
     with project.store.session() as session:
