@@ -106,20 +106,43 @@ def min_tested(target: float, delta: float) -> int:
     return max(1, math.ceil(math.log(delta) / math.log(target)))
 
 
-def _walk(p_values: NDArray[np.float64], candidate: NDArray[np.bool_], delta: float) -> int | None:
-    """Index of the last candidate passed in order before the first failure, or ``None``."""
+def _walk(
+    side: GuaranteeSide,
+    calibration: Calibration,
+    target: float,
+    delta: float,
+    recall: float | None,
+    scores: NDArray[np.float64],
+    tested: NDArray[np.int_],
+    errors: NDArray[np.int_],
+    p_values: NDArray[np.float64],
+    candidate: NDArray[np.bool_],
+) -> SideTest:
+    """Walk the candidate cuts in order (index order: strictest first) and certify the last one
+    passed before the first whose p-value exceeds ``delta``; nothing if the first one fails."""
     order = np.flatnonzero(candidate)
-    if len(order) == 0:
-        return None
     failed = np.flatnonzero(p_values[order] > delta)
     passed = order if len(failed) == 0 else order[: failed[0]]
-    return int(passed[-1]) if len(passed) else None
+    if len(passed) == 0:
+        return SideTest(side, None, target, delta, recall, calibration.size, calibration.unresolved)
+    last = int(passed[-1])
+    return SideTest(
+        side,
+        float(scores[last]),
+        target,
+        delta,
+        recall,
+        calibration.size,
+        calibration.unresolved,
+        int(tested[last]),
+        int(errors[last]),
+        float(p_values[last]),
+    )
 
 
 def certify_positive(calibration: Calibration, target: float, delta: float) -> SideTest:
     """The loosest high threshold reached from the strictest by fixed-sequence testing of
     "precision at or above it < ``target``" at level ``delta``."""
-    empty = SideTest(GuaranteeSide.POSITIVE, None, target, delta, None, calibration.size, calibration.unresolved)
     if calibration.size < min_tested(target, delta):
         return SideTest(GuaranteeSide.POSITIVE, None, target, 0.0, None, calibration.size, calibration.unresolved)
     order = np.argsort(-calibration.scores, kind="stable")
@@ -128,21 +151,8 @@ def certify_positive(calibration: Calibration, target: float, delta: float) -> S
     tested = np.arange(1, len(scores) + 1)
     boundary = np.append(scores[1:] != scores[:-1], True)  # a cut never splits tied scores
     p_values = binom.cdf(errors, tested, 1 - target)
-    last = _walk(p_values, boundary & (tested >= min_tested(target, delta)), delta)
-    if last is None:
-        return empty
-    return SideTest(
-        GuaranteeSide.POSITIVE,
-        float(scores[last]),
-        target,
-        delta,
-        None,
-        calibration.size,
-        calibration.unresolved,
-        int(tested[last]),
-        int(errors[last]),
-        float(p_values[last]),
-    )
+    candidate = boundary & (tested >= min_tested(target, delta))
+    return _walk(GuaranteeSide.POSITIVE, calibration, target, delta, None, scores, tested, errors, p_values, candidate)
 
 
 def certify_negative(
@@ -157,7 +167,6 @@ def certify_negative(
         needed = max(needed, min_tested(1 - recall, delta))
     if calibration.size < needed:
         return SideTest(GuaranteeSide.NEGATIVE, None, target, 0.0, recall, calibration.size, calibration.unresolved)
-    empty = SideTest(GuaranteeSide.NEGATIVE, None, target, delta, recall, calibration.size, calibration.unresolved)
     order = np.argsort(calibration.scores, kind="stable")
     scores = calibration.scores[order]
     labels = calibration.labels[order]
@@ -170,21 +179,9 @@ def certify_negative(
         p_recall = np.where(positives > 0, binom.cdf(errors, np.maximum(positives, 1), recall), 1.0)
         p_values = np.maximum(p_values, p_recall)
     boundary = np.append(scores[1:] != scores[:-1], True) & (scores < below)
-    last = _walk(p_values, boundary & (tested >= min_tested(target, delta)), delta)
-    if last is None:
-        return empty
-    return SideTest(
-        GuaranteeSide.NEGATIVE,
-        float(scores[last]),
-        target,
-        delta,
-        recall,
-        calibration.size,
-        calibration.unresolved,
-        int(tested[last]),
-        int(errors[last]),
-        float(p_values[last]),
-    )
+    candidate = boundary & (tested >= min_tested(target, delta))
+    side = GuaranteeSide.NEGATIVE
+    return _walk(side, calibration, target, delta, recall, scores, tested, errors, p_values, candidate)
 
 
 def decide(scores: NDArray[np.float64], high: float | None, low: float | None) -> NDArray[np.int8]:
