@@ -62,7 +62,9 @@ def test_run_status_export_on_a_small_project(tmp_path: Path) -> None:
     make_digits_project(directory, limit=300, digits=range(1), sample=100)
     code, output = invoke("run", "--project", str(directory), "--rounds", "2")
     assert code == 0, output
-    assert "digit-0: round 1: published" in output and "round limit after 2 round(s)" in output
+    # The closing line says how the category ended (on loose test targets it may resolve in two).
+    assert "digit-0: round 1: published" in output
+    assert "digit-0: resolved after 2 round(s)" in output or "round limit after 2 round(s)" in output
     code, output = invoke("status", "--project", str(directory))
     assert code == 0 and "digit-0" in output and "spent (USD)" in output
     code, _ = invoke("export", "--project", str(directory), "--out", str(tmp_path / "labels.jsonl"))
