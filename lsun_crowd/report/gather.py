@@ -88,26 +88,6 @@ class OtherWork:
 
 
 @dataclass(frozen=True)
-class TestRow:
-    """A row of ``round_tests``: what one side of a round's split certified."""
-
-    round_id: int
-    side: str
-    mode: str
-    threshold: float | None
-    target: float
-    delta: float
-    recall_slack: float | None
-    calibration_size: int
-    unresolved: int
-    tested: int
-    errors: int
-    p_value: float | None
-    bound: float | None
-    labeled: int
-
-
-@dataclass(frozen=True)
 class RepairCount:
     """A category's passes of label-error repair, and what became of the labels they flagged."""
 
@@ -152,7 +132,7 @@ class AuditSummary:
 class ReportData:
     categories: list[CategoryTotals]
     rounds: list[RoundRow]
-    tests: dict[int, list[TestRow]]  # round id -> its rows, by side
+    tests: dict[int, list[RoundTest]]  # round id -> its rows, by side
     other_work: list[OtherWork]
     workers: list[WorkerRecord]
     repairs: RepairSummary
@@ -314,27 +294,11 @@ def _rounds(session: Session, names: dict[int, str], images: int) -> list[RoundR
     return rows
 
 
-def _tests(session: Session) -> dict[int, list[TestRow]]:
-    tests: dict[int, list[TestRow]] = {}
+def _tests(session: Session) -> dict[int, list[RoundTest]]:
+    """The ``round_tests`` rows (read once, detached), by round, each round's by side."""
+    tests: dict[int, list[RoundTest]] = {}
     for test in session.scalars(select(RoundTest).order_by(RoundTest.round_id, RoundTest.side)):
-        tests.setdefault(test.round_id, []).append(
-            TestRow(
-                test.round_id,
-                test.side,
-                test.mode,
-                test.threshold,
-                test.target,
-                test.delta,
-                test.recall_slack,
-                test.calibration_size,
-                test.unresolved,
-                test.tested,
-                test.errors,
-                test.p_value,
-                test.bound,
-                test.labeled,
-            )
-        )
+        tests.setdefault(test.round_id, []).append(test)
     return tests
 
 

@@ -11,8 +11,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from lsun_crowd.report.gather import ReportData, RoundRow, TestRow, rounds_by_category
-from lsun_crowd.schema import RepairState, RoundState
+from lsun_crowd.report.gather import ReportData, RoundRow, rounds_by_category
+from lsun_crowd.schema import RepairState, RoundState, RoundTest
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; color: #212529; }
@@ -186,7 +186,7 @@ TEST_HEADERS = [
 ]
 
 
-def _test_cells(row: RoundRow, test: TestRow) -> list[object]:
+def _test_cells(row: RoundRow, test: RoundTest) -> list[object]:
     return [
         row.category,
         row.number,
