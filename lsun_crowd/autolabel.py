@@ -109,23 +109,28 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
         ctx.progress.message(f"{ref.category}: round {ref.number}: {note}")
         with ctx.store.session() as session:
             return set_state(session, ref, DONE, notes=note, finished_at=utc_now())
-    head = train_head(
-        embeddings.get([sha for sha, _, _ in training]),
-        targets,
-        np.array([confidence for _, _, confidence in training], dtype=np.float64),
-        ctx.config.model,
-        seed=ctx.config.project.seed * 1_000_003 + ref.category_id * 101 + ref.number,
-    )
-    calibration = Calibration(head.logits(embeddings.get([sha for _, sha, _ in calibration_rows])), calibration_labels)
+    with ctx.stages.timed("train", ref.number):
+        head = train_head(
+            embeddings.get([sha for sha, _, _ in training]),
+            targets,
+            np.array([confidence for _, _, confidence in training], dtype=np.float64),
+            ctx.config.model,
+            seed=ctx.config.project.seed * 1_000_003 + ref.category_id * 101 + ref.number,
+        )
+    with ctx.stages.timed("split", ref.number):
+        calibration = Calibration(
+            head.logits(embeddings.get([sha for _, sha, _ in calibration_rows])), calibration_labels
+        )
     delta_positive, delta_negative, recall_slack = budget
-    positive = certify_positive(calibration, cascade.target_precision, delta_positive)
-    negative = certify_negative(
-        calibration,
-        cascade.target_npv,
-        delta_negative,
-        recall_slack,
-        below=positive.threshold if positive.threshold is not None else math.inf,
-    )
+    with ctx.stages.timed("split", ref.number):
+        positive = certify_positive(calibration, cascade.target_precision, delta_positive)
+        negative = certify_negative(
+            calibration,
+            cascade.target_npv,
+            delta_negative,
+            recall_slack,
+            below=positive.threshold if positive.threshold is not None else math.inf,
+        )
     resolved = calibration.labels != UNRESOLVED
     undecided = decide(calibration.scores, positive.threshold, negative.threshold) < 0
     # A model label's confidence is its calibrated probability of being right (the audit's PPI++
@@ -142,23 +147,29 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
     labeled = {GuaranteeSide.POSITIVE: 0, GuaranteeSide.NEGATIVE: 0}
     left = 0
     with ctx.store.session() as session:
-        for chunk in ledger.iter_pool(session, ref.category_id):
-            scores = head.logits(embeddings.get([sha for _, sha in chunk]))
-            decisions = decide(scores, positive.threshold, negative.threshold)
-            positive_probability = _probability(scores, calibrated)
-            ledger.record_labels(
-                session,
-                ref.category_id,
-                (
-                    ledger.NewLabel(item, int(decision), float(p if decision == 1 else 1 - p))
-                    for (item, _), p, decision in zip(chunk, positive_probability, decisions, strict=True)
-                    if decision >= 0
-                ),
-                source=LabelSource.MODEL,
-                origin=f"round:{ref.id}:model",
-                round_id=ref.id,
-                reason=f"round {ref.number} split",
-            )
+        chunks = ledger.iter_pool(session, ref.category_id)
+        while True:
+            with ctx.stages.timed("score", ref.number):
+                chunk = next(chunks, None)
+                if chunk is None:
+                    break
+                scores = head.logits(embeddings.get([sha for _, sha in chunk]))
+                decisions = decide(scores, positive.threshold, negative.threshold)
+                positive_probability = _probability(scores, calibrated)
+            with ctx.stages.timed("store writes", ref.number):
+                ledger.record_labels(
+                    session,
+                    ref.category_id,
+                    (
+                        ledger.NewLabel(item, int(decision), float(p if decision == 1 else 1 - p))
+                        for (item, _), p, decision in zip(chunk, positive_probability, decisions, strict=True)
+                        if decision >= 0
+                    ),
+                    source=LabelSource.MODEL,
+                    origin=f"round:{ref.id}:model",
+                    round_id=ref.id,
+                    reason=f"round {ref.number} split",
+                )
             labeled[GuaranteeSide.POSITIVE] += int((decisions == 1).sum())
             labeled[GuaranteeSide.NEGATIVE] += int((decisions == 0).sum())
             left += int((decisions < 0).sum())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from sqlalchemy import ColumnElement, select, update
@@ -15,6 +15,7 @@ from lsun_crowd.crowd import CrowdBackend
 from lsun_crowd.embed import EmbeddingCache
 from lsun_crowd.progress import Progress as Progress  # re-exported: steps import it from here
 from lsun_crowd.schema import Category, Job, JobState, Round, RoundState
+from lsun_crowd.stages import Stages
 from lsun_crowd.store import Store
 
 log = logging.getLogger("lsun_crowd")
@@ -50,6 +51,7 @@ class Context:
     progress: Progress
     embeddings: Callable[[], EmbeddingCache]  # built on first use: embedding the pool takes a while
     sleep: Callable[[float], None]
+    stages: Stages = field(default_factory=Stages.off)  # wall time and memory per stage, when asked
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,8 @@ def advance_job(ctx: Context, ref: JobRef, collect: bool = False) -> bool:
         with ctx.store.session() as session:
             state = JobState(session.scalars(select(Job.state).where(Job.id == ref.id)).one())
     while state in STEPS:
-        state = STEPS[state](ctx, ref)
+        with ctx.stages.timed("review" if state == JobState.COLLECTED else "publish", ref.round_number):
+            state = STEPS[state](ctx, ref)
         moved = True
     return moved
 

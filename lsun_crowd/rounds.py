@@ -45,10 +45,11 @@ def advance_round(ctx: Context, ref: RoundRef) -> bool:
     money). Each step commits the state it reached."""
     state = RoundState(ref.round.state)
     if state == RoundState.REVIEWED:
-        label_by_humans(ctx, ref)
+        with ctx.stages.timed("aggregate", ref.number):
+            label_by_humans(ctx, ref)
         return True
     if state == RoundState.LABELED:
-        train_and_split(ctx, ref)
+        train_and_split(ctx, ref)  # times its own stages: train, score, split, store writes
         return True
     if state in (RoundState.DONE, RoundState.STOPPED):
         return False
@@ -58,6 +59,11 @@ def advance_round(ctx: Context, ref: RoundRef) -> bool:
 def sample_round(ctx: Context, category: str, category_id: int, number: int) -> Round:
     """Draw round ``number``'s images from the pool (from the seed alone), with its first job laid
     out, in one transaction. Memory grows with the sample, never with the pool."""
+    with ctx.stages.timed("sample", number):
+        return _sample_round(ctx, category, category_id, number)
+
+
+def _sample_round(ctx: Context, category: str, category_id: int, number: int) -> Round:
     cascade = ctx.config.cascade
     with ctx.store.session() as session:
         pool = ledger.pool_size(session, category_id)

@@ -94,7 +94,8 @@ class Runner:
         waiting = [category.id for category in self.categories if category.name not in self.outcomes]
         waiting += poll_categories(self.context, self.groups) if self.groups else []
         if waiting:
-            result = poll(self.context, waiting, self._progress)
+            with self.context.stages.timed("collect"):
+                result = poll(self.context, waiting, self._progress)
             moved |= result.moved
             self._finish_progress()
         return moved
