@@ -110,6 +110,20 @@ class ModelConfig(_Section):
     epochs: int = Field(default=200, ge=1)
     learning_rate: float = Field(default=3e-3, gt=0)
     weight_decay: float = Field(default=1e-3, ge=0)
+    # Where the pool is embedded and scored: in this process, or as Ray Data jobs (lsun_crowd.ray_engine).
+    engine: Literal["local", "ray"] = "local"
+    ray_address: str = ""  # empty: start Ray on this machine; "auto" or "ray://head:10001": join a cluster
+    ray_workers: int = Field(default=2, ge=1)
+    ray_cpus_per_worker: int = Field(default=1, ge=1)
+    ray_gpus_per_worker: float = Field(default=0.0, ge=0)
+    ray_batch_size: int = Field(default=16384, ge=1)
+
+    @model_validator(mode="after")
+    def _check_engine(self) -> ModelConfig:
+        # A Ray worker sees only the GPUs it asked for, so "cuda" with none would fail on every worker.
+        if self.engine == "ray" and self.device == "cuda" and self.ray_gpus_per_worker == 0:
+            raise ValueError('ray_gpus_per_worker: 0, but device = "cuda" with engine = "ray" needs a GPU per worker')
+        return self
 
 
 class CascadeConfig(_Section):
@@ -235,6 +249,13 @@ hidden_units = 256            # 0: a linear head
 epochs = 200
 learning_rate = 0.003
 weight_decay = 0.001
+engine = "local"              # "ray": embed and score the pool as Ray Data jobs (pip install 'lsun-crowd[ray]');
+                              #   the driver alone writes the store and the cache: docs/scale-out.md
+ray_address = ""              # empty: start Ray on this machine; "auto" or "ray://head:10001": join a cluster
+ray_workers = 2               # Ray workers that embed or score at once
+ray_cpus_per_worker = 1       # CPUs each worker holds, and the threads torch runs there
+ray_gpus_per_worker = 0.0     # GPUs each worker holds; 0.25: four workers share a GPU
+ray_batch_size = 16384        # pool images a worker scores at a time (it embeds batch_size at a time)
 
 [cascade]
 sample_per_round = 400        # images sent to humans each round, drawn at random from the pool
