@@ -28,6 +28,7 @@ from lsun_crowd.classifier import probability, train_head
 from lsun_crowd.config import CascadeConfig
 from lsun_crowd.consensus import MIN_CALIBRATION_LABELS, PlattScaling, fit_platt
 from lsun_crowd.context import DONE, Context, RoundRef, set_state
+from lsun_crowd.engine import engine_for
 from lsun_crowd.guarantee import (
     UNRESOLVED,
     Calibration,
@@ -147,13 +148,13 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
     labeled = {GuaranteeSide.POSITIVE: 0, GuaranteeSide.NEGATIVE: 0}
     left = 0
     with ctx.store.session() as session:
-        chunks = ledger.iter_pool(session, ref.category_id)
+        chunks = engine_for(ctx.config.model).score(head, embeddings, ledger.iter_pool(session, ref.category_id))
         while True:
             with ctx.stages.timed("score", ref.number):
-                chunk = next(chunks, None)
-                if chunk is None:
+                scored = next(chunks, None)
+                if scored is None:
                     break
-                scores = head.logits(embeddings.get([sha for _, sha in chunk]))
+                chunk, scores = scored
                 decisions = decide(scores, positive.threshold, negative.threshold)
                 positive_probability = _probability(scores, calibrated)
             with ctx.stages.timed("store writes", ref.number):
