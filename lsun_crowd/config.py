@@ -116,7 +116,6 @@ class ModelConfig(_Section):
     ray_workers: int = Field(default=2, ge=1)
     ray_cpus_per_worker: int = Field(default=1, ge=1)
     ray_gpus_per_worker: float = Field(default=0.0, ge=0)
-    ray_batch_size: int = Field(default=16384, ge=1)
 
     @model_validator(mode="after")
     def _check_engine(self) -> ModelConfig:
@@ -255,7 +254,6 @@ ray_address = ""              # empty: start Ray on this machine; "auto" or "ray
 ray_workers = 2               # Ray workers that embed or score at once
 ray_cpus_per_worker = 1       # CPUs each worker holds, and the threads torch runs there
 ray_gpus_per_worker = 0.0     # GPUs each worker holds; 0.25: four workers share a GPU
-ray_batch_size = 16384        # pool images a worker scores at a time (it embeds batch_size at a time)
 
 [cascade]
 sample_per_round = 400        # images sent to humans each round, drawn at random from the pool

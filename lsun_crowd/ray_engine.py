@@ -4,8 +4,12 @@ Both steps are ``map_batches`` over a pool of Ray actors, each loading its model
 driver talks to the store and writes the embedding cache: scoring workers read the cache themselves
 (by its directory, which every worker must see at the same path) and return logits; embedding
 workers decode and embed images and return the vectors, which the driver appends. Results come back
-in input order (``preserve_order``) and are checked against it, so the labels are exactly the local
-engine's. Imported only when the Ray engine is chosen (:func:`lsun_crowd.engine.engine_for`).
+in input order (``preserve_order``) and are checked against it.
+
+A scoring worker scores whole pool chunks, the very batches the local engine scores: float32 matrix
+products round differently with the batch's shape, so other batches would move logits in their last
+bit, and with them the confidences stored with the labels. Imported only when the Ray engine is
+chosen (:func:`lsun_crowd.engine.engine_for`).
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ def connect(config: ModelConfig) -> None:
     context.execution_options.preserve_order = True
     # The command line draws its own progress bars; Ray's would interleave with them.
     context.enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # a line per dataset run, on every round
 
 
 class RayEngine:
@@ -68,7 +73,7 @@ class RayEngine:
         self.worker_device = config.device if config.ray_gpus_per_worker > 0 else "cpu"
 
     def _map(
-        self, dataset: ray.data.Dataset, worker: type, batch_size: int, arguments: dict[str, Any]
+        self, dataset: ray.data.Dataset, worker: type, batch_size: int | None, arguments: dict[str, Any]
     ) -> ray.data.Dataset:
         return dataset.map_batches(
             worker,
@@ -87,13 +92,15 @@ class RayEngine:
         saved = head.to_bytes()
         while window := _take_window(pending, SCORE_WINDOW):
             connect(self.config)
-            shas = [sha for chunk in window for _, sha in chunk]
+            # One block per chunk, scored as one batch.
+            blocks = [pyarrow.table({"sha256": [sha for _, sha in chunk]}) for chunk in window]
             dataset = self._map(
-                _dataset({"sha256": shas}, self.config.ray_batch_size),
+                ray.data.from_arrow(blocks),
                 _Scorer,
-                self.config.ray_batch_size,
+                None,
                 {"directory": str(cache.directory), "dim": cache.dim, "head": saved, "device": self.worker_device},
             )
+            shas = [sha for chunk in window for _, sha in chunk]
             logits = (batch["logits"] for batch in _in_order(dataset, shas))
             yield from _cut(logits, window)
 
@@ -112,7 +119,7 @@ class RayEngine:
         connect(self.config)
         shas = [sha for sha, _ in todo]
         dataset = self._map(
-            _dataset({"sha256": shas, "uri": [uri for _, uri in todo]}, batch_size),
+            _image_blocks(todo, batch_size),
             _Embedder,
             batch_size,
             {"config": self.config.model_copy(update={"device": self.worker_device}), "key": model.key},
@@ -184,14 +191,13 @@ def _take_window(chunks: Iterator[PoolChunk], size: int) -> list[PoolChunk]:
     return window
 
 
-def _dataset(columns: dict[str, list[str]], batch_size: int) -> ray.data.Dataset:
-    """A dataset of one block per batch, so the batches spread over the actors (one block would
-    go to one actor). Each block is built from its own rows, never a slice sharing the whole table."""
-    rows = len(next(iter(columns.values())))
+def _image_blocks(todo: Sequence[tuple[str, str]], batch_size: int) -> ray.data.Dataset:
+    """A dataset of one block per batch of ``(sha256, uri)``, so the batches spread over the actors
+    (a single block would go to a single actor)."""
     return ray.data.from_arrow(
         [
-            pyarrow.table({name: values[start : start + batch_size] for name, values in columns.items()})
-            for start in range(0, rows, batch_size)
+            pyarrow.table({"sha256": [sha for sha, _ in batch], "uri": [uri for _, uri in batch]})
+            for batch in (todo[start : start + batch_size] for start in range(0, len(todo), batch_size))
         ]
     )
 
