@@ -9,6 +9,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import urllib.parse
 import urllib.request
 import warnings
@@ -126,14 +127,19 @@ def candidates(source: Path) -> Iterator[Candidate]:
         raise IngestError(f"{source}: not a folder, an image or a .txt/.csv/.jsonl manifest")
 
 
-def read_bytes(reference: str) -> bytes:
-    if _is_url(reference):
+def read_with_status(reference: str) -> tuple[bytes, os.stat_result | None]:
+    """The bytes of a file or URL, and for a local file its status taken before the read (so a
+    write during the read shows as a later mtime, and embedding hashes the file again)."""
+    if _is_url(reference) and not reference.startswith("file:"):
         with urllib.request.urlopen(reference, timeout=DOWNLOAD_TIMEOUT_SECONDS) as response:
             data: bytes = response.read(MAX_DOWNLOAD_BYTES + 1)
         if len(data) > MAX_DOWNLOAD_BYTES:
             raise ValueError(f"larger than {MAX_DOWNLOAD_BYTES} bytes")
-        return data
-    return Path(reference).read_bytes()
+        return data, None
+    path = Path(urllib.request.url2pathname(urllib.parse.urlparse(reference).path) if _is_url(reference) else reference)
+    with path.open("rb") as handle:
+        status = os.fstat(handle.fileno())
+        return handle.read(), status
 
 
 def validate_image(data: bytes) -> tuple[int, int]:
@@ -161,7 +167,7 @@ def ingest(store: Store, sources: list[Path], download_dir: Path) -> IngestRepor
                 report.rejected.append(Rejected(candidate.origin, "no image path or URL in this row"))
                 continue
             try:
-                data = read_bytes(candidate.reference)
+                data, status = read_with_status(candidate.reference)
                 width, height = validate_image(data)
             except Exception as error:  # any failure to read or decode is reported, never fatal
                 report.rejected.append(Rejected(candidate.origin, f"{type(error).__name__}: {error}"))
@@ -176,10 +182,19 @@ def ingest(store: Store, sources: list[Path], download_dir: Path) -> IngestRepor
                 download_dir.mkdir(parents=True, exist_ok=True)
                 local = download_dir / digest
                 local.write_bytes(data)
-                uri = str(local)
+                uri, status = str(local), local.stat()
             elif uri.startswith("file:"):
                 uri = urllib.request.url2pathname(urllib.parse.urlparse(uri).path)
-            batch.append({"sha256": digest, "uri": uri, "width": width, "height": height})
+            batch.append(
+                {
+                    "sha256": digest,
+                    "uri": uri,
+                    "width": width,
+                    "height": height,
+                    "file_size": status.st_size if status is not None else None,
+                    "file_mtime_ns": status.st_mtime_ns if status is not None else None,
+                }
+            )
             if len(batch) >= 500:
                 report.added += _commit(store, batch)
         report.added += _commit(store, batch)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -28,7 +29,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from lsun_crowd.crowd import AssignmentStatus, HitState
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 __all__ = ["AssignmentStatus", "HitState"]  # re-exported: every state the store holds is named here
 
@@ -110,6 +111,11 @@ class Item(Base):
     uri: Mapped[str] = mapped_column(Text)
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
+    # The file's size and modification time when ingest hashed it: while both are unchanged,
+    # embedding trusts the hash instead of hashing the file again. Empty for images ingested
+    # before schema version 6.
+    file_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    file_mtime_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     # Set when the image can no longer be read (gone, corrupt, changed): it leaves the pool.
     problem: Mapped[str | None] = mapped_column(Text, nullable=True)
     added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)

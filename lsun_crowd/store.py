@@ -23,6 +23,14 @@ def _add_adaptive_redundancy(session: Session) -> None:
         session.execute(text(f"ALTER TABLE rounds ADD COLUMN {column}"))
 
 
+def _add_item_file_status(session: Session) -> None:
+    """Version 6: items keep the size and mtime their file had when ingest hashed it."""
+    columns = {column["name"] for column in inspect(session.connection()).get_columns("items")}
+    for column in ("file_size", "file_mtime_ns"):
+        if column not in columns:
+            session.execute(text(f"ALTER TABLE items ADD COLUMN {column} BIGINT"))
+
+
 def _nothing_to_alter(session: Session) -> None:
     """Versions 3 and 5 only add tables (round models; guarantees, audits, repairs), which
     ``create_all`` has made already."""
@@ -112,6 +120,7 @@ MIGRATIONS: dict[int, Callable[[Session], None]] = {
     2: _nothing_to_alter,
     3: _add_jobs_and_label_events,
     4: _nothing_to_alter,
+    5: _add_item_file_status,
 }
 
 

@@ -41,6 +41,11 @@ def test_folder_is_searched_recursively_for_every_format(tmp_path: Path, store: 
     report = ingest(store, [pool], tmp_path / "dl")
     assert (report.added, report.duplicates, report.rejected) == (5, 0, [])
     assert count(store) == 5
+    with store.session() as session:  # what lets embedding trust the hash without reading the file again
+        recorded = session.execute(select(Item.uri, Item.file_size, Item.file_mtime_ns)).all()
+    assert sorted(recorded) == sorted(
+        (uri, Path(uri).stat().st_size, Path(uri).stat().st_mtime_ns) for uri, _, _ in recorded
+    )
 
 
 def test_duplicates_by_content_not_name(tmp_path: Path, store: Store) -> None:
@@ -137,8 +142,9 @@ def test_urls_are_downloaded_over_real_http(tmp_path: Path, store: Store, http_s
     assert report.added == 1
     assert len(report.rejected) == 2 and any("404" in entry.reason for entry in report.rejected)
     with store.session() as session:
-        uri = session.scalar(select(Item.uri))
+        uri, size, mtime_ns = session.execute(select(Item.uri, Item.file_size, Item.file_mtime_ns)).one()
     assert uri is not None and Path(uri).parent == tmp_path / "dl" and Path(uri).is_file()
+    assert (size, mtime_ns) == (Path(uri).stat().st_size, Path(uri).stat().st_mtime_ns)  # the local copy's
 
 
 def test_gold_file(tmp_path: Path, store: Store) -> None:

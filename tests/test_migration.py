@@ -5,13 +5,14 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from lsun_crowd.ledger import current_label
 from lsun_crowd.schema import (
     SCHEMA_VERSION,
     Hit,
     HitItem,
+    Item,
     Job,
     JobKind,
     JobState,
@@ -99,4 +100,25 @@ def test_a_version_3_store_gets_jobs_for_every_batch_and_label_events(tmp_path: 
     again = Store(f"sqlite:///{path}")
     with again.session() as session:
         assert session.scalar(select(func.count(Job.id))) == len(batches)
+    again.close()
+
+
+def test_items_gain_the_file_size_and_mtime_that_let_embedding_skip_hashing(tmp_path: Path) -> None:
+    path = v3_store(tmp_path)
+    with sqlite3.connect(path) as db:
+        items = db.execute("SELECT id, sha256 FROM items ORDER BY id").fetchall()
+    db.close()
+    store = Store(f"sqlite:///{path}")
+    with store.session() as session:
+        rows = session.execute(select(Item.id, Item.sha256, Item.file_size, Item.file_mtime_ns).order_by(Item.id)).all()
+        assert [(row.id, row.sha256) for row in rows] == items and len(items) == 300
+        assert {(row.file_size, row.file_mtime_ns) for row in rows} == {(None, None)}  # they get hashed, as before
+        session.execute(update(Item).where(Item.id == items[0][0]).values(file_size=2**40, file_mtime_ns=2**62))
+    store.close()
+    again = Store(f"sqlite:///{path}")  # nothing left to migrate, and 64-bit values survive
+    with again.session() as session:
+        assert session.execute(select(Item.file_size, Item.file_mtime_ns).where(Item.id == items[0][0])).one() == (
+            2**40,
+            2**62,
+        )
     again.close()
