@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from lsun_crowd.runner import CategoryOutcome as CategoryOutcome
     from lsun_crowd.running import confirm_spend as confirm_spend
     from lsun_crowd.running import run_project as run_project
+    from lsun_crowd.synthetic import synthetic_truth as synthetic_truth
 
 _LAZY = {
     "CategoryOutcome": "lsun_crowd.runner",
@@ -47,6 +48,7 @@ _LAZY = {
     "reported_errors": "lsun_crowd.errors",
     "run_project": "lsun_crowd.running",
     "sample_hit": "lsun_crowd.preview",
+    "synthetic_truth": "lsun_crowd.synthetic",
 }
 
 __all__ = [
@@ -69,6 +71,7 @@ __all__ = [
     "run_project",
     "sample_hit",
     "spent",
+    "synthetic_truth",
     "worker_records",
 ]
 

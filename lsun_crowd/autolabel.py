@@ -33,6 +33,7 @@ from lsun_crowd.guarantee import (
     UNRESOLVED,
     Calibration,
     SideTest,
+    Walk,
     certify_negative,
     certify_positive,
     decide,
@@ -123,14 +124,23 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
             head.logits(embeddings.get([sha for _, sha, _ in calibration_rows])), calibration_labels
         )
     delta_positive, delta_negative, recall_slack = budget
+    # How many calibration images each side may expect, from the base rate of the labels the
+    # model trained on (never this round's calibration labels): it plans each side's walk.
+    base_rate = float(targets.mean())
     with ctx.stages.timed("split", ref.number):
-        positive = certify_positive(calibration, cascade.target_precision, delta_positive)
+        positive = certify_positive(
+            calibration,
+            cascade.target_precision,
+            delta_positive,
+            Walk.plan(cascade.target_precision, delta_positive, calibration.size * base_rate),
+        )
         negative = certify_negative(
             calibration,
             cascade.target_npv,
             delta_negative,
             recall_slack,
             below=positive.threshold if positive.threshold is not None else math.inf,
+            walk=Walk.plan(cascade.target_npv, delta_negative, calibration.size * (1 - base_rate)),
         )
     resolved = calibration.labels != UNRESOLVED
     undecided = decide(calibration.scores, positive.threshold, negative.threshold) < 0

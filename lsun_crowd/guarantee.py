@@ -9,6 +9,12 @@ slack of the positives" (an intersection-union test: both nulls must be rejected
 order is fixed before the labels are seen, no correction for the many thresholds is needed: the
 chance of certifying any threshold whose true error is above the target is at most ``delta``.
 
+Which candidates the walk tests is fixed from the scores and the calibration's size alone, before
+any label is looked at. A round that expects many calibration images on a side (from the base rate
+of earlier rounds' labels) starts its walk where a few errors can still pass, and tests cuts on a
+geometric grid of sizes rather than at every score: one mislabeled image among the strictest
+candidates then no longer ends the walk before it reaches the cuts the calibration can carry.
+
 A calibration image the crowd could not resolve is counted against the model on both sides
 (wrong above the high threshold, a positive below the low one), which can only raise a p-value.
 See ``docs/guarantees.md`` for how the error budget is spread over rounds and what is assumed.
@@ -30,6 +36,11 @@ NEVER = 1 << 62  # images needed when no budget is left: no calibration is that 
 # Each testing round spends this share of its side's error budget that is left, and a round that
 # discards positives this share of the recall slack left: early rounds, which label most, get most.
 SPEND_SHARE = 0.5
+# A walk that expects enough images starts where this many errors could still pass, and tests
+# cuts whose sizes grow by this ratio.
+START_ERRORS = 3
+START_SHARE = 0.6  # ... as long as the start is at most this share of the images expected
+GRID_RATIO = 1.1
 
 
 def round_budget(total: float, spent: float) -> float:
@@ -106,6 +117,58 @@ def min_tested(target: float, delta: float) -> int:
     return max(1, math.ceil(math.log(delta) / math.log(target)))
 
 
+def fewest_to_pass(target: float, delta: float, errors: int) -> int:
+    """Fewest images a cut must decide to pass with ``errors`` of them wrong."""
+    if delta <= 0:
+        return NEVER
+    low = high = min_tested(target, delta)
+    while binom.cdf(errors, high, 1 - target) > delta:
+        low, high = high, high * 2
+    while low < high:  # the smallest n in (low, high] whose p-value is at most delta
+        middle = (low + high) // 2
+        if binom.cdf(errors, middle, 1 - target) > delta:
+            low = middle + 1
+        else:
+            high = middle
+    return high
+
+
+@dataclass(frozen=True)
+class Walk:
+    """Where a side's walk starts (images the first candidate decides) and the grid it follows
+    (``None``: every distinct score)."""
+
+    start: int
+    ratio: float | None = None
+
+    @classmethod
+    def plan(cls, target: float, delta: float, expected: float) -> Walk:
+        """The walk for a side expected to have ``expected`` calibration images to test: it starts
+        where up to :data:`START_ERRORS` errors could pass, as long as that is at most
+        :data:`START_SHARE` of them, and follows the :data:`GRID_RATIO` grid; with fewer, it is the plain walk."""
+        for errors in range(START_ERRORS, 0, -1):
+            start = fewest_to_pass(target, delta, errors)
+            if start <= expected * START_SHARE:
+                return cls(start, GRID_RATIO)
+        return cls(min_tested(target, delta))
+
+    def candidates(self, tested: NDArray[np.int_], boundary: NDArray[np.bool_]) -> NDArray[np.bool_]:
+        """Which cuts are tested: at a boundary, deciding at least ``start`` images, and with a
+        grid the first such cut at or after each grid size and the loosest one."""
+        eligible = boundary & (tested >= self.start)
+        if self.ratio is None or not eligible.any():
+            return eligible
+        sizes = tested[eligible]
+        grid = [self.start]
+        while grid[-1] < sizes[-1]:
+            grid.append(max(grid[-1] + 1, math.ceil(grid[-1] * self.ratio)))
+        # The first cut at or after each grid size, and the loosest cut of all.
+        picked = np.unique(np.minimum(np.searchsorted(sizes, np.array(grid)), len(sizes) - 1))
+        chosen = np.zeros_like(eligible)
+        chosen[np.flatnonzero(eligible)[picked]] = True
+        return chosen
+
+
 def _walk(
     side: GuaranteeSide,
     calibration: Calibration,
@@ -140,9 +203,10 @@ def _walk(
     )
 
 
-def certify_positive(calibration: Calibration, target: float, delta: float) -> SideTest:
+def certify_positive(calibration: Calibration, target: float, delta: float, walk: Walk | None = None) -> SideTest:
     """The loosest high threshold reached from the strictest by fixed-sequence testing of
-    "precision at or above it < ``target``" at level ``delta``."""
+    "precision at or above it < ``target``" at level ``delta``, along ``walk`` (by default every
+    cut deciding at least :func:`min_tested` images)."""
     if calibration.size < min_tested(target, delta):
         return SideTest(GuaranteeSide.POSITIVE, None, target, 0.0, None, calibration.size, calibration.unresolved)
     order = np.argsort(-calibration.scores, kind="stable")
@@ -151,12 +215,17 @@ def certify_positive(calibration: Calibration, target: float, delta: float) -> S
     tested = np.arange(1, len(scores) + 1)
     boundary = np.append(scores[1:] != scores[:-1], True)  # a cut never splits tied scores
     p_values = binom.cdf(errors, tested, 1 - target)
-    candidate = boundary & (tested >= min_tested(target, delta))
+    candidate = (walk or Walk(min_tested(target, delta))).candidates(tested, boundary)
     return _walk(GuaranteeSide.POSITIVE, calibration, target, delta, None, scores, tested, errors, p_values, candidate)
 
 
 def certify_negative(
-    calibration: Calibration, target: float, delta: float, recall_slack: float, below: float = math.inf
+    calibration: Calibration,
+    target: float,
+    delta: float,
+    recall_slack: float,
+    below: float = math.inf,
+    walk: Walk | None = None,
 ) -> SideTest:
     """The highest low threshold (under ``below``, the high threshold) reached from the lowest
     score by fixed-sequence testing of "NPV at or below it < ``target``, or more than
@@ -179,7 +248,7 @@ def certify_negative(
         p_recall = np.where(positives > 0, binom.cdf(errors, np.maximum(positives, 1), recall), 1.0)
         p_values = np.maximum(p_values, p_recall)
     boundary = np.append(scores[1:] != scores[:-1], True) & (scores < below)
-    candidate = boundary & (tested >= min_tested(target, delta))
+    candidate = (walk or Walk(min_tested(target, delta))).candidates(tested, boundary)
     side = GuaranteeSide.NEGATIVE
     return _walk(side, calibration, target, delta, recall, scores, tested, errors, p_values, candidate)
 

@@ -9,11 +9,14 @@ import pytest
 from scipy.stats import binom
 
 from lsun_crowd.guarantee import (
+    GRID_RATIO,
     UNRESOLVED,
     Calibration,
+    Walk,
     certify_negative,
     certify_positive,
     decide,
+    fewest_to_pass,
     min_tested,
     round_budget,
 )
@@ -125,6 +128,45 @@ def test_the_guarantee_holds_at_its_confidence() -> None:
         if test.threshold is not None and _true_precision(test.threshold) < target:
             misses += 1
     assert misses / draws <= delta
+
+
+def test_a_planned_walk_starts_where_a_few_errors_still_pass() -> None:
+    # P(Bin(n, .03) <= e) <= .0125 first at n = 144, 210, 268, 322 for e = 0..3.
+    assert [fewest_to_pass(0.97, 0.0125, errors) for errors in range(4)] == [144, 210, 268, 322]
+    assert binom.cdf(3, 322, 0.03) <= 0.0125 < binom.cdf(3, 321, 0.03)
+    # Expecting 1,000 positives: start at 322 (at most 60% of them), on a 10% grid.
+    assert Walk.plan(0.97, 0.0125, 1000) == Walk(322, GRID_RATIO)
+    assert Walk.plan(0.97, 0.0125, 400) == Walk(210, GRID_RATIO)  # 268 > 240
+    assert Walk.plan(0.97, 0.0125, 300) == Walk(144)  # too few for any error: the plain walk
+    grid = Walk(100, 1.5).candidates(np.arange(1, 401), np.ones(400, dtype=bool))
+    assert (np.flatnonzero(grid) + 1).tolist() == [100, 150, 225, 338, 400]
+
+
+def test_one_early_error_no_longer_ends_a_planned_walk() -> None:
+    # 1,000 images, all right but one among the strictest ten (an unresolved image, or a crowd slip).
+    labels = [1] * 1000
+    labels[3] = 0
+    scores = list(np.linspace(10, 0, 1000))
+    plain = certify_positive(calibration(scores, labels), 0.97, 0.0125)
+    assert plain.threshold is None  # the first candidate (144 images, 1 error) fails, so all do
+    planned = certify_positive(calibration(scores, labels), 0.97, 0.0125, Walk.plan(0.97, 0.0125, 1000))
+    assert planned.threshold == scores[-1] and planned.tested == 1000 and planned.errors == 1
+
+
+def test_the_guarantee_holds_on_a_planned_walk() -> None:
+    """The same 3,000 draws as above with the walk planned from the size: still at most delta."""
+    rng = np.random.default_rng(11)
+    delta, target, draws, n = 0.05, 0.97, 3000, 600
+    walk = Walk.plan(target, delta, n)
+    assert walk.ratio is not None
+    misses = certified = 0
+    for _ in range(draws):
+        scores = rng.random(n)
+        labels = np.where(rng.random(n) < 0.12 * (1 - scores) ** 2, 0, 1).astype(np.int8)
+        test = certify_positive(Calibration(scores, labels), target, delta, walk)
+        certified += test.threshold is not None
+        misses += test.threshold is not None and _true_precision(test.threshold) < target
+    assert certified > draws / 2 and misses / draws <= delta
 
 
 def _true_precision(threshold: float) -> float:

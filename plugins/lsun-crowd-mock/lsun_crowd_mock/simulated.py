@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from lsun_crowd import api
 from lsun_crowd.api import IngestError, read_answers
 from lsun_crowd.crowd import (
     NO,
@@ -96,7 +97,13 @@ class CrowdMix(BaseModel):
 
 
 def load_truth_file(path: Path) -> Truth:
-    """Ground truth from a CSV with columns ``uri,category,label``, as gold files are written."""
+    """Ground truth from a CSV with columns ``uri,category,label``, as gold files are written, or
+    from a synthetic pool's recipe (``.json``, written by ``lsun-crowd simulate``)."""
+    if path.suffix == ".json":
+        try:
+            return api.synthetic_truth(path)
+        except ValueError as error:
+            raise CrowdError(str(error)) from None
     try:
         table = {(uri, category): bool(label) for uri, category, label in read_answers(path)}
     except IngestError as error:
