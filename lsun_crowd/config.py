@@ -9,7 +9,7 @@ from __future__ import annotations
 import tomllib
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -106,6 +106,8 @@ class ModelConfig(_Section):
     image_size: int = Field(default=224, ge=8, le=1024)
     batch_size: int = Field(default=64, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Processes that read and decode images while the network embeds (lsun_crowd.image_loader).
+    loader_workers: Literal["auto"] | Annotated[int, Field(ge=0)] = "auto"
     hidden_units: int = Field(default=256, ge=0)
     epochs: int = Field(default=200, ge=1)
     learning_rate: float = Field(default=3e-3, gt=0)
@@ -244,6 +246,8 @@ weights = "DEFAULT"           # torchvision weights name (from the local cache),
 image_size = 224
 batch_size = 64
 device = "auto"               # auto: CUDA when available, else CPU
+loader_workers = "auto"       # processes decoding images while the network embeds; 0: none. auto: one per
+                              #   spare core (at most 4), none for fewer than 1,024 images to embed
 hidden_units = 256            # 0: a linear head
 epochs = 200
 learning_rate = 0.003

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 
 from lsun_crowd.config import Config, load_config
 from lsun_crowd.crowd import CrowdBackend
-from lsun_crowd.embed import EmbeddingCache, cache_directory, embed_items
+from lsun_crowd.embed import EmbeddingCache, PoolItem, cache_directory, embed_items
 from lsun_crowd.loop import Cascade
 from lsun_crowd.plugins import Plugins
 from lsun_crowd.progress import Progress
@@ -20,6 +20,7 @@ from lsun_crowd.schema import Item
 from lsun_crowd.store import Store
 
 INGEST_REPORT = "ingest-report.jsonl"
+POOL_PAGE = 20_000  # pool images read from the store at a time while embedding
 log = logging.getLogger(__name__)
 
 
@@ -44,15 +45,17 @@ class Project:
         """The cache, after embedding every pool image not yet in it."""
         model = self.plugins.backbones.get(self.config.model.backbone).create(self.config.model)
         cache = EmbeddingCache(cache_directory(self.directory / "cache" / "embeddings", model.key), model.dim)
-        with self.store.session() as session:
-            items = session.execute(select(Item.sha256, Item.uri).where(Item.problem.is_(None)).order_by(Item.id)).all()
-        missing = [(sha, uri) for sha, uri in items if sha not in cache]
+        missing = sum(int((~cache.contains([item[0] for item in page])).sum()) for page in self._pool_pages())
         if missing:
-            task = progress.add_task("embedding images", total=len(missing)) if progress else None
+            task = progress.add_task("embedding images", total=missing) if progress else None
             advance: Callable[[int], None] | None = (
                 (lambda n: progress.advance(task, n)) if progress is not None and task is not None else None
             )
-            report = embed_items(model, cache, missing, self.config.model.batch_size, advance)
+            workers = self.config.model.loader_workers
+            pool = (item for page in self._pool_pages() for item in page)
+            report = embed_items(
+                model, cache, pool, self.config.model.batch_size, advance, None if workers == "auto" else workers
+            )
             if report.failed:
                 with self.store.session() as session:
                     for sha, reason in report.failed.items():
@@ -60,6 +63,22 @@ class Project:
                 for reason in list(report.failed.values())[:10]:
                     log.warning("left out of the pool: %s", reason)
         return cache
+
+    def _pool_pages(self) -> Iterator[list[PoolItem]]:
+        """The readable pool images with the file status ingest recorded, by id, a page at a time."""
+        after = 0
+        while True:
+            with self.store.session() as session:
+                rows = session.execute(
+                    select(Item.id, Item.sha256, Item.uri, Item.file_size, Item.file_mtime_ns)
+                    .where(Item.problem.is_(None), Item.id > after)
+                    .order_by(Item.id)
+                    .limit(POOL_PAGE)
+                ).all()
+            if not rows:
+                return
+            after = rows[-1].id
+            yield [(row.sha256, row.uri, row.file_size, row.file_mtime_ns) for row in rows]
 
     def cascade(
         self, crowd: CrowdBackend, progress: Progress | None = None, rich_progress: RichProgress | None = None
