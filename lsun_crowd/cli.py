@@ -26,7 +26,6 @@ from lsun_crowd.preview import render_preview, sample_hit
 from lsun_crowd.project import INGEST_REPORT, Project
 from lsun_crowd.running import confirm_spend, run_project
 from lsun_crowd.status import category_status
-from lsun_crowd.votes_io import read_votes, write_labels
 
 app = typer.Typer(
     help="Build large, trustworthy image datasets with crowd votes and a classifier cascade.",
@@ -166,6 +165,8 @@ def aggregate(
     method: Annotated[str, typer.Option(help=f"one of: {', '.join(METHODS)}")] = DEFAULT_METHOD,
 ) -> None:
     """Aggregate any vote file into labels with their probabilities."""
+    from lsun_crowd.votes_io import read_votes, write_labels  # Arrow, loaded only by this command
+
     with reported_errors():
         if method not in METHODS:
             raise ValueError(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
