@@ -154,9 +154,24 @@ def _labels_after_one_round(directory: Path, engine: str) -> list[tuple[str, int
 
 
 @needs_ray
-def test_a_round_on_ray_labels_the_pool_exactly_as_a_round_in_process(tmp_path: Path, ray_on_two_cpus: None) -> None:
+def test_a_round_on_ray_labels_the_pool_exactly_as_a_round_in_process(
+    tmp_path: Path, ray_on_two_cpus: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lsun_crowd.ray_engine import RayEngine
+
+    scored_on_ray: list[int] = []
+    score = RayEngine.score
+
+    def counted(engine: RayEngine, *arguments: Any) -> Iterator[Any]:
+        for scored in score(engine, *arguments):
+            scored_on_ray.append(len(scored[0]))
+            yield scored
+
+    monkeypatch.setattr(RayEngine, "score", counted)
     local = _labels_after_one_round(tmp_path / "local", "local")
+    assert scored_on_ray == []
     on_ray = _labels_after_one_round(tmp_path / "ray", "ray")
+    assert sum(scored_on_ray) > 2_000  # the pool the round split, scored on Ray
 
     by_source = {source: sum(1 for row in local if row[2] == source) for source in ("human", "model")}
     assert by_source["model"] > 1_000 and by_source["human"] > 100, by_source
