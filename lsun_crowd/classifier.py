@@ -1,16 +1,23 @@
-"""The per-round head: a small network trained on cached embeddings and human labels."""
+"""The per-round head: a small network trained on cached embeddings and human labels.
+
+torch is imported inside the functions that train and score, so the commands that only import
+this module (every one does, through the command line) start without it.
+"""
 
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
 
 from lsun_crowd.config import ModelConfig
 from lsun_crowd.embed import pick_device
+
+if TYPE_CHECKING:
+    import torch
 
 MINI_BATCH = 1024
 
@@ -29,6 +36,8 @@ class Head:
     def logits(self, embeddings: NDArray[np.float32]) -> NDArray[np.float64]:
         """Log-odds of the positive class for each row. Thresholds are chosen on these, because
         probabilities saturate at exactly 1.0 and would tie the most confident images together."""
+        import torch
+
         if len(embeddings) == 0:
             return np.zeros(0)
         scores = []
@@ -40,6 +49,8 @@ class Head:
 
     def to_bytes(self) -> bytes:
         """The trained head, to store beside its round and score later images with."""
+        import torch
+
         buffer = io.BytesIO()
         state = {name: tensor.cpu() for name, tensor in self.network.state_dict().items()}
         torch.save({"network": state, "mean": self.mean.cpu(), "scale": self.scale.cpu()}, buffer)
@@ -47,6 +58,8 @@ class Head:
 
     @classmethod
     def from_bytes(cls, data: bytes, device: torch.device) -> Head:
+        import torch
+
         saved = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         state: dict[str, torch.Tensor] = saved["network"]
         dim = int(saved["mean"].shape[0])
@@ -59,6 +72,8 @@ class Head:
 
 def _network(dim: int, hidden_units: int) -> torch.nn.Module:
     """A one-hidden-layer network, or a linear one with ``hidden_units == 0``."""
+    import torch
+
     if hidden_units > 0:
         return torch.nn.Sequential(
             torch.nn.Linear(dim, hidden_units),
@@ -81,6 +96,8 @@ def train_head(
     seed: int,
 ) -> Head:
     """Fit a head on soft targets in [0, 1] with per-example weights; both classes must appear."""
+    import torch
+
     if len(embeddings) != len(targets) or len(targets) != len(weights):
         raise TrainingError("embeddings, targets and weights differ in length")
     positives = float((targets * weights).sum())

@@ -10,18 +10,24 @@ and measures the workers; and priors as pseudo-votes, which keep a worker seen o
 one vote or a class never answered finite. They stop when no probability moves more than
 ``tolerance`` or after ``max_iterations``, and give the same result every time for the same
 votes on the CPU.
+
+torch is imported inside the functions that run, so the commands that only import this module
+(every one does, through the command line) start without it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from lsun_crowd.aggregate import Posterior, Votes
 from lsun_crowd.embed import pick_device
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -38,6 +44,8 @@ class _Fit:
 
     @classmethod
     def start(cls, votes: Votes, known: dict[int, int] | None, device: torch.device, dtype: torch.dtype) -> _Fit:
+        import torch
+
         n_classes = len(votes.classes)
         if n_classes < 2:
             raise ValueError("aggregation needs at least two classes")
@@ -58,6 +66,8 @@ class _Fit:
 
     def normalise(self, log_odds: torch.Tensor) -> torch.Tensor:
         """Probabilities from log-odds against the last class (which has none of its own)."""
+        import torch
+
         shift = log_odds.max(dim=0).values.clamp_min(0.0)  # every exponent at or below zero
         updated = torch.empty_like(self.probability)
         torch.exp(log_odds - shift, out=updated[:-1])
@@ -83,6 +93,8 @@ class _Fit:
         spread evenly over the wrong classes (one coin, GLAD). ``gain`` is each vote's log-odds
         of being right against one particular wrong class; against the last class, only the
         votes for a class or for the last one count. Fills ``log_odds`` (classes - 1 × items)."""
+        import torch
+
         n_classes, n_items = self.probability.shape
         class_share = self.class_share()
         zero = torch.zeros_like(gain)
@@ -109,6 +121,8 @@ class _Fit:
 
 
 def _sum_by(index: torch.Tensor, values: torch.Tensor, size: int) -> torch.Tensor:
+    import torch
+
     return torch.zeros(size, dtype=values.dtype, device=values.device).index_add_(0, index, values)
 
 
@@ -133,6 +147,8 @@ def dawid_skene(
     so a worker found careless in one category counts for less in the next from the start. The
     worker estimate is the expected accuracy under the fitted class shares.
     """
+    import torch
+
     where = pick_device(device or "auto")
     fit = _Fit.start(votes, known, where, torch.float32)
     n_items, n_classes, n_workers = len(votes.items), len(votes.classes), len(votes.workers)
@@ -184,6 +200,8 @@ def one_coin_dawid_skene(
 ) -> Posterior:
     """Dawid–Skene with one accuracy per worker ("one coin"); a Beta(``prior_correct``,
     ``prior_wrong``) prior on each accuracy, fitted as its posterior mode."""
+    import torch
+
     where = pick_device(device or "auto")
     fit = _Fit.start(votes, known, where, torch.float32)
     n_items, n_classes, n_workers = len(votes.items), len(votes.classes), len(votes.workers)

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import math
 
-import torch
-
 from lsun_crowd.aggregate import Posterior, Votes
 from lsun_crowd.dawid_skene import _Fit, _sum_by
 from lsun_crowd.embed import pick_device
@@ -32,6 +30,8 @@ def glad(
     """GLAD by EM. Abilities have a Normal(``ability_prior``, ``prior_scale``) prior and log
     inverse difficulties a Normal(0, ``prior_scale``) one. The worker estimate is the expected
     share of a worker's votes that match the posterior."""
+    import torch
+
     where = pick_device(device or "auto")
     fit = _Fit.start(votes, known, where, torch.float32)
     n_items, n_classes, n_workers = len(votes.items), len(votes.classes), len(votes.workers)

@@ -8,6 +8,8 @@ they never run.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -134,3 +136,37 @@ def f():
     }
     assert {"lsun_crowd.x", "lsun_crowd.y", "lsun_crowd.z", "lsun_crowd.w"} <= found
     assert "lsun_crowd.typing_only" not in found
+
+
+COMMANDS_WITHOUT_A_MODEL = """
+import sys
+from typer.testing import CliRunner
+from lsun_crowd.cli import app
+from lsun_crowd.plugins import Plugins
+
+Plugins().add_commands(app)  # as main() does: the plugins' own commands, serve among them
+project = sys.argv[1]
+for arguments in (
+    ["init", project],
+    ["status", "--project", project],
+    ["export", "--project", project, "--out", project + "/labels.jsonl"],
+    ["plugins", "--all"],
+    ["serve", "--help"],
+):
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 0, (arguments, result.output)
+print(sorted(name for name in sys.modules if name.split(".")[0] in {"torch", "torchvision"}))
+"""
+
+
+def test_commands_that_need_no_model_never_import_torch(tmp_path: Path) -> None:
+    """Importing torch costs every command seconds and most of a gigabyte: only embedding,
+    training and aggregation that runs a model may pay it."""
+    result = subprocess.run(
+        [sys.executable, "-c", COMMANDS_WITHOUT_A_MODEL, str(tmp_path / "project")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"

@@ -14,13 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
 from sqlalchemy import func, select
 
 from lsun_crowd.classifier import Head
 from lsun_crowd.config import Config
-from lsun_crowd.embed import EmbeddingCache, EmbeddingError, cache_directory
+from lsun_crowd.embed import EmbeddingCache, EmbeddingError, cache_directory, pick_device
 from lsun_crowd.plugins import PluginError, Plugins
 from lsun_crowd.schema import Item, Label, LabelSource, Round, RoundItem, RoundModel
 from lsun_crowd.store import Store
@@ -87,7 +86,7 @@ def round_histograms(store: Store, config: Config, directory: Path, plugins: Plu
             ).all()
         if head_bytes is None:
             continue
-        head = Head.from_bytes(head_bytes, torch.device("cpu"))
+        head = Head.from_bytes(head_bytes, pick_device("cpu"))
         groups: dict[str, list[str]] = {PEOPLE_POSITIVE: [], PEOPLE_NEGATIVE: [], PEOPLE_UNRESOLVED: []}
         for sha, label, source in items:
             if sha not in cache:
