@@ -17,10 +17,11 @@ never as an exception, so one bad image never stops the loader.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -119,13 +120,27 @@ class ImageFiles(Dataset[Loaded]):
             decoded = decode(image.uri, data)
             if self.prepare is None:
                 return Loaded(image.sha256, image.uri, image=decoded)
-            return Loaded(image.sha256, image.uri, prepared=self.prepare(decoded))
+            with _one_thread():
+                return Loaded(image.sha256, image.uri, prepared=self.prepare(decoded))
         except EmbeddingError as error:
             return Loaded(image.sha256, image.uri, failure=str(error))
         except Exception as error:  # the model's prepare() failed on this image
             return Loaded(
                 image.sha256, image.uri, failure=f"{image.uri}: cannot prepare image: {type(error).__name__}: {error}"
             )
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """torch on one thread while preparing an image. Workers run so anyway; without workers, the
+    network's threads would split each tiny resize between them, and on a busy machine wait for
+    each other: 2 ms an image becomes 30 to 50."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def collate(loaded: list[Loaded]) -> Batch:
