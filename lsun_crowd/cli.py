@@ -206,6 +206,63 @@ def demo(
 
 
 @app.command()
+def simulate(
+    items: Annotated[int, typer.Option(min=100, help="images in the synthetic pool")] = 100_000,
+    categories: Annotated[int, typer.Option(min=1, help="categories (their positives overlap)")] = 1,
+    positive_rate: Annotated[float, typer.Option(min=0.0005, max=0.5, help="share of positives per category")] = 0.1,
+    dim: Annotated[int, typer.Option(min=2, max=4096, help="embedding dimensions")] = 16,
+    seed: int = 0,
+    separation: Annotated[float, typer.Option(min=0.0, help="distance between the classes: less is harder")] = 6.0,
+    ambiguous: Annotated[float, typer.Option(min=0.0, max=1.0, help="share of images the model cannot tell")] = 0.002,
+    rounds: Annotated[int, typer.Option(min=1, help="most rounds per category")] = 10,
+    sample: Annotated[int, typer.Option(min=0, help="images per round to people (0: chosen from the pool)")] = 0,
+    out: Annotated[Path | None, typer.Option(help="project folder to keep (default: a temporary one)")] = None,
+    database_url: Annotated[str, typer.Option(help="SQLAlchemy URL of the store (default: SQLite in OUT)")] = "",
+    target_recall: Annotated[
+        float | None, typer.Option(min=0.0, max=0.99, help="recall to certify (default: the cascade's)")
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write every figure to this JSON file")] = None,
+) -> None:
+    """The real store, runner, aggregation and splitter with the simulated crowd on a synthetic
+    pool of known truth: votes per resolved image, precision, recall and each stage's time and
+    memory, per round and in all."""
+    from lsun_crowd import simulate as simulation
+
+    settings = simulation.Settings(
+        items, categories, positive_rate, dim, seed, separation, ambiguous, rounds, sample, database_url, target_recall
+    )
+
+    def print_round(figures: simulation.RoundFigures) -> None:
+        row = figures.row()
+        console.print(
+            f"{row['category']} round {row['round']}: precision {row['precision']:.4f}, recall {row['recall']:.4f}, "
+            f"unlabeled {row['unlabeled']:.2%}, {row['votes']:,} votes ({row['votes_per_resolved']:.4f} per resolved)"
+            f"\n  {simulation.stage_line(figures.stages)}",
+            highlight=False,
+        )
+
+    with reported_errors():
+        console.print(
+            f"simulating {items:,} images × {categories} categories, {positive_rate:.1%} positive, dim {dim}, "
+            f"{settings.sample_per_round():,} images a round"
+        )
+        result = simulation.simulate(settings, out, on_round=print_round)
+        summary = result.summary()
+        console.print(f"built the pool in {summary['build_seconds']:.1f}s; cascade {summary['cascade_seconds']:.1f}s")
+        for line in summary["outcomes"]:
+            console.print(line)
+        console.print(f"stages in all: {simulation.stage_line(result.stage_totals)}", highlight=False)
+        console.print(
+            f"in all: precision {summary['precision']:.4f}, recall {summary['recall']:.4f}, unlabeled "
+            f"{summary['unlabeled']:.2%}, {summary['votes']:,} votes ({summary['votes_per_resolved']:.4f} per "
+            f"resolved image), peak memory {summary['peak_mb']:,} MB; project in {result.directory}",
+            highlight=False,
+        )
+        if json_out is not None:
+            simulation.save_json(result, json_out)
+
+
+@app.command()
 def report(
     out: Annotated[Path, typer.Option(help="folder to write index.html and its plots/ into")],
     project: ProjectOption = Path("."),

@@ -48,6 +48,7 @@ class Settings:
     rounds: int = 10
     sample: int = 0  # images a round sends to people; 0 picks from the pool's size
     database_url: str = ""
+    target_recall: float | None = None  # None: the cascade's default
 
     def pool(self) -> SyntheticPool:
         names = tuple(f"c{index}" for index in range(self.categories))
@@ -169,6 +170,7 @@ def write_config(directory: Path, settings: Settings) -> None:
             "calibration_fraction": 0.6,
             "budget": 1_000_000,
             "max_rounds": settings.rounds,
+            **({"target_recall": settings.target_recall} if settings.target_recall is not None else {}),
         },
     }
     directory.mkdir(parents=True, exist_ok=True)

@@ -139,8 +139,7 @@ def build(pool: SyntheticPool, store: Store, cache: EmbeddingCache) -> None:
             rows = np.flatnonzero((truth[:, index] == bool(positive)) & clear)[:left]
             gold += [(shas[row], pool.categories[index], positive) for row in rows]
             wanted[(index, positive)] = left - len(rows)
-    if hasattr(cache, "flush"):
-        cache.flush()
+    cache.flush()
     with store.session() as session:
         ids = {name: category_id(session, name) for name in pool.categories}
         for sha, name, label in gold:

@@ -1,0 +1,81 @@
+"""``lsun-crowd simulate``: the cascade on a synthetic pool, its figures checked against the truth
+recomputed from the export, and the stage clock's memory readings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from typer.testing import CliRunner
+
+from lsun_crowd.cli import app
+from lsun_crowd.export import export
+from lsun_crowd.project import Project
+from lsun_crowd.simulate import RECIPE, Settings, simulate
+from lsun_crowd.stages import STAGES, Stages
+from lsun_crowd.synthetic import SyntheticPool
+
+
+def test_a_simulation_reports_what_the_export_shows(tmp_path: Path) -> None:
+    settings = Settings(items=12_000, positive_rate=0.2, seed=5, rounds=1, sample=3_000)
+    rounds = []
+    result = simulate(settings, tmp_path / "sim", on_round=rounds.append)
+    summary = result.summary()
+    assert [(figures.category, figures.round) for figures in rounds] == [("c0", 1)]
+    # Every stage of the round was timed, with the memory it held.
+    assert set(result.stage_totals) == set(STAGES)
+    assert all(figure.seconds >= 0 and figure.peak_bytes > 50 * 2**20 for figure in result.stage_totals.values())
+    # The model labeled part of the pool: more resolved than the 3,000 people saw (and the gold).
+    assert summary["unlabeled"] < 1 - 3_100 / 12_000 and summary["votes"] > 3_000
+
+    # The same figures, recomputed from the exported labels and the pool's recipe.
+    pool = SyntheticPool.load(tmp_path / "sim" / RECIPE)
+    project = Project.open(tmp_path / "sim")
+    out = tmp_path / "labels.jsonl"
+    export(project.store, out)
+    project.close()
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    truth = pool.truth()
+    positive = [truth(r["uri"], "c0") for r in records if r["label"] == "positive"]
+    every_positive = int(pool.truth_matrix(np.arange(settings.items))[:, 0].sum())
+    labeled = sum(r["label"] != "unlabeled" for r in records)
+    assert summary["precision"] == round(sum(positive) / len(positive), 4)
+    assert summary["recall"] == round(sum(positive) / every_positive, 4)
+    assert summary["unlabeled"] == round(1 - labeled / settings.items, 4)
+    assert summary["votes_per_resolved"] == round(summary["votes"] / labeled, 4)
+    assert summary["precision"] >= 0.97
+    assert any(r["source"] == "model" for r in records)
+
+
+def test_the_command_prints_rounds_and_totals(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app,
+        [
+            "simulate",
+            "--items", "6000", "--sample", "2000", "--rounds", "1", "--positive-rate", "0.3",
+            "--out", str(tmp_path / "sim"), "--json", str(tmp_path / "figures.json"),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "c0 round 1: precision" in result.output and "store writes" in result.output
+    assert "in all: precision" in result.output
+    figures = json.loads((tmp_path / "figures.json").read_text())
+    assert figures["settings"]["items"] == 6000 and len(figures["rounds"]) == 1
+    assert set(figures["stages"]) == set(STAGES)
+
+
+def test_a_stage_reports_the_memory_it_held() -> None:
+    stages = Stages(enabled=True)
+    with stages.timed("score", 1):
+        block = np.ones(300 * 2**20 // 8)  # 300 MB, freed before the stage ends
+        del block
+    with stages.timed("split", 1):
+        pass
+    figures = stages.of_round(1)
+    assert figures["score"].peak_bytes - figures["split"].peak_bytes > 200 * 2**20
+    assert stages.totals()["score"].calls == 1
+    off = Stages.off()
+    with off.timed("score", 1):
+        pass
+    assert off.figures == {}
