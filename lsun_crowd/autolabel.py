@@ -25,7 +25,6 @@ from sqlalchemy.orm import Session
 
 from lsun_crowd import ledger
 from lsun_crowd.classifier import probability, train_head
-from lsun_crowd.config import CascadeConfig
 from lsun_crowd.consensus import MIN_CALIBRATION_LABELS, PlattScaling, fit_platt
 from lsun_crowd.context import DONE, Context, RoundRef, set_state
 from lsun_crowd.engine import engine_for
@@ -37,9 +36,9 @@ from lsun_crowd.guarantee import (
     certify_negative,
     certify_positive,
     decide,
-    round_budget,
 )
 from lsun_crowd.review import human_posterior
+from lsun_crowd.round_plan import budget_left, pool_base_rate
 from lsun_crowd.schema import (
     Gold,
     GuaranteeSide,
@@ -47,7 +46,6 @@ from lsun_crowd.schema import (
     ItemRole,
     Label,
     LabelSource,
-    Round,
     RoundItem,
     RoundModel,
     RoundTest,
@@ -103,7 +101,8 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
             )
         ]
         calibration_labels = _consensus_at_the_cap(ctx, session, ref, calibration_rows)
-        budget = _budget_left(session, ref, cascade)
+        budget = budget_left(session, ref.category_id, ref.number, cascade)
+        pool_rate = pool_base_rate(session, ref.category_id, ref.number)
     targets = np.array([label for _, label, _ in training], dtype=np.float64)
     embeddings = ctx.embeddings()
     if len(set(targets.tolist())) < 2 or not calibration_rows:
@@ -123,10 +122,11 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
         calibration = Calibration(
             head.logits(embeddings.get([sha for _, sha, _ in calibration_rows])), calibration_labels
         )
-    delta_positive, delta_negative, recall_slack = budget
-    # How many calibration images each side may expect, from the base rate of the labels the
-    # model trained on (never this round's calibration labels): it plans each side's walk.
-    base_rate = float(targets.mean())
+    delta_positive, delta_negative, recall_slack = budget.positive, budget.negative, budget.recall_slack
+    # How many calibration images each side may expect, from the pool's positive share as the
+    # previous round left it, or the labels the model trained on (never this round's calibration
+    # labels): it plans each side's walk.
+    base_rate = pool_rate if pool_rate is not None else float(targets.mean())
     with ctx.stages.timed("split", ref.number):
         positive = certify_positive(
             calibration,
@@ -239,35 +239,6 @@ def _consensus_at_the_cap(
         if label == UNRESOLVED and index is not None and certainty[index] >= bar:
             labels[row] = int(winners[index])
     return labels
-
-
-def _budget_left(session: Session, ref: RoundRef, cascade: CascadeConfig) -> tuple[float, float, float]:
-    """This round's error budget on each side and its recall slack: a share of what the
-    category's earlier rounds left (each side has half of ``1 - confidence`` in all)."""
-    earlier = (
-        select(RoundTest.side, func.sum(RoundTest.delta))
-        .join(Round, Round.id == RoundTest.round_id)
-        .where(Round.category_id == ref.category_id, Round.number < ref.number)
-        .group_by(RoundTest.side)
-    )
-    spent = {side: float(delta or 0) for side, delta in session.execute(earlier)}
-    slack_used = session.scalar(
-        select(func.sum(RoundTest.recall_slack))
-        .join(Round, Round.id == RoundTest.round_id)
-        .where(
-            Round.category_id == ref.category_id,
-            Round.number < ref.number,
-            RoundTest.side == GuaranteeSide.NEGATIVE,
-            RoundTest.threshold.is_not(None),
-        )
-    )
-    per_side = (1 - cascade.confidence) / 2
-    recall = round_budget(1 - cascade.target_recall, float(slack_used or 0)) if cascade.target_recall > 0 else 0.0
-    return (
-        round_budget(per_side, spent.get(GuaranteeSide.POSITIVE, 0.0)),
-        round_budget(per_side, spent.get(GuaranteeSide.NEGATIVE, 0.0)),
-        recall,
-    )
 
 
 def _probability(scores: NDArray[np.float64], platt: PlattScaling | None) -> NDArray[np.float64]:

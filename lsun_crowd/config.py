@@ -129,6 +129,7 @@ class ModelConfig(_Section):
 
 class CascadeConfig(_Section):
     sample_per_round: int = Field(default=400, ge=10)
+    planned_samples: bool = False
     calibration_fraction: float = Field(default=0.4, gt=0, lt=1)
     calibration_max_votes: int = Field(default=9, ge=1, le=50)
     calibration_consensus: float = Field(default=0.9, gt=0.5, le=1)
@@ -261,6 +262,8 @@ ray_gpus_per_worker = 0.0     # GPUs each worker holds; 0.25: four workers share
 
 [cascade]
 sample_per_round = 400        # images sent to humans each round, drawn at random from the pool
+planned_samples = false       # true: after the first round, send only what the next split's tests need
+                              # (at most sample_per_round), from the pool's positive share left behind
 calibration_fraction = 0.4    # share of each sample held out to choose thresholds
 calibration_max_votes = 9     # votes a calibration image may take; at the cap it is judged by its votes'
 calibration_consensus = 0.9   #   consensus if that is this sure, and otherwise counts against the model

@@ -36,6 +36,9 @@ NEVER = 1 << 62  # images needed when no budget is left: no calibration is that 
 # Each testing round spends this share of its side's error budget that is left, and a round that
 # discards positives this share of the recall slack left: early rounds, which label most, get most.
 SPEND_SHARE = 0.5
+# The recall slack goes mostly to the first round that discards: it is the one that splits the
+# whole pool, and a test of recall needs far more calibration positives on a small slack.
+RECALL_SHARE = 0.75
 # A walk that expects enough images starts where this many errors could still pass, and tests
 # cuts whose sizes grow by this ratio.
 START_ERRORS = 3
@@ -43,10 +46,10 @@ START_SHARE = 0.6  # ... as long as the start is at most this share of the image
 GRID_RATIO = 1.1
 
 
-def round_budget(total: float, spent: float) -> float:
+def round_budget(total: float, spent: float, share: float = SPEND_SHARE) -> float:
     """The error budget (or recall slack) the next round may use, given what earlier rounds used;
     the rounds together never use more than ``total``."""
-    return max(0.0, total - spent) * SPEND_SHARE
+    return max(0.0, total - spent) * share
 
 
 @dataclass(frozen=True)

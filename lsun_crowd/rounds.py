@@ -16,6 +16,7 @@ from lsun_crowd.context import Context, JobRef, RoundRef, rng
 from lsun_crowd.jobs import advance_job
 from lsun_crowd.publish import lay_out_job
 from lsun_crowd.review import label_by_humans
+from lsun_crowd.round_plan import budget_left, pool_base_rate, sample_size
 from lsun_crowd.schema import ItemRole, Job, Round, RoundItem, RoundState
 
 
@@ -70,6 +71,9 @@ def _sample_round(ctx: Context, category: str, category_id: int, number: int) ->
         human_only = pool <= cascade.finish_with_humans_below
         # Never more than half the pool: the other half is what the model is there to label.
         size = min(cascade.sample_per_round, pool // 2)
+        if cascade.planned_samples and not human_only:
+            base_rate = pool_base_rate(session, category_id, number)
+            size = sample_size(cascade, budget_left(session, category_id, number, cascade), base_rate, pool)
         generator = rng(ctx.config.project.seed, category_id, number, 1)
         positions = np.arange(pool) if human_only else generator.choice(pool, size=size, replace=False)
         chosen = ledger.pool_at(session, category_id, positions)

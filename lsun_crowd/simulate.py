@@ -11,6 +11,7 @@ leaves behind is a real one: ``status``, ``export`` and ``report`` work on it.
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,17 +23,20 @@ import numpy as np
 from sqlalchemy import func, select
 
 from lsun_crowd import toml_writer
-from lsun_crowd.config import CONFIG_FILE
+from lsun_crowd.config import CONFIG_FILE, CascadeConfig
 from lsun_crowd.embed import EmbeddingCache
+from lsun_crowd.guarantee import RECALL_SHARE
 from lsun_crowd.loop import Cascade
 from lsun_crowd.progress import Progress
 from lsun_crowd.project import Project
+from lsun_crowd.round_plan import MARGIN, Budget, calibration_needed
 from lsun_crowd.runner import CategoryOutcome
 from lsun_crowd.schema import Category, Gold, Item, Label, Round, RoundState, Vote
 from lsun_crowd.stages import STAGES, StageFigure, Stages, peak_bytes
 from lsun_crowd.synthetic import SyntheticPool, build
 
 RECIPE = "synthetic-pool.json"
+CALIBRATION_FRACTION = 0.6
 CHUNK = 100_000
 
 
@@ -63,12 +67,21 @@ class Settings:
         )
 
     def sample_per_round(self) -> int:
-        """A round's sample: large enough for each side's calibration test to pass on a category
-        as rare as this pool's, small next to the pool."""
+        """The first round's sample (later rounds are planned from what it finds): large enough
+        for the tests its calibration can carry at this positive rate, small next to the pool."""
         if self.sample:
             return self.sample
-        wanted = max(2_500, round(300 / max(self.positive_rate, 1e-3) / 0.6))
-        return min(wanted, max(100, self.items // 10))
+        cascade = CascadeConfig(calibration_fraction=CALIBRATION_FRACTION, sample_per_round=10**9)
+        first = Budget(
+            (1 - cascade.confidence) / 4,
+            (1 - cascade.confidence) / 4,
+            (1 - cascade.target_recall) * RECALL_SHARE if self.target_recall != 0 else 0.0,
+        )
+        needs = calibration_needed(cascade, first, self.positive_rate)
+        if self.positive_rate < 0.05:
+            needs.pop("precision")  # a rare category's positives are certified on the enriched rest
+        wanted = MARGIN * max(needs.values()) / CALIBRATION_FRACTION
+        return min(math.ceil(wanted), max(100, self.items // 10))
 
 
 @dataclass
@@ -167,7 +180,8 @@ def write_config(directory: Path, settings: Settings) -> None:
         "model": {"hidden_units": 0, "epochs": 100},
         "cascade": {
             "sample_per_round": settings.sample_per_round(),
-            "calibration_fraction": 0.6,
+            "calibration_fraction": CALIBRATION_FRACTION,
+            "planned_samples": True,
             "budget": 1_000_000,
             "max_rounds": settings.rounds,
             **({"target_recall": settings.target_recall} if settings.target_recall is not None else {}),
