@@ -12,7 +12,9 @@ one vote or a class never answered finite. They stop when no probability moves m
 votes on the CPU.
 
 torch is imported inside the functions that run, so the commands that only import this module
-(every one does, through the command line) start without it.
+(every one does, through the command line) start without it. Where the full-confusion fit runs
+on the CPU, it is :func:`lsun_crowd.dawid_skene_cpu.dawid_skene_cpu`, the same EM in numpy, and
+torch is not imported at all.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from lsun_crowd.aggregate import Posterior, Votes
+from lsun_crowd.dawid_skene_cpu import dawid_skene_cpu, runs_on_cpu
 from lsun_crowd.embed import pick_device
 
 if TYPE_CHECKING:
@@ -147,6 +150,8 @@ def dawid_skene(
     so a worker found careless in one category counts for less in the next from the start. The
     worker estimate is the expected accuracy under the fitted class shares.
     """
+    if runs_on_cpu(device):
+        return dawid_skene_cpu(votes, known, prior_correct, prior_wrong, tolerance, max_iterations, worker_prior)
     import torch
 
     where = pick_device(device or "auto")

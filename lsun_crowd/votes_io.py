@@ -33,7 +33,7 @@ VOTE_COLUMNS = ("question", "worker", "answer")
 COLUMN_TYPES = (pa.string(), pa.dictionary(pa.int32(), pa.string()), pa.dictionary(pa.int32(), pa.string()))
 # Cells per batch of label rows formatted at once: bounds the memory of writing, whatever the
 # number of classes, and keeps each batch's text far below Arrow's 2 GiB string limit.
-CELLS_PER_BATCH = 1 << 22
+CELLS_PER_BATCH = 1 << 20
 
 
 class VotesFileError(ValueError):
@@ -49,6 +49,7 @@ def read_votes(path: Path) -> Votes:
     try:
         table = arrow_csv.read_csv(
             path,
+            read_options=arrow_csv.ReadOptions(use_threads=False),
             parse_options=arrow_csv.ParseOptions(newlines_in_values=True, invalid_row_handler=_skip_blank_row),
             convert_options=arrow_csv.ConvertOptions(
                 column_types=dict(zip(header, COLUMN_TYPES, strict=True)),
@@ -58,9 +59,18 @@ def read_votes(path: Path) -> Votes:
         ).unify_dictionaries()
     except pa.ArrowInvalid as error:
         raise _first_bad_row(path) or VotesFileError(f"{path}: {error}") from None
-    columns = [_distinct_codes(table.column(name)) for name in header]
-    del table  # the parsed text: the codes and the distinct values are all that is kept
-    columns = _drop_blank_rows(path, columns)
+    coded: list[Column] = []
+    for name in header:
+        column = table.column(name)
+        if not pa.types.is_dictionary(column.type):
+            column = column.dictionary_encode()  # one dictionary, shared by every chunk
+        # The column's text is let go as soon as it is coded, and Arrow's allocator hands its
+        # pages back: numpy's arrays come from another allocator, which could not reuse them.
+        table = table.drop_columns([name])
+        coded.append(_distinct_codes(column))
+        del column
+        pa.default_memory_pool().release_unused()
+    columns = _drop_blank_rows(path, coded)
     (items, item_codes), (workers, worker_codes), (answers, answer_codes) = columns
     if len(item_codes) == 0:
         raise VotesFileError(f"{path}: no votes")
@@ -69,8 +79,8 @@ def read_votes(path: Path) -> Votes:
         tuple(items.to_pylist()),
         tuple(workers.to_pylist()),
         classes,
-        item_codes.astype(np.int64),
-        worker_codes.astype(np.int64),
+        item_codes,
+        worker_codes,
         class_of_answer[answer_codes],
     )
 
@@ -94,23 +104,22 @@ def _skip_blank_row(row: arrow_csv.InvalidRow) -> Literal["skip", "error"]:
     return "skip" if all(not cell.strip() for cell in cells) else "error"
 
 
-Column = tuple[pa.StringArray, NDArray[np.int32]]
+Column = tuple[pa.StringArray, NDArray[np.int64]]
 
 
 def _distinct_codes(column: pa.ChunkedArray) -> Column:
-    """A column as its distinct stripped values, in order of first appearance, and each row's
-    code into them. Stripping happens on the distinct values, which are far fewer than rows."""
+    """A dictionary-coded column (one dictionary in every chunk) as its distinct stripped values,
+    in order of first appearance, and each row's code into them. Stripping happens on the
+    distinct values, which are far fewer than rows."""
     if column.num_chunks == 0:
-        return pa.array([], pa.string()), np.zeros(0, dtype=np.int32)
-    if not pa.types.is_dictionary(column.type):
-        column = column.dictionary_encode()  # one dictionary shared by every chunk
+        return pa.array([], pa.string()), np.zeros(0, dtype=np.int64)
     values = column.chunk(0).dictionary
-    codes = np.concatenate([chunk.indices.to_numpy(zero_copy_only=False) for chunk in column.chunks])
+    codes = np.concatenate([chunk.indices.to_numpy(zero_copy_only=False) for chunk in column.chunks], dtype=np.int64)
     stripped = pc.utf8_trim_whitespace(values)
     if not stripped.equals(values):  # " q1" and "q1" are one question
         merged = stripped.dictionary_encode()
         values = merged.dictionary
-        codes = merged.indices.to_numpy(zero_copy_only=False)[codes]
+        codes = merged.indices.to_numpy(zero_copy_only=False).astype(np.int64)[codes]
     return values, codes
 
 
