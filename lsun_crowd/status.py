@@ -41,18 +41,20 @@ def category_status(store: Store, categories: list[str]) -> list[CategoryStatus]
                 .order_by(Round.number.desc())
                 .limit(1)
             ).first()
-            counts = dict(
-                session.execute(
-                    select(Label.label, func.count()).where(Label.category_id == cat_id).group_by(Label.label)
-                ).all()
-            )
+            # One pass over the category's entries of the (category, label, source) index.
+            counts: dict[int, int] = {}
+            human = 0
+            for label, source, count in session.execute(
+                select(Label.label, Label.source, func.count())
+                .where(Label.category_id == cat_id)
+                .group_by(Label.label, Label.source)
+            ):
+                counts[label] = counts.get(label, 0) + count
+                human += count if source == LabelSource.HUMAN else 0
             gold = dict(
                 session.execute(
                     select(Gold.answer, func.count()).where(Gold.category_id == cat_id).group_by(Gold.answer)
                 ).all()
-            )
-            human = session.scalar(
-                select(func.count()).where(Label.category_id == cat_id, Label.source == LabelSource.HUMAN)
             )
             votes = session.scalar(select(func.count(Vote.id)).where(Vote.category_id == cat_id))
             spent = session.scalar(
