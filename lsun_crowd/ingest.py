@@ -212,6 +212,9 @@ def _commit(store: Store, batch: list[dict[str, object]]) -> int:
 ANSWER_WORDS = {"1": 1, "yes": 1, "true": 1, "positive": 1, "0": 0, "no": 0, "false": 0, "negative": 0}
 
 
+GOLD_LOOKUP_CHUNK = 5_000  # answers looked up per query, far below every database's parameter limit
+
+
 def read_answers(path: Path) -> list[tuple[str, str, int]]:
     """Rows ``(uri, category, label)`` of a CSV with columns ``uri,category,label``.
 
@@ -234,18 +237,23 @@ def read_answers(path: Path) -> list[tuple[str, str, int]]:
 
 def ingest_gold(store: Store, path: Path) -> int:
     """Read known answers (see :func:`read_answers`) for images already in the pool, matched by
-    path or by SHA-256 of the file."""
+    path or by SHA-256 of the file. Images are looked up a chunk of answers at a time (by the
+    indexed path, then by hash), so the pool is never read whole."""
     rows = read_answers(path)
     with store.session() as session:
-        by_uri = dict(session.execute(select(Item.uri, Item.id)).all())
-        by_hash = dict(session.execute(select(Item.sha256, Item.id)).all())
         gold_rows = []
-        for number, (uri, category, label) in enumerate(rows, start=2):
-            item_id = by_uri.get(uri)
-            if item_id is None and Path(uri).is_file():
-                item_id = by_hash.get(hashlib.sha256(Path(uri).read_bytes()).hexdigest())
-            if item_id is None:
-                raise IngestError(f"{path}:{number}: image {uri} is not in the pool; ingest it first")
-            gold_rows.append({"item_id": item_id, "category_id": category_id(session, category), "answer": label})
+        for start in range(0, len(rows), GOLD_LOOKUP_CHUNK):
+            chunk = rows[start : start + GOLD_LOOKUP_CHUNK]
+            by_uri = dict(
+                session.execute(select(Item.uri, Item.id).where(Item.uri.in_({uri for uri, _, _ in chunk}))).all()
+            )
+            for number, (uri, category, label) in enumerate(chunk, start=start + 2):
+                item_id = by_uri.get(uri)
+                if item_id is None and Path(uri).is_file():
+                    digest = hashlib.sha256(Path(uri).read_bytes()).hexdigest()
+                    item_id = session.scalar(select(Item.id).where(Item.sha256 == digest))
+                if item_id is None:
+                    raise IngestError(f"{path}:{number}: image {uri} is not in the pool; ingest it first")
+                gold_rows.append({"item_id": item_id, "category_id": category_id(session, category), "answer": label})
         insert_ignoring_duplicates(session, Gold, gold_rows)
     return len(rows)

@@ -106,6 +106,7 @@ class Meta(Base):
 
 class Item(Base):
     __tablename__ = "items"
+    __table_args__ = (Index("ix_items_uri", "uri"),)  # gold answers and exports find images by path
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     sha256: Mapped[str] = mapped_column(String(64), unique=True)
     uri: Mapped[str] = mapped_column(Text)
