@@ -1,105 +1,102 @@
-"""A synthetic pool of a million images through one round, its split, ``status`` and ``export``.
+"""Doubling the pool: ``lsun-crowd simulate`` at several sizes, each stage's time and memory side by side.
 
-    python benchmarks/scale.py --items 1000000 --categories 1
+    python benchmarks/scale.py --items 125000 250000 500000 1000000 [--positive-rate 0.1]
+        [--database-url postgresql+psycopg://...]   # every size on that database (emptied first)
 
-Prints the wall time of each stage and the process's peak memory after it. The pool is synthetic
-(:mod:`lsun_crowd.synthetic`): items, embeddings and truth without image files, so what is measured
-is the store, the runner, the simulated crowd, training, scoring and the split.
+Each size runs as its own ``lsun-crowd simulate`` process (so memory peaks are its own), to the
+end of its rounds. Prints, per size: the pool build, every stage's seconds and peak MB summed over
+the rounds, the whole run, and the result (precision, recall, unlabeled, votes per resolved
+image); then the ratio of each figure to the size before. ``--json-dir`` keeps every run's figures.
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
+import itertools
+import json
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-from lsun_crowd_mock import CrowdMix, SimulatedCrowd
-
-from lsun_crowd.embed import EmbeddingCache
-from lsun_crowd.export import export
-from lsun_crowd.loop import Cascade
-from lsun_crowd.progress import Progress
-from lsun_crowd.project import Project
-from lsun_crowd.status import category_status
-from lsun_crowd.synthetic import SyntheticPool, build
-from lsun_crowd.testing import write_project
+from lsun_crowd.stages import STAGES
 
 
-def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def run(items: int, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    figures = out / f"simulate-{items}.json"
+    command = [
+        sys.executable, "-m", "lsun_crowd.cli", "simulate",
+        "--items", str(items), "--positive-rate", str(args.positive_rate), "--seed", str(args.seed),
+        "--out", str(out / f"project-{items}"), "--json", str(figures),
+    ]  # fmt: skip
+    if args.database_url:
+        _empty(args.database_url)
+        command += ["--database-url", args.database_url]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    result: dict[str, Any] = json.loads(figures.read_text())
+    result["wall_seconds"] = time.perf_counter() - started
+    return result
 
 
-class Stamps(Progress):
-    """The cascade's messages with the time each arrived."""
+def _empty(url: str) -> None:
+    """A fresh schema for the next size on a shared PostgreSQL database."""
+    from sqlalchemy import create_engine, text
 
-    def __init__(self) -> None:
-        self.lines: list[tuple[float, str]] = []
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("DROP SCHEMA public CASCADE"))
+        connection.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
 
-    def message(self, text: str) -> None:
-        self.lines.append((time.perf_counter(), text))
+
+def rows(result: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """(seconds, peak MB) per line of the table."""
+    table = {"build pool": (result["build_seconds"], result["build_peak_mb"])}
+    for stage in STAGES:
+        figure = result["stages"].get(stage, {"seconds": 0.0, "peak_bytes": 0})
+        table[stage] = (figure["seconds"], figure["peak_bytes"] / 2**20)
+    table["whole run"] = (result["wall_seconds"], result["peak_mb"])
+    return table
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--items", type=int, default=1_000_000)
-    parser.add_argument("--categories", type=int, default=1)
-    parser.add_argument("--dim", type=int, default=16)
-    parser.add_argument("--sample", type=int, default=1000)
+    parser.add_argument("--items", type=int, nargs="+", default=[125_000, 250_000, 500_000, 1_000_000])
+    parser.add_argument("--positive-rate", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=None, help="project folder (default: a temporary one)")
+    parser.add_argument("--database-url", default="")
+    parser.add_argument("--json-dir", type=Path, default=None)
     args = parser.parse_args()
-    directory = args.out or Path(tempfile.mkdtemp(prefix="lsun-crowd-scale-"))
-    names = tuple(f"c{index}" for index in range(args.categories))
-    pool = SyntheticPool(args.items, names, dim=args.dim, positive_rate=0.2, separation=4.0, seed=args.seed)
-    write_project(
-        directory,
-        {
-            "project": {"name": "scale", "seed": args.seed, "categories": list(names)},
-            "crowd": {"adapter": "mock", "poll_seconds": 0, "reward_per_assignment": 0.01},
-            "model": {"hidden_units": 0, "epochs": 60},
-            "cascade": {"sample_per_round": args.sample, "budget": 10_000},
-        },
-    )
-    project = Project.open(directory)
-    print(f"{args.items:,} items × {args.categories} categories, dim {args.dim}, in {directory}")
-    rows: list[tuple[str, float, float]] = []
-
-    start = time.perf_counter()
-    cache = EmbeddingCache(directory / "cache" / "synthetic", pool.dim)
-    build(pool, project.store, cache)
-    rows.append(("build pool (items, gold, embeddings)", time.perf_counter() - start, peak_mb()))
-
-    stamps = Stamps()
-    crowd = SimulatedCrowd(pool.truth(), CrowdMix(seed=args.seed), directory / "mock-crowd.sqlite")
-    start = time.perf_counter()
-    outcomes = Cascade(project.config, project.store, crowd, lambda: cache, stamps).run(max_rounds=1)
-    total = time.perf_counter() - start
-    split_started = max(
-        (stamp for stamp, text in stamps.lines if "labeled by humans" in text and "uncertain" not in text),
-        default=start,
-    )
-    finished = max(stamp for stamp, _ in stamps.lines)
-    rows.append(("round 1: sample, publish, collect, review, label", split_started - start, peak_mb()))
-    rows.append(("round 1: train, score the pool, split, write labels", finished - split_started, peak_mb()))
-    rows.append(("round 1 in all", total, peak_mb()))
-
-    start = time.perf_counter()
-    status = category_status(project.store, list(names))
-    rows.append(("status", time.perf_counter() - start, peak_mb()))
-    start = time.perf_counter()
-    count = export(project.store, directory / "export.jsonl")
-    rows.append((f"export ({count:,} records)", time.perf_counter() - start, peak_mb()))
-
-    for outcome in outcomes:
-        print(f"{outcome.category}: {outcome.reason} after {outcome.rounds} round(s)")
-    for row in status:
-        print(f"{row.category}: {row.positive:,} positive, {row.negative:,} negative, {row.unlabeled:,} unlabeled")
-    print(f"{'stage':<55} {'seconds':>9} {'peak MB':>9}")
-    for stage, seconds, memory in rows:
-        print(f"{stage:<55} {seconds:>9.1f} {memory:>9.0f}")
-    project.close()
+    out = args.json_dir or Path(tempfile.mkdtemp(prefix="lsun-crowd-scale-"))
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for items in args.items:
+        result = run(items, args, out)
+        results.append(result)
+        print(
+            f"{items:>9,}: {result['wall_seconds']:.0f}s, peak {result['peak_mb']:,} MB, precision "
+            f"{result['precision']:.4f}, recall {result['recall']:.4f}, unlabeled {result['unlabeled']:.2%}, "
+            f"{result['votes']:,} votes ({result['votes_per_resolved']:.4f} per resolved), "
+            f"{len(result['rounds'])} rounds",
+            flush=True,
+        )
+    tables = [rows(result) for result in results]
+    header = "".join(f"{items:>22,}" for items in args.items)
+    print(f"\n{'stage (seconds / peak MB)':<26}{header}")
+    for line in tables[0]:
+        cells = "".join(f"{table[line][0]:>12.1f} /{table[line][1]:>7.0f}" for table in tables)
+        print(f"{line:<26}{cells}")
+    print(f"\n{'ratio to the size before':<26}" + "".join(f"{items:>22,}" for items in args.items[1:]))
+    for line in tables[0]:
+        cells = ""
+        for before, after in itertools.pairwise(tables):
+            time_ratio = after[line][0] / before[line][0] if before[line][0] > 0.05 else float("nan")
+            memory_ratio = after[line][1] / before[line][1] if before[line][1] > 0 else float("nan")
+            cells += f"{time_ratio:>12.2f} /{memory_ratio:>7.2f}"
+        print(f"{line:<26}{cells}")
 
 
 if __name__ == "__main__":
