@@ -11,6 +11,7 @@ engines are compared bit for bit. Needs the ``ray`` extra.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import tempfile
 import time
 from pathlib import Path
@@ -36,7 +37,7 @@ def main() -> None:
     generator = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as folder:
         cache = EmbeddingCache(Path(folder), args.dim)
-        shas = [f"{number:064x}" for number in range(args.images)]
+        shas = [hashlib.sha256(str(number).encode()).hexdigest() for number in range(args.images)]
         for start in range(0, args.images, 100_000):
             batch = shas[start : start + 100_000]
             cache.append(batch, generator.normal(size=(len(batch), args.dim)).astype(np.float32))

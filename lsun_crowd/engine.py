@@ -9,7 +9,7 @@ so an engine changes how fast a round runs, never what it decides. ``model.engin
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 import numpy as np
@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 from lsun_crowd.classifier import Head
 from lsun_crowd.config import ConfigError, ModelConfig
-from lsun_crowd.embed import EmbeddingCache, EmbeddingModel, EmbedReport, Progress, embed_items
+from lsun_crowd.embed import EmbeddingCache, EmbeddingModel, EmbedReport, PoolItem, Progress, embed_items
 
 PoolChunk = list[tuple[int, str]]  # (item id, sha256) in pool order, as ledger.iter_pool yields them
 NOT_INSTALLED = (
@@ -37,12 +37,14 @@ class Engine(Protocol):
         self,
         model: EmbeddingModel,
         cache: EmbeddingCache,
-        items: Sequence[tuple[str, str]],
+        items: Iterable[PoolItem],
         batch_size: int,
         progress: Progress | None = None,
+        workers: int | None = None,
     ) -> EmbedReport:
-        """Embed every ``(sha256, uri)`` not yet in ``cache`` into it, as :func:`embed_items` does;
-        an unreadable image is reported with its reason and skipped."""
+        """Embed every pool image not yet in ``cache`` into it and make the cache durable, as
+        :func:`embed_items` does (``workers``: its decoding processes); an unreadable image is
+        reported with its reason and skipped."""
         ...
 
 
@@ -60,11 +62,12 @@ class LocalEngine:
         self,
         model: EmbeddingModel,
         cache: EmbeddingCache,
-        items: Sequence[tuple[str, str]],
+        items: Iterable[PoolItem],
         batch_size: int,
         progress: Progress | None = None,
+        workers: int | None = None,
     ) -> EmbedReport:
-        return embed_items(model, cache, items, batch_size, progress)
+        return embed_items(model, cache, items, batch_size, progress, workers)
 
 
 def engine_for(config: ModelConfig) -> Engine:

@@ -12,7 +12,8 @@ from sqlalchemy import select, update
 
 from lsun_crowd.config import Config, load_config
 from lsun_crowd.crowd import CrowdBackend
-from lsun_crowd.embed import EmbeddingCache, PoolItem, cache_directory, embed_items
+from lsun_crowd.embed import EmbeddingCache, PoolItem, cache_directory
+from lsun_crowd.engine import engine_for
 from lsun_crowd.loop import Cascade
 from lsun_crowd.plugins import Plugins
 from lsun_crowd.progress import Progress
@@ -53,7 +54,7 @@ class Project:
             )
             workers = self.config.model.loader_workers
             pool = (item for page in self._pool_pages() for item in page)
-            report = embed_items(
+            report = engine_for(self.config.model).embed(
                 model, cache, pool, self.config.model.batch_size, advance, None if workers == "auto" else workers
             )
             if report.failed:

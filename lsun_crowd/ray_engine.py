@@ -33,10 +33,12 @@ from lsun_crowd.embed import (
     EmbeddingError,
     EmbeddingModel,
     EmbedReport,
+    PoolItem,
     Progress,
-    load_image,
     pick_device,
 )
+from lsun_crowd.embed import _waves as embed_waves
+from lsun_crowd.image_loader import ImageFile, decode, read_checked
 
 PoolChunk = list[tuple[int, str]]
 Batch = dict[str, NDArray[Any]]
@@ -90,6 +92,7 @@ class RayEngine:
     ) -> Iterator[tuple[PoolChunk, NDArray[np.float64]]]:
         pending = iter(chunks)
         saved = head.to_bytes()
+        cache.flush()  # the workers open the cache from its files: rows still in memory must be there
         while window := _take_window(pending, SCORE_WINDOW):
             connect(self.config)
             # One block per chunk, scored as one batch.
@@ -108,33 +111,38 @@ class RayEngine:
         self,
         model: EmbeddingModel,
         cache: EmbeddingCache,
-        items: Sequence[tuple[str, str]],
+        items: Iterable[PoolItem],
         batch_size: int,
         progress: Progress | None = None,
+        workers: int | None = None,
     ) -> EmbedReport:
+        """As :func:`lsun_crowd.embed.embed_items`, in the same waves and batches; ``workers`` (the
+        local engine's decoding processes) does not apply, since the Ray actors decode."""
         report = EmbedReport()
-        todo = [(sha, uri) for sha, uri in dict(items).items() if sha not in cache]
-        if not todo:
-            return report
-        connect(self.config)
-        shas = [sha for sha, _ in todo]
-        dataset = self._map(
-            _image_blocks(todo, batch_size),
-            _Embedder,
-            batch_size,
-            {"config": self.config.model_copy(update={"device": self.worker_device}), "key": model.key},
-        )
-        for batch in _in_order(dataset, shas):
-            done = [str(sha) for sha in batch["sha256"]]
-            problems = [str(problem) for problem in batch["problem"]]
-            embedded = [row for row, problem in enumerate(problems) if not problem]
-            if embedded:
-                cache.append([done[row] for row in embedded], np.asarray(batch["vector"][embedded], dtype=np.float32))
-            report.computed += len(embedded)
-            report.failed.update({sha: problem for sha, problem in zip(done, problems, strict=True) if problem})
-            if progress is not None:
-                progress(len(done))
+        arguments = {"config": self.config.model_copy(update={"device": self.worker_device}), "key": model.key}
+        try:
+            # The next wave is checked against the cache after this one's vectors went in.
+            for wave in embed_waves(items, cache):
+                connect(self.config)
+                dataset = self._map(_image_blocks(wave, batch_size), _Embedder, batch_size, arguments)
+                for batch in _in_order(dataset, [image.sha256 for image in wave]):
+                    _settle(batch, cache, report)
+                    if progress is not None:
+                        progress(len(batch["sha256"]))
+        finally:
+            cache.flush()
         return report
+
+
+def _settle(batch: Batch, cache: EmbeddingCache, report: EmbedReport) -> None:
+    """Append an embedding batch's vectors to the cache, and report the images that failed."""
+    shas = [str(sha) for sha in batch["sha256"]]
+    problems = [str(problem) for problem in batch["problem"]]
+    embedded = [row for row, problem in enumerate(problems) if not problem]
+    if embedded:
+        cache.append([shas[row] for row in embedded], np.asarray(batch["vector"][embedded], dtype=np.float32))
+    report.computed += len(embedded)
+    report.failed.update({sha: problem for sha, problem in zip(shas, problems, strict=True) if problem})
 
 
 class _Scorer:
@@ -164,16 +172,21 @@ class _Embedder:
             raise EmbeddingError(f"a Ray worker built backbone {self.model.key!r}, the driver {key!r}")
 
     def __call__(self, batch: Batch) -> Batch:
-        shas = [str(sha) for sha in batch["sha256"]]
         images = []
         problems = []
-        for sha, uri in zip(shas, batch["uri"], strict=True):
+        for sha, uri, size, mtime_ns in zip(
+            batch["sha256"], batch["uri"], batch["size"], batch["mtime_ns"], strict=True
+        ):
+            # -1: ingest recorded no size or mtime, so the file is hashed again.
+            file = ImageFile(
+                str(sha), str(uri), None if size < 0 else int(size), None if mtime_ns < 0 else int(mtime_ns)
+            )
             try:
-                images.append(load_image(str(uri), sha))
+                images.append(decode(file.uri, read_checked(file)))
                 problems.append("")
             except EmbeddingError as error:
                 problems.append(str(error))
-        vectors = np.zeros((len(shas), self.model.dim), dtype=np.float32)
+        vectors = np.zeros((len(problems), self.model.dim), dtype=np.float32)
         if images:
             vectors[[row for row, problem in enumerate(problems) if not problem]] = self.model.embed(images)
         return {"sha256": batch["sha256"], "vector": vectors, "problem": np.array(problems, dtype=object)}
@@ -191,13 +204,20 @@ def _take_window(chunks: Iterator[PoolChunk], size: int) -> list[PoolChunk]:
     return window
 
 
-def _image_blocks(todo: Sequence[tuple[str, str]], batch_size: int) -> ray.data.Dataset:
-    """A dataset of one block per batch of ``(sha256, uri)``, so the batches spread over the actors
-    (a single block would go to a single actor)."""
+def _image_blocks(wave: Sequence[ImageFile], batch_size: int) -> ray.data.Dataset:
+    """A dataset of one block per batch, so the batches spread over the actors (a single block
+    would go to a single actor)."""
     return ray.data.from_arrow(
         [
-            pyarrow.table({"sha256": [sha for sha, _ in batch], "uri": [uri for _, uri in batch]})
-            for batch in (todo[start : start + batch_size] for start in range(0, len(todo), batch_size))
+            pyarrow.table(
+                {
+                    "sha256": [image.sha256 for image in batch],
+                    "uri": [image.uri for image in batch],
+                    "size": [-1 if image.size is None else image.size for image in batch],
+                    "mtime_ns": [-1 if image.mtime_ns is None else image.mtime_ns for image in batch],
+                }
+            )
+            for batch in (wave[start : start + batch_size] for start in range(0, len(wave), batch_size))
         ]
     )
 

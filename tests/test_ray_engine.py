@@ -68,7 +68,8 @@ def test_a_cuda_device_on_ray_workers_needs_their_gpus() -> None:
 def test_ray_scores_every_chunk_of_the_pool_as_the_head_does_in_process(tmp_path: Path, ray_on_two_cpus: None) -> None:
     generator = np.random.default_rng(5)
     cache = EmbeddingCache(tmp_path / "cache", 8)
-    shas = [f"{number:064x}" for number in range(4_000)]
+    # Real digests: the cache indexes images by their first 8 bytes.
+    shas = [hashlib.sha256(str(number).encode()).hexdigest() for number in range(4_000)]
     cache.append(shas, generator.normal(size=(len(shas), 8)).astype(np.float32))
     trained_on = cache.get(shas[:600])
     head = train_head(
