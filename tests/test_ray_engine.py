@@ -28,6 +28,8 @@ from lsun_crowd.schema import Item, Label
 from lsun_crowd.synthetic import SyntheticPool, build
 from lsun_crowd.testing import write_project
 
+from .conftest import make_digits_project
+
 needs_ray = pytest.mark.skipif(
     importlib.util.find_spec("ray") is None, reason="Ray is not installed: pip install 'lsun-crowd[ray]'"
 )
@@ -49,6 +51,22 @@ def ray_on_two_cpus() -> Iterator[None]:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+@pytest.fixture
+def ray_engine_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The Ray engine's methods called during the test, in order."""
+    from lsun_crowd.ray_engine import RayEngine
+
+    calls: list[str] = []
+    for name in ("score", "embed"):
+
+        def spy(engine: RayEngine, *arguments: Any, _method: Any = getattr(RayEngine, name), _name: str = name) -> Any:
+            calls.append(_name)
+            return _method(engine, *arguments)
+
+        monkeypatch.setattr(RayEngine, name, spy)
+    return calls
 
 
 def test_choosing_ray_without_ray_installed_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -103,7 +121,7 @@ def test_ray_embeds_images_into_the_cache_as_the_local_engine_does(tmp_path: Pat
         items.append((hashlib.sha256(path.read_bytes()).hexdigest(), str(path)))
     (tmp_path / "images" / "3.png").write_bytes(b"not a png")  # changed since "ingest": reported, skipped
     items.append((items[0][0], items[0][1]))  # listed twice, embedded once
-    config = ModelConfig(backbone="pixels", image_size=8, engine="ray", ray_workers=2)
+    config = ModelConfig(backbone="pixels", image_size=8, engine="ray", ray_workers=1)
     model = PixelBackbone(config)
     local = EmbeddingCache(tmp_path / "local", model.dim)
     on_ray = EmbeddingCache(tmp_path / "ray", model.dim)
@@ -120,6 +138,26 @@ def test_ray_embeds_images_into_the_cache_as_the_local_engine_does(tmp_path: Pat
     assert on_ray.get(embedded).shape == (11, 64)
     # Everything cached: nothing left for Ray to do.
     assert engine_for(config).embed(model, on_ray, items, batch_size=5).computed == 0
+
+
+@needs_ray
+def test_a_project_on_ray_embeds_its_pool_there(
+    tmp_path: Path, ray_on_two_cpus: None, ray_engine_calls: list[str]
+) -> None:
+    make_digits_project(tmp_path / "project", limit=200, overrides={"model": {"engine": "ray", "ray_workers": 1}})
+    project = Project.open(tmp_path / "project")
+    with project.store.session() as session:
+        items = [(sha, uri) for sha, uri in session.execute(select(Item.sha256, Item.uri).order_by(Item.id))]
+    model = PixelBackbone(project.config.model)
+    reference = EmbeddingCache(tmp_path / "reference", model.dim)
+    embed_items(model, reference, items, batch_size=16)
+
+    cache = project.embedding_cache()
+
+    shas = [sha for sha, _ in items]
+    assert ray_engine_calls == ["embed"] and len(shas) >= 200 and len(cache) == len(shas)
+    assert np.array_equal(cache.get(shas), reference.get(shas))
+    project.close()
 
 
 def _labels_after_one_round(directory: Path, engine: str) -> list[tuple[str, int, str, float]]:
@@ -156,23 +194,12 @@ def _labels_after_one_round(directory: Path, engine: str) -> list[tuple[str, int
 
 @needs_ray
 def test_a_round_on_ray_labels_the_pool_exactly_as_a_round_in_process(
-    tmp_path: Path, ray_on_two_cpus: None, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, ray_on_two_cpus: None, ray_engine_calls: list[str]
 ) -> None:
-    from lsun_crowd.ray_engine import RayEngine
-
-    scored_on_ray: list[int] = []
-    score = RayEngine.score
-
-    def counted(engine: RayEngine, *arguments: Any) -> Iterator[Any]:
-        for scored in score(engine, *arguments):
-            scored_on_ray.append(len(scored[0]))
-            yield scored
-
-    monkeypatch.setattr(RayEngine, "score", counted)
     local = _labels_after_one_round(tmp_path / "local", "local")
-    assert scored_on_ray == []
+    assert ray_engine_calls == []
     on_ray = _labels_after_one_round(tmp_path / "ray", "ray")
-    assert sum(scored_on_ray) > 2_000  # the pool the round split, scored on Ray
+    assert ray_engine_calls == ["score"]
 
     by_source = {source: sum(1 for row in local if row[2] == source) for source in ("human", "model")}
     assert by_source["model"] > 1_000 and by_source["human"] > 100, by_source
