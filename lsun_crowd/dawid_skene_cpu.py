@@ -85,7 +85,8 @@ def dawid_skene_cpu(
                 votes, log_by_cell[true_class]
             )
         updated = _normalised(log_odds, clamped, clamp_rows)
-        change = float(np.abs(updated - probability).max())
+        np.subtract(updated, probability, out=probability)  # in place: the old posterior goes now
+        change = float(np.abs(probability, out=probability).max())
         probability = updated
         if change < tolerance:
             break
@@ -145,7 +146,8 @@ def _starting_posterior(
     counts: NDArray[np.float64], clamped: NDArray[np.int64], clamp_rows: NDArray[np.float64]
 ) -> NDArray[np.float64]:
     """Vote shares, class-major (one contiguous row per class, as every pass reads one class)."""
-    shares = (counts + 1e-9) / (counts + 1e-9).sum(axis=1, keepdims=True)
+    shares = counts + 1e-9
+    shares /= shares.sum(axis=1, keepdims=True)
     shares[clamped] = clamp_rows.T
     return np.ascontiguousarray(shares.T)
 
