@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from lsun_crowd.schema import Category, GuaranteeSide, Label, LabelSource, Round, RoundTest
+from lsun_crowd.schema import Category, GuaranteeSide, LabelCount, LabelSource, Round, RoundTest
 
 
 @dataclass(frozen=True)
@@ -57,9 +57,9 @@ def certificates(session: Session, categories: list[str]) -> list[Certificate]:
 def _certificate(session: Session, name: str, category_id: int) -> Certificate:
     auto = dict(
         session.execute(
-            select(Label.label, func.count())
-            .where(Label.category_id == category_id, Label.source == LabelSource.MODEL)
-            .group_by(Label.label)
+            select(LabelCount.label, LabelCount.count).where(
+                LabelCount.category_id == category_id, LabelCount.source == LabelSource.MODEL
+            )
         ).all()
     )
     tests = session.execute(

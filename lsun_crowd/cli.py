@@ -98,8 +98,14 @@ def run(
 
 
 @app.command()
-def status(project: ProjectOption = Path(".")) -> None:
-    """Where each category stands."""
+def status(
+    project: ProjectOption = Path("."),
+    overlaps: Annotated[
+        bool, typer.Option("--overlaps", help="also count images positive in several categories (reads every label)")
+    ] = False,
+) -> None:
+    """Where each category stands: from counts kept as labels are written, so it answers at once
+    whatever the pool's size."""
     with reported_errors():
         opened = Project.open(project)
         table = Table(
@@ -131,8 +137,9 @@ def status(project: ProjectOption = Path(".")) -> None:
         with opened.store.session() as session:
             for certificate in certificates(session, opened.config.project.categories):
                 console.print(f"guarantee: {certificate.describe()}")
-        several = multilabel_status(opened.store, opened.config.project.groups)
-        console.print(f"images positive in two or more categories: {several.positive_in_several}")
+        several = multilabel_status(opened.store, opened.config.project.groups, overlaps)
+        if several.positive_in_several is not None:
+            console.print(f"images positive in two or more categories: {several.positive_in_several}")
         for group, count in several.conflicts.items():
             console.print(f"group {group}: {count} image(s) in conflict, held back from the export")
         holder = current_holder(opened.store)

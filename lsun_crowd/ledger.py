@@ -28,6 +28,7 @@ from lsun_crowd.schema import (
     Job,
     JobState,
     Label,
+    LabelCount,
     LabelEvent,
     Round,
     RoundItem,
@@ -35,8 +36,9 @@ from lsun_crowd.schema import (
     Spend,
     Worker,
 )
-from lsun_crowd.store import insert_ignoring_duplicates
+from lsun_crowd.store import add_to_counts, insert_ignoring_duplicates, insert_returning
 
+COUNT_KEYS = ("category_id", "label", "source")
 CHUNK = 20_000  # rows per bulk write or streamed read; far below every database's parameter limit
 
 
@@ -186,7 +188,7 @@ def _write_labels(
             for label in batch
         ],
     )
-    return insert_ignoring_duplicates(
+    added = insert_returning(
         session,
         Label,
         [
@@ -194,7 +196,16 @@ def _write_labels(
             | {"item_id": label.item_id, "label": label.label, "confidence": label.confidence, "votes": label.votes}
             for label in batch
         ],
+        Label.label,
     )
+    positives = sum(added)
+    add_to_counts(
+        session,
+        LabelCount,
+        COUNT_KEYS,
+        {(category_id, 1, source): positives, (category_id, 0, source): len(added) - positives},
+    )
+    return len(added)
 
 
 def revise_labels(
@@ -233,20 +244,27 @@ def revise_labels(
             ],
         )
         current = {
-            int(item): row_id
-            for item, row_id in session.execute(
-                select(Label.item_id, Label.id).where(
+            int(item): (row_id, old_label, old_source)
+            for item, row_id, old_label, old_source in session.execute(
+                select(Label.item_id, Label.id, Label.label, Label.source).where(
                     Label.category_id == category_id, Label.item_id.in_([label.item_id for label in batch])
                 )
             )
         }
+        counts: dict[tuple[int, int, str], int] = {}
         for label in batch:
             values = {"label": label.label, "source": source, "confidence": label.confidence, "votes": label.votes}
             if label.item_id in current:
-                session.execute(update(Label).where(Label.id == current[label.item_id]).values(round_id=None, **values))
+                row_id, old_label, old_source = current[label.item_id]
+                session.execute(update(Label).where(Label.id == row_id).values(round_id=None, **values))
+                counts[(category_id, old_label, old_source)] = counts.get((category_id, old_label, old_source), 0) - 1
+                current[label.item_id] = (row_id, label.label, source)
             else:
                 session.add(Label(item_id=label.item_id, category_id=category_id, round_id=None, **values))
+            counts[(category_id, label.label, source)] = counts.get((category_id, label.label, source), 0) + 1
             revised += 1
+        session.flush()
+        add_to_counts(session, LabelCount, COUNT_KEYS, counts)
     return revised
 
 

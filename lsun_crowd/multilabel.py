@@ -280,14 +280,15 @@ def conflict_count(session: Session, group: GroupConfig) -> int:
 
 @dataclass(frozen=True)
 class MultiLabelStatus:
-    positive_in_several: int
+    positive_in_several: int | None  # None: not counted (it reads every label of every category)
     conflicts: dict[str, int]  # group → images in conflict now
 
 
-def multilabel_status(store: Store, groups: Sequence[GroupConfig]) -> MultiLabelStatus:
+def multilabel_status(store: Store, groups: Sequence[GroupConfig], overlaps: bool = True) -> MultiLabelStatus:
     with store.session() as session:
         return MultiLabelStatus(
-            positive_in_several(session), {group.name: conflict_count(session, group) for group in groups}
+            positive_in_several(session) if overlaps else None,
+            {group.name: conflict_count(session, group) for group in groups},
         )
 
 

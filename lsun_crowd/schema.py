@@ -29,7 +29,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from lsun_crowd.crowd import AssignmentStatus, HitState
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 __all__ = ["AssignmentStatus", "HitState"]  # re-exported: every state the store holds is named here
 
@@ -313,6 +313,18 @@ class Label(Base):
     round_id: Mapped[int | None] = mapped_column(ForeignKey("rounds.id"), nullable=True)
     confidence: Mapped[float] = mapped_column(Float)
     votes: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class LabelCount(Base):
+    """How many current labels a category has of each value and source: kept by
+    :mod:`lsun_crowd.ledger` beside every write to :class:`Label`, so ``status`` reads a handful
+    of rows instead of scanning a million-image category's labels."""
+
+    __tablename__ = "label_counts"
+    category_id: Mapped[int] = mapped_column(ForeignKey("categories.id"), primary_key=True)
+    label: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(String(16), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class LabelEvent(Base):

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from sqlalchemy import func, select
 
-from lsun_crowd.schema import Category, Gold, Item, Label, LabelSource, Round, Spend, Vote
+from lsun_crowd.schema import Category, Gold, Item, LabelCount, LabelSource, Round, Spend, Vote
 from lsun_crowd.store import Store
 
 
@@ -41,13 +41,11 @@ def category_status(store: Store, categories: list[str]) -> list[CategoryStatus]
                 .order_by(Round.number.desc())
                 .limit(1)
             ).first()
-            # One pass over the category's entries of the (category, label, source) index.
+            # The counts the ledger keeps beside every label write: a few rows, whatever the pool.
             counts: dict[int, int] = {}
             human = 0
             for label, source, count in session.execute(
-                select(Label.label, Label.source, func.count())
-                .where(Label.category_id == cat_id)
-                .group_by(Label.label, Label.source)
+                select(LabelCount.label, LabelCount.source, LabelCount.count).where(LabelCount.category_id == cat_id)
             ):
                 counts[label] = counts.get(label, 0) + count
                 human += count if source == LabelSource.HUMAN else 0

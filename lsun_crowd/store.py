@@ -114,6 +114,18 @@ def _lift_not_null_on_hit_rounds(session: Session) -> None:
         raise StoreError(f"rebuilding the hits table broke {len(broken)} reference(s), e.g. {tuple(broken[0])}")
 
 
+def recount_labels(session: Session) -> None:
+    """The label counts ``status`` reads, recomputed from the labels stored (version 7's
+    migration; and for stores filled outside :mod:`lsun_crowd.ledger`, as the benchmarks do)."""
+    session.execute(text("DELETE FROM label_counts"))
+    session.execute(
+        text(
+            "INSERT INTO label_counts (category_id, label, source, count) "
+            "SELECT category_id, label, source, COUNT(*) FROM labels GROUP BY category_id, label, source"
+        )
+    )
+
+
 # Upgrades from version N to N+1, run in order inside the same transaction.
 MIGRATIONS: dict[int, Callable[[Session], None]] = {
     1: _add_adaptive_redundancy,
@@ -121,6 +133,7 @@ MIGRATIONS: dict[int, Callable[[Session], None]] = {
     3: _add_jobs_and_label_events,
     4: _nothing_to_alter,
     5: _add_item_file_status,
+    6: recount_labels,
 }
 
 
@@ -206,6 +219,37 @@ def insert_ignoring_duplicates(session: Session, model: type[Base], rows: Sequen
         raise StoreError(f"unsupported database dialect {dialect!r}: use SQLite or PostgreSQL")
     result = session.execute(statement, [dict(row) for row in rows])
     return max(int(getattr(result, "rowcount", 0) or 0), 0)
+
+
+def insert_returning(session: Session, model: type[Base], rows: Sequence[Mapping[str, Any]], column: Any) -> list[Any]:
+    """Insert rows, skipping any that a unique constraint says exist already; ``column`` of each
+    row actually added (what a row count cannot tell reliably on every driver)."""
+    if not rows:
+        return []
+    table = cast(Table, model.__table__)
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        statement: Any = sqlite.insert(table).on_conflict_do_nothing()
+    elif dialect == "postgresql":
+        statement = postgresql.insert(table).on_conflict_do_nothing()
+    else:
+        raise StoreError(f"unsupported database dialect {dialect!r}: use SQLite or PostgreSQL")
+    return list(session.scalars(statement.returning(column, sort_by_parameter_order=True), [dict(r) for r in rows]))
+
+
+def add_to_counts(
+    session: Session, model: type[Base], keys: Sequence[str], deltas: Mapping[tuple[Any, ...], int]
+) -> None:
+    """Add ``deltas`` (key values → change) to ``model``'s ``count`` column, creating rows as
+    needed: one upsert per key."""
+    table = cast(Table, model.__table__)
+    dialect = session.get_bind().dialect.name
+    for values, delta in deltas.items():
+        if delta == 0:
+            continue
+        row = dict(zip(keys, values, strict=True)) | {"count": delta}
+        insert: Any = (sqlite if dialect == "sqlite" else postgresql).insert(table).values(**row)
+        session.execute(insert.on_conflict_do_update(index_elements=list(keys), set_={"count": table.c.count + delta}))
 
 
 def category_id(session: Session, name: str) -> int:

@@ -220,6 +220,9 @@ def test_the_conflicts_command_settles_them_and_status_counts_them(tmp_path: Pat
     runner = CliRunner()
     status = runner.invoke(app, ["status", "--project", str(directory)])
     assert status.exit_code == 0, status.output
+    assert "two or more categories" not in status.output  # a pass over every label: asked for only
+    status = runner.invoke(app, ["status", "--project", str(directory), "--overlaps"])
+    assert status.exit_code == 0, status.output
     assert "images positive in two or more categories: 6" in status.output
     assert "group digits: 12 image(s) in conflict" in status.output
     result = runner.invoke(app, ["conflicts", "--project", str(directory)])

@@ -14,7 +14,7 @@ from lsun_crowd.embed import EmbeddingCache
 from lsun_crowd.export import export
 from lsun_crowd.loop import Cascade
 from lsun_crowd.project import Project
-from lsun_crowd.schema import Label, LabelEvent, Round
+from lsun_crowd.schema import Label, LabelCount, LabelEvent, Round
 from lsun_crowd.status import category_status
 from lsun_crowd.synthetic import SyntheticPool, build
 from lsun_crowd.testing import write_project
@@ -55,6 +55,11 @@ def test_a_300k_pool_goes_through_a_round_status_and_export(tmp_path: Path) -> N
         and "positive: precision" in round_.notes
     )
     assert events == sum(by_source.values())
+    with project.store.session() as session:
+        counts = dict(
+            session.execute(select(LabelCount.source, func.sum(LabelCount.count)).group_by(LabelCount.source)).all()
+        )
+    assert {source: int(count) for source, count in counts.items() if count} == by_source
 
     (status,) = category_status(project.store, ["thing"])
     assert status.positive + status.negative + status.unlabeled == ITEMS
