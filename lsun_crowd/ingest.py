@@ -158,8 +158,9 @@ def validate_image(data: bytes) -> tuple[int, int]:
 def ingest(store: Store, sources: list[Path], download_dir: Path) -> IngestReport:
     """Add every valid, new image of the sources to the pool."""
     report = IngestReport()
-    with store.session() as session:
-        known = set(session.scalars(select(Item.sha256)))
+    # Hashes are looked up in the store's unique index as they come (one indexed read per image,
+    # which costs far less than decoding it), so memory never grows with the pool.
+    pending: set[str] = set()  # this batch's, not yet stored
     for source in sources:
         batch: list[dict[str, object]] = []
         for candidate in candidates(source):
@@ -173,10 +174,10 @@ def ingest(store: Store, sources: list[Path], download_dir: Path) -> IngestRepor
                 report.rejected.append(Rejected(candidate.origin, f"{type(error).__name__}: {error}"))
                 continue
             digest = hashlib.sha256(data).hexdigest()
-            if digest in known:
+            if digest in pending or _stored(store, digest):
                 report.duplicates += 1
                 continue
-            known.add(digest)
+            pending.add(digest)
             uri = candidate.reference
             if urllib.parse.urlparse(uri).scheme in {"http", "https"}:
                 download_dir.mkdir(parents=True, exist_ok=True)
@@ -197,8 +198,15 @@ def ingest(store: Store, sources: list[Path], download_dir: Path) -> IngestRepor
             )
             if len(batch) >= 500:
                 report.added += _commit(store, batch)
+                pending.clear()
         report.added += _commit(store, batch)
+        pending.clear()
     return report
+
+
+def _stored(store: Store, digest: str) -> bool:
+    with store.session() as session:
+        return session.scalar(select(Item.id).where(Item.sha256 == digest)) is not None
 
 
 def _commit(store: Store, batch: list[dict[str, object]]) -> int:
