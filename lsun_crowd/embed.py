@@ -103,7 +103,7 @@ def default_loader_workers(images: int) -> int:
     return max(0, min(MAX_LOADER_WORKERS, cores - 1))
 
 
-def _waves(items: Iterable[PoolItem], cache: EmbeddingCache) -> Iterator[list[ImageFile]]:
+def waves(items: Iterable[PoolItem], cache: EmbeddingCache) -> Iterator[list[ImageFile]]:
     """The images not yet cached, a wave at a time; each chunk is checked against the cache in
     one lookup, after the previous wave's vectors went in (so a repeated image is embedded once)."""
     from lsun_crowd.image_loader import ImageFile
@@ -148,7 +148,7 @@ def embed_items(
     """
     report = EmbedReport()
     try:
-        for wave in _waves(items, cache):
+        for wave in waves(items, cache):
             _embed_wave(model, cache, wave, batch_size, workers, progress, report)
     finally:
         cache.flush()

@@ -37,7 +37,7 @@ from lsun_crowd.embed import (
     Progress,
     pick_device,
 )
-from lsun_crowd.embed import _waves as embed_waves
+from lsun_crowd.embed import waves as embed_waves
 from lsun_crowd.image_loader import ImageFile, decode, read_checked
 
 PoolChunk = list[tuple[int, str]]
