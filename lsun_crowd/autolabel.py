@@ -38,7 +38,7 @@ from lsun_crowd.guarantee import (
     decide,
 )
 from lsun_crowd.review import human_posterior
-from lsun_crowd.round_plan import budget_left, pool_base_rate
+from lsun_crowd.round_plan import budget_left, discard_limit, known_positives_before, pool_base_rate
 from lsun_crowd.schema import (
     Gold,
     GuaranteeSide,
@@ -103,6 +103,13 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
         calibration_labels = _consensus_at_the_cap(ctx, session, ref, calibration_rows)
         budget = budget_left(session, ref.category_id, ref.number, cascade)
         pool_rate = pool_base_rate(session, ref.category_id, ref.number)
+        # Positives known before this round's calibration labels, and the pool its sample came from.
+        known_positives = known_positives_before(
+            session, ref.category_id, cascade.target_precision, sum(label == 1 for _, _, label in calibration_rows)
+        )
+        pool = ledger.pool_size(session, ref.category_id) + int(
+            session.scalar(select(func.count()).select_from(RoundItem).where(RoundItem.round_id == ref.id)) or 0
+        )
     targets = np.array([label for _, label, _ in training], dtype=np.float64)
     embeddings = ctx.embeddings()
     if len(set(targets.tolist())) < 2 or not calibration_rows:
@@ -141,6 +148,7 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
             recall_slack,
             below=positive.threshold if positive.threshold is not None else math.inf,
             walk=Walk.plan(cascade.target_npv, delta_negative, calibration.size * (1 - base_rate)),
+            discard_limit=discard_limit(recall_slack, known_positives, pool, base_rate),
         )
     resolved = calibration.labels != UNRESOLVED
     undecided = decide(calibration.scores, positive.threshold, negative.threshold) < 0

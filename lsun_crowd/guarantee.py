@@ -229,13 +229,21 @@ def certify_negative(
     recall_slack: float,
     below: float = math.inf,
     walk: Walk | None = None,
+    discard_limit: float | None = None,
 ) -> SideTest:
     """The highest low threshold (under ``below``, the high threshold) reached from the lowest
     score by fixed-sequence testing of "NPV at or below it < ``target``, or more than
-    ``recall_slack`` of the positives at or below it". ``recall_slack`` 0 tests NPV alone."""
+    ``recall_slack`` of the positives at or below it". ``recall_slack`` 0 tests NPV alone.
+
+    With ``discard_limit``, recall is tested against a share of the whole pool instead: "more
+    than ``discard_limit`` of the pool's images are positives at or below the cut" (exact
+    binomial over every calibration image). A round sets it to ``recall_slack`` times the
+    positives already known, over its pool's size, when those known positives outnumber the
+    positives its pool is expected to hold: later rounds then need no calibration positives of
+    their own to discard the negatives of an enriched remainder."""
     recall = recall_slack if recall_slack > 0 else None
     needed = min_tested(target, delta)
-    if recall is not None:
+    if recall is not None and discard_limit is None:
         needed = max(needed, min_tested(1 - recall, delta))
     if calibration.size < needed:
         return SideTest(GuaranteeSide.NEGATIVE, None, target, 0.0, recall, calibration.size, calibration.unresolved)
@@ -245,7 +253,10 @@ def certify_negative(
     tested = np.arange(1, len(scores) + 1)
     errors = np.cumsum(labels != 0)  # positives and unresolved images at or below the cut
     p_values = binom.cdf(errors, tested, 1 - target)
-    if recall is not None:
+    if recall is not None and discard_limit is not None:
+        # Positives (and unresolved images) the cut discards, against the share of the pool allowed.
+        p_values = np.maximum(p_values, binom.cdf(errors, calibration.size, min(max(discard_limit, 0.0), 1.0)))
+    elif recall is not None:
         # Positives: every resolved one, and the unresolved ones the cut would discard.
         positives = int((labels == 1).sum()) + np.cumsum(labels == UNRESOLVED)
         p_recall = np.where(positives > 0, binom.cdf(errors, np.maximum(positives, 1), recall), 1.0)

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from lsun_crowd.config import CascadeConfig
 from lsun_crowd.guarantee import RECALL_SHARE, fewest_to_pass, min_tested, round_budget
-from lsun_crowd.schema import GuaranteeSide, Round, RoundModel, RoundTest
+from lsun_crowd.schema import Gold, GuaranteeSide, LabelCount, LabelSource, Round, RoundModel, RoundTest
 
 MARGIN = 1.3  # calibration asked for, over what each test needs with one error
 
@@ -81,19 +81,52 @@ def pool_base_rate(session: Session, category_id: int, number: int) -> float | N
     return None if found is None else float(found)
 
 
-def calibration_needed(cascade: CascadeConfig, budget: Budget, base_rate: float) -> dict[str, float]:
-    """Calibration images each test needs to pass with one error, at this base rate."""
+def known_positives_before(session: Session, category_id: int, target_precision: float, own: int) -> float:
+    """Positives the category is known to have, before the round's calibration labels: people's
+    positive labels (less ``own``, the round's calibration positives), gold positives, and the
+    model's positives counted at the precision they were certified at."""
+    counts = dict(
+        session.execute(
+            select(LabelCount.source, LabelCount.count).where(
+                LabelCount.category_id == category_id, LabelCount.label == 1
+            )
+        ).all()
+    )
+    gold = session.scalar(select(func.count()).where(Gold.category_id == category_id, Gold.answer == 1)) or 0
+    human = counts.get(LabelSource.HUMAN, 0) - own
+    return max(0.0, human + gold + target_precision * counts.get(LabelSource.MODEL, 0))
+
+
+def discard_limit(recall_slack: float, known_positives: float, pool: int, base_rate: float) -> float | None:
+    """The share of the pool a round's negative side may discard as positives, when testing
+    recall that way is the stronger test (see :func:`lsun_crowd.guarantee.certify_negative`):
+    the positives already known outnumber those the pool is expected to hold. ``None``: test
+    recall against the calibration's own positives."""
+    if recall_slack <= 0 or pool <= 0 or known_positives <= base_rate * pool:
+        return None
+    return recall_slack * known_positives / pool
+
+
+def calibration_needed(
+    cascade: CascadeConfig, budget: Budget, base_rate: float, discard: float | None = None
+) -> dict[str, float]:
+    """Calibration images each test needs to pass with one error, at this base rate (and with
+    recall tested against ``discard``, a share of the pool, where :func:`discard_limit` set one)."""
     rate = min(max(base_rate, 1e-4), 1 - 1e-4)
     needs = {
         "precision": fewest_to_pass(cascade.target_precision, budget.positive, 1) / rate,
         "npv": fewest_to_pass(cascade.target_npv, budget.negative, 1) / (1 - rate),
     }
-    if budget.recall_slack > 0:
+    if budget.recall_slack > 0 and discard is not None:
+        needs["recall"] = min_tested(1 - min(discard, 0.5), budget.negative) + 1.0
+    elif budget.recall_slack > 0:
         needs["recall"] = (min_tested(1 - budget.recall_slack, budget.negative) + 1) / rate
     return needs
 
 
-def sample_size(cascade: CascadeConfig, budget: Budget, base_rate: float | None, pool: int) -> int:
+def sample_size(
+    cascade: CascadeConfig, budget: Budget, base_rate: float | None, pool: int, discard: float | None = None
+) -> int:
     """Images round's people label: what its calibration needs (the sides that can be met within
     ``sample_per_round``), or ``sample_per_round`` when nothing is known yet; never more than
     half the pool, the other half being what the model is there to label."""
@@ -102,7 +135,7 @@ def sample_size(cascade: CascadeConfig, budget: Budget, base_rate: float | None,
         return largest
     fits = [
         need * MARGIN / cascade.calibration_fraction
-        for need in calibration_needed(cascade, budget, base_rate).values()
+        for need in calibration_needed(cascade, budget, base_rate, discard).values()
         if need * MARGIN / cascade.calibration_fraction <= cascade.sample_per_round
     ]
     if not fits:

@@ -16,7 +16,13 @@ from lsun_crowd.context import Context, JobRef, RoundRef, rng
 from lsun_crowd.jobs import advance_job
 from lsun_crowd.publish import lay_out_job
 from lsun_crowd.review import label_by_humans
-from lsun_crowd.round_plan import budget_left, pool_base_rate, sample_size
+from lsun_crowd.round_plan import (
+    budget_left,
+    discard_limit,
+    known_positives_before,
+    pool_base_rate,
+    sample_size,
+)
 from lsun_crowd.schema import ItemRole, Job, Round, RoundItem, RoundState
 
 
@@ -73,7 +79,12 @@ def _sample_round(ctx: Context, category: str, category_id: int, number: int) ->
         size = min(cascade.sample_per_round, pool // 2)
         if cascade.planned_samples and not human_only:
             base_rate = pool_base_rate(session, category_id, number)
-            size = sample_size(cascade, budget_left(session, category_id, number, cascade), base_rate, pool)
+            budget = budget_left(session, category_id, number, cascade)
+            discard = None
+            if base_rate is not None:
+                known = known_positives_before(session, category_id, cascade.target_precision, own=0)
+                discard = discard_limit(budget.recall_slack, known, pool, base_rate)
+            size = sample_size(cascade, budget, base_rate, pool, discard)
         generator = rng(ctx.config.project.seed, category_id, number, 1)
         positions = np.arange(pool) if human_only else generator.choice(pool, size=size, replace=False)
         chosen = ledger.pool_at(session, category_id, positions)

@@ -178,3 +178,31 @@ def test_calibration_lengths_must_match() -> None:
     with pytest.raises(ValueError, match="differ in length"):
         Calibration(np.zeros(3), np.zeros(2, dtype=np.int8))
     assert math.isfinite(min_tested(0.5, 0.5))
+
+
+def test_recall_against_a_share_of_the_pool_needs_no_calibration_positives() -> None:
+    # An enriched remainder's negatives: 1,500 images, two positives, both among the highest scores.
+    scores = list(np.linspace(0, 1, 1500))
+    labels = [0] * 1498 + [1, 1]
+    conditional = certify_negative(calibration(scores, labels), 0.995, 0.0125, 0.02)
+    assert conditional.threshold is None  # two positives can never show a 2% slack is kept
+    pooled = certify_negative(calibration(scores, labels), 0.995, 0.0125, 0.02, discard_limit=0.01)
+    assert pooled.threshold is not None and pooled.tested >= 1400 and pooled.errors <= 1
+    # (1 - 0.01) ** n <= 0.0125 from n = 437: a smaller calibration could not show it.
+    assert binom.cdf(0, 437, 0.01) <= 0.0125 < binom.cdf(0, 436, 0.01)
+
+
+def test_the_pooled_recall_test_holds_at_its_confidence() -> None:
+    """2,000 draws where positives sit low enough that loose cuts discard more than the limit:
+    the certified cut discards more than ``discard_limit`` of the pool in at most delta of them."""
+    rng = np.random.default_rng(5)
+    delta, limit, draws, n = 0.05, 0.01, 2000, 1500
+    misses = 0
+    for _ in range(draws):
+        scores = rng.random(n)
+        # P(positive | s) = 0.04 s: the pool's share of positives at or below t is 0.02 t^2.
+        labels = (rng.random(n) < 0.04 * scores).astype(np.int8)
+        test = certify_negative(Calibration(scores, labels), 0.5, delta, 0.05, discard_limit=limit)
+        if test.threshold is not None and 0.02 * test.threshold**2 > limit:
+            misses += 1
+    assert misses / draws <= delta

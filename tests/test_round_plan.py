@@ -8,7 +8,7 @@ import pytest
 
 from lsun_crowd.config import CascadeConfig
 from lsun_crowd.guarantee import RECALL_SHARE, fewest_to_pass, min_tested, round_budget
-from lsun_crowd.round_plan import MARGIN, Budget, calibration_needed, sample_size
+from lsun_crowd.round_plan import MARGIN, Budget, calibration_needed, discard_limit, sample_size
 
 CASCADE = CascadeConfig(sample_per_round=20_000, calibration_fraction=0.6)
 FIRST = Budget(0.0125, 0.0125, 0.075)
@@ -45,3 +45,14 @@ def test_a_planned_sample_asks_for_what_the_tests_need_and_no_more() -> None:
     assert rare["precision"] * MARGIN / 0.6 > 20_000
     assert sample_size(CASCADE, FIRST, 0.01, 1_000_000) == math.ceil(rare["recall"] * MARGIN / 0.6)
     assert sample_size(CASCADE, FIRST, 0.01, 10_000) == 5_000
+
+
+def test_recall_is_tested_against_the_pool_once_known_positives_outnumber_its_own() -> None:
+    # 9,000 positives known, a pool of 20,000 expected to hold 6% (1,200): a share of the pool.
+    assert discard_limit(0.02, 9_000, 20_000, 0.06) == pytest.approx(0.02 * 9_000 / 20_000)
+    # A first round knows only its gold: the calibration's own positives it is.
+    assert discard_limit(0.075, 10, 1_000_000, 0.01) is None
+    assert discard_limit(0.0, 9_000, 20_000, 0.06) is None
+    # Testing that way needs ln(1/delta) / limit images, not calibration positives.
+    pooled = calibration_needed(CASCADE, Budget(0.00625, 0.00625, 0.02), 0.06, discard=0.009)
+    assert pooled["recall"] == min_tested(1 - 0.009, 0.00625) + 1 < 600
