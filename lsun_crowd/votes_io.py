@@ -31,6 +31,7 @@ VOTE_COLUMNS = ("question", "worker", "answer")
 # merging them would hash every question twice. Workers and answers repeat, and per-block
 # dictionaries keep them small from the start.
 COLUMN_TYPES = (pa.string(), pa.dictionary(pa.int32(), pa.string()), pa.dictionary(pa.int32(), pa.string()))
+Column = tuple[pa.StringArray, NDArray[np.int64]]  # distinct values, and each row's code into them
 # Cells per batch of label rows formatted at once: bounds the memory of writing, whatever the
 # number of classes, and keeps each batch's text far below Arrow's 2 GiB string limit.
 CELLS_PER_BATCH = 1 << 20
@@ -49,6 +50,9 @@ def read_votes(path: Path) -> Votes:
     try:
         table = arrow_csv.read_csv(
             path,
+            # One thread: every block is then allocated by this thread's heap, which hands its
+            # pages back when asked (a worker thread's keeps them), and two shared cores gain
+            # little from parsing in parallel.
             read_options=arrow_csv.ReadOptions(use_threads=False),
             parse_options=arrow_csv.ParseOptions(newlines_in_values=True, invalid_row_handler=_skip_blank_row),
             convert_options=arrow_csv.ConvertOptions(
@@ -102,9 +106,6 @@ def _skip_blank_row(row: arrow_csv.InvalidRow) -> Literal["skip", "error"]:
     row-by-row reader would; otherwise the parse fails and :func:`_first_bad_row` says where."""
     cells = next(csv.reader(io.StringIO(row.text)), [])
     return "skip" if all(not cell.strip() for cell in cells) else "error"
-
-
-Column = tuple[pa.StringArray, NDArray[np.int64]]
 
 
 def _distinct_codes(column: pa.ChunkedArray) -> Column:
@@ -242,9 +243,10 @@ def _quoted(text: pa.StringArray) -> pa.StringArray:
 
 
 def _six_decimals(values: NDArray[np.float64]) -> pa.StringArray:
-    """``f"{value:.6f}"`` for every value, from integer millionths. The product by a million may
-    round differently from the exact decimal only within 1e-9 of a half-millionth (and for
-    non-finite, negative or large values); those few go through Python's formatting."""
+    """``f"{value:.6f}"`` for every value, from integer millionths. For values up to 2 the product
+    by a million is within 3e-10 of the exact one, so rounding it differs from rounding the exact
+    decimal only that close to a half-millionth; values within 1e-6 of one (and non-finite,
+    negative or larger values) go through Python's formatting, which rounds the exact decimal."""
     millionths = values * 1e6
     exact = (
         np.isfinite(values)
