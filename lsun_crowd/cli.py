@@ -24,7 +24,6 @@ from lsun_crowd.multilabel import multilabel_status
 from lsun_crowd.plugins import Plugins
 from lsun_crowd.preview import render_preview, sample_hit
 from lsun_crowd.project import INGEST_REPORT, Project
-from lsun_crowd.running import confirm_spend, run_project
 from lsun_crowd.status import category_status
 
 app = typer.Typer(
@@ -40,6 +39,8 @@ def crowd_that_may_spend(opened: Project, crowd: str | None, yes: bool) -> Crowd
     """The project's crowd (or the adapter named), cleared to spend once the user agrees (or
     ``--yes``) to the most it may cost."""
     backend = opened.crowd(crowd)
+    from lsun_crowd.running import confirm_spend  # the runner and every step: only where work may run
+
     warning = confirm_spend(opened, backend, yes, lambda text: typer.confirm(text, default=False))
     if warning is not None:
         console.print(warning)
@@ -94,6 +95,8 @@ def run(
     with reported_errors():
         opened = Project.open(project)
         backend = crowd_that_may_spend(opened, crowd, yes)
+        from lsun_crowd.running import run_project
+
         run_project(opened, backend, console, categories=category or None, rounds=rounds, once=once)
 
 

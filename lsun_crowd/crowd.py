@@ -252,6 +252,10 @@ class PreviewsHits(Protocol):
         ...
 
 
+class SpendNotConfirmed(RuntimeError):
+    """The person running the project did not agree to spend real money."""
+
+
 @runtime_checkable
 class ConfirmsSpend(Protocol):
     """An adapter that can spend real money implements this, so that a command publishing through

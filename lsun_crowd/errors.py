@@ -10,12 +10,11 @@ import typer
 from rich.console import Console
 
 from lsun_crowd.config import ConfigError
-from lsun_crowd.crowd import CrowdError
+from lsun_crowd.crowd import CrowdError, SpendNotConfirmed
 from lsun_crowd.embed import EmbeddingError
 from lsun_crowd.ingest import IngestError
 from lsun_crowd.lock import LockHeld
 from lsun_crowd.plugins import PluginError
-from lsun_crowd.running import SpendNotConfirmed
 from lsun_crowd.store import StoreError
 
 EXPECTED_ERRORS = (

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.progress import Progress as RichProgress
 from sqlalchemy import select, update
@@ -14,11 +15,13 @@ from lsun_crowd.config import Config, load_config
 from lsun_crowd.crowd import CrowdBackend
 from lsun_crowd.embed import EmbeddingCache, PoolItem, cache_directory
 from lsun_crowd.engine import engine_for
-from lsun_crowd.loop import Cascade
 from lsun_crowd.plugins import Plugins
 from lsun_crowd.progress import Progress
 from lsun_crowd.schema import Item
 from lsun_crowd.store import Store
+
+if TYPE_CHECKING:
+    from lsun_crowd.loop import Cascade  # the runner and every step: loaded by commands that run
 
 INGEST_REPORT = "ingest-report.jsonl"
 POOL_PAGE = 20_000  # pool images read from the store at a time while embedding
@@ -84,6 +87,8 @@ class Project:
     def cascade(
         self, crowd: CrowdBackend, progress: Progress | None = None, rich_progress: RichProgress | None = None
     ) -> Cascade:
+        from lsun_crowd.loop import Cascade
+
         return Cascade(self.config, self.store, crowd, lambda: self.embedding_cache(rich_progress), progress)
 
     def close(self) -> None:

@@ -8,16 +8,12 @@ from collections.abc import Callable
 
 from rich.console import Console
 
-from lsun_crowd.crowd import ConfirmsSpend, CrowdBackend
+from lsun_crowd.crowd import ConfirmsSpend, CrowdBackend, SpendNotConfirmed
 from lsun_crowd.lock import RunLockGuard
 from lsun_crowd.progress import RichCascadeProgress, progress_bars
 from lsun_crowd.project import Project
 from lsun_crowd.publish import spent_so_far
 from lsun_crowd.runner import CategoryOutcome, Outcome
-
-
-class SpendNotConfirmed(RuntimeError):
-    """The person running the project did not agree to spend real money."""
 
 
 def confirm_spend(project: Project, crowd: CrowdBackend, yes: bool, ask: Callable[[str], bool]) -> str | None:

@@ -4,22 +4,17 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from lsun_crowd.api import (
-    Project,
-    assess,
-    open_platform_hits,
-    reported_errors,
-    run_project,
-    sample_hit,
-    spent,
-    worker_records,
-)
+from lsun_crowd import api
+from lsun_crowd.api import open_platform_hits, spent, worker_records
+
+if TYPE_CHECKING:
+    from lsun_crowd.api import Project
 from lsun_crowd.render import Renderer
 from lsun_crowd_mturk import MTurkCrowd, open_crowd, parse_settings
 
@@ -33,7 +28,7 @@ YesOption = Annotated[bool, typer.Option("--yes", help="skip the confirmation (f
 
 
 def _open(project: Path, live: bool, yes: bool = True, spend: Decimal | None = None) -> tuple[Project, MTurkCrowd]:
-    opened = Project.open(project)
+    opened = api.Project.open(project)
     settings = parse_settings(opened.config.crowd.settings)
     if live and not settings.live:
         settings = settings.model_copy(update={"live": True})
@@ -51,7 +46,7 @@ def _mode(crowd: MTurkCrowd) -> str:
 @mturk.command()
 def balance(project: ProjectOption = Path("."), live: LiveOption = False) -> None:
     """The account's available balance."""
-    with reported_errors():
+    with api.reported_errors():
         _, crowd = _open(project, live)
         console.print(f"{_mode(crowd)}: {crowd.balance()} USD available")
 
@@ -64,9 +59,9 @@ def preview(
     live: LiveOption = False,
 ) -> None:
     """Write one HIT, rendered exactly as MTurk will show it, to a local HTML file."""
-    with reported_errors():
+    with api.reported_errors():
         opened, crowd = _open(project, live)
-        batch = sample_hit(opened, category)
+        batch = api.sample_hit(opened, category)
         shown = crowd.preview(batch)
         out.write_text(shown.html, encoding="utf-8")
         console.print(
@@ -83,7 +78,7 @@ def cleanup(
     delete: Annotated[bool, typer.Option(help="also delete the orphans MTurk allows deleting")] = False,
 ) -> None:
     """Expire this project's HITs that the store does not know as open: orphans of a crash."""
-    with reported_errors():
+    with api.reported_errors():
         opened, crowd = _open(project, live, yes)
         tracked = open_platform_hits(opened)
         orphans = [hit for hit in crowd.project_hits() if hit["HITId"] not in tracked]
@@ -107,7 +102,7 @@ def workers(
     live: LiveOption = False,
 ) -> None:
     """Workers seen by this project, with their gold record; block or unblock one."""
-    with reported_errors():
+    with api.reported_errors():
         opened, crowd = _open(project, live)
         if block:
             crowd.block_worker(block, reason)
@@ -117,7 +112,7 @@ def workers(
             console.print(f"{unblock}: unblocked")
         table = Table("worker", "assignments", "gold right", "gold wrong", "accuracy (posterior)", "blocked")
         for worker in worker_records(opened):
-            quality = assess(worker.gold_correct, worker.gold_wrong, opened.config.quality)
+            quality = api.assess(worker.gold_correct, worker.gold_wrong, opened.config.quality)
             table.add_row(
                 worker.worker_id,
                 str(worker.assignments),
@@ -137,10 +132,10 @@ def run_on_mturk(
     rounds: Annotated[int | None, typer.Option(help="most rounds per category")] = None,
 ) -> None:
     """Run or resume the cascade on Mechanical Turk; live only after confirming the maximum spend."""
-    with reported_errors():
-        first = Project.open(project)
+    with api.reported_errors():
+        first = api.Project.open(project)
         spend = first.config.cascade.budget - spent(first)
         first.close()
         opened, crowd = _open(project, live, yes, spend)
         console.print(f"Mechanical Turk {_mode(crowd)}; at most {spend} USD more will be spent")
-        run_project(opened, crowd, console, rounds=rounds)
+        api.run_project(opened, crowd, console, rounds=rounds)
