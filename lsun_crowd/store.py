@@ -205,19 +205,22 @@ class Store:
         self.engine.dispose()
 
 
+def _dialect_insert(session: Session, model: type[Base]) -> Any:
+    """``INSERT`` for ``model``'s table in the session's dialect (SQLite or PostgreSQL), which
+    both offer ``ON CONFLICT``."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        return sqlite.insert(cast(Table, model.__table__))
+    if dialect == "postgresql":
+        return postgresql.insert(cast(Table, model.__table__))
+    raise StoreError(f"unsupported database dialect {dialect!r}: use SQLite or PostgreSQL")
+
+
 def insert_ignoring_duplicates(session: Session, model: type[Base], rows: Sequence[Mapping[str, Any]]) -> int:
     """Insert rows, skipping any that a unique constraint says exist already. Returns rows added."""
     if not rows:
         return 0
-    table = cast(Table, model.__table__)
-    dialect = session.get_bind().dialect.name
-    if dialect == "sqlite":
-        statement: Any = sqlite.insert(table).on_conflict_do_nothing()
-    elif dialect == "postgresql":
-        statement = postgresql.insert(table).on_conflict_do_nothing()
-    else:
-        raise StoreError(f"unsupported database dialect {dialect!r}: use SQLite or PostgreSQL")
-    result = session.execute(statement, [dict(row) for row in rows])
+    result = session.execute(_dialect_insert(session, model).on_conflict_do_nothing(), [dict(row) for row in rows])
     return max(int(getattr(result, "rowcount", 0) or 0), 0)
 
 
@@ -226,14 +229,7 @@ def insert_returning(session: Session, model: type[Base], rows: Sequence[Mapping
     row actually added (what a row count cannot tell reliably on every driver)."""
     if not rows:
         return []
-    table = cast(Table, model.__table__)
-    dialect = session.get_bind().dialect.name
-    if dialect == "sqlite":
-        statement: Any = sqlite.insert(table).on_conflict_do_nothing()
-    elif dialect == "postgresql":
-        statement = postgresql.insert(table).on_conflict_do_nothing()
-    else:
-        raise StoreError(f"unsupported database dialect {dialect!r}: use SQLite or PostgreSQL")
+    statement = _dialect_insert(session, model).on_conflict_do_nothing()
     return list(session.scalars(statement.returning(column, sort_by_parameter_order=True), [dict(r) for r in rows]))
 
 
@@ -242,14 +238,13 @@ def add_to_counts(
 ) -> None:
     """Add ``deltas`` (key values → change) to ``model``'s ``count`` column, creating rows as
     needed: one upsert per key."""
-    table = cast(Table, model.__table__)
-    dialect = session.get_bind().dialect.name
+    count = cast(Table, model.__table__).c.count
     for values, delta in deltas.items():
         if delta == 0:
             continue
         row = dict(zip(keys, values, strict=True)) | {"count": delta}
-        insert: Any = (sqlite if dialect == "sqlite" else postgresql).insert(table).values(**row)
-        session.execute(insert.on_conflict_do_update(index_elements=list(keys), set_={"count": table.c.count + delta}))
+        insert = _dialect_insert(session, model).values(**row)
+        session.execute(insert.on_conflict_do_update(index_elements=list(keys), set_={"count": count + delta}))
 
 
 def category_id(session: Session, name: str) -> int:
