@@ -72,10 +72,12 @@ class Settings:
         if self.sample:
             return self.sample
         cascade = CascadeConfig(calibration_fraction=CALIBRATION_FRACTION, sample_per_round=10**9)
+        if self.target_recall is not None:
+            cascade = cascade.model_copy(update={"target_recall": self.target_recall})
         first = Budget(
             (1 - cascade.confidence) / 4,
             (1 - cascade.confidence) / 4,
-            (1 - cascade.target_recall) * RECALL_SHARE if self.target_recall != 0 else 0.0,
+            (1 - cascade.target_recall) * RECALL_SHARE if cascade.target_recall > 0 else 0.0,
         )
         needs = calibration_needed(cascade, first, self.positive_rate)
         if self.positive_rate < 0.05:
