@@ -42,7 +42,7 @@ RECALL_SHARE = 0.75
 # A walk that expects enough images starts where this many errors could still pass, and tests
 # cuts whose sizes grow by this ratio.
 START_ERRORS = 3
-START_SHARE = 0.8  # ... as long as the start is at most this share of the images expected
+START_SHARE = 0.6  # ... as long as the start is at most this share of the images expected
 GRID_RATIO = 1.1
 
 

@@ -27,8 +27,7 @@ from lsun_crowd.config import CascadeConfig
 from lsun_crowd.guarantee import RECALL_SHARE, fewest_to_pass, min_tested, round_budget
 from lsun_crowd.schema import Gold, GuaranteeSide, LabelCount, LabelSource, Round, RoundModel, RoundTest
 
-MARGIN = 1.3  # calibration asked for, over what each test needs with one error (so that a walk
-# planned for 80% of what is expected, guarantee.START_SHARE, can start where one error passes)
+MARGIN = 1.3  # calibration asked for, over what each test needs with one error
 
 
 @dataclass(frozen=True)
