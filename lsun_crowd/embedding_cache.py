@@ -1,7 +1,10 @@
 """The on-disk embedding cache: one vector per image, keyed by the image's SHA-256, in shards.
 
-A shard is one file, ``shard-000123.emb``: a 64-byte header (magic, dimensions, rows), then every
-row's 32-byte binary digest, then the rows' float32 vectors. Each shard is written to a
+A shard is one file, ``shard-000123.emb``: a 64-byte header (magic, dimensions, rows, and the
+CRC-32 of everything after the header), then every row's 32-byte binary digest, then the rows'
+float32 vectors. Every open checks each shard's size and checksum (2.5 GB/s: about 0.4 s for a
+million 256-dimensional rows), so a shard torn, truncated, extended or flipped by the disk is
+moved aside as ``.corrupt`` and its images are embedded again; it is never read. Each shard is written to a
 ``.partial-<host>-<pid>-…`` file, fsynced once and linked into place under a number no other shard has,
 so a shard is either whole or absent: a crash mid-write leaves only a partial file, which every
 open ignores and the next open after its writer is gone deletes. The cost of durability is one
@@ -29,6 +32,7 @@ import secrets
 import socket
 import struct
 import weakref
+import zlib
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -39,8 +43,10 @@ from numpy.typing import NDArray
 
 log = logging.getLogger(__name__)
 
-MAGIC = b"LSUNEMB1"
-HEADER = struct.Struct("<8sQQ")  # magic, dimensions, rows
+MAGIC = b"LSUNEMB2"
+MAGIC_UNCHECKED = b"LSUNEMB1"  # shards written before checksums: their size is all that is checked
+HEADER = struct.Struct("<8sQQI")  # magic, dimensions, rows, CRC-32 of the body
+CHECK_BYTES = 16 * 1024 * 1024  # the checksum is computed over the memory map in pieces this size
 HEADER_BYTES = 64
 DIGEST_BYTES = 32
 SHARD_BYTES = 64 * 1024 * 1024  # a shard's size aimed at: what a crash may cost, and what waits in memory
@@ -128,6 +134,16 @@ def _fsync_directory(directory: Path) -> None:
         os.close(handle)
 
 
+def _body_checksum(path: Path) -> int:
+    """The CRC-32 of a shard after its header, read through a memory map in pieces."""
+    body = np.memmap(path, dtype=np.uint8, mode="r", offset=HEADER_BYTES)
+    checksum = 0
+    for start in range(0, len(body), CHECK_BYTES):
+        checksum = zlib.crc32(body[start : start + CHECK_BYTES], checksum)
+    del body
+    return checksum
+
+
 def _shard_number(path: Path) -> int:
     return int(path.name.removeprefix("shard-").removesuffix(".emb"))
 
@@ -138,13 +154,16 @@ def shard_paths(directory: Path) -> list[Path]:
 
 def write_shard(directory: Path, keys: NDArray[np.uint8], vectors: NDArray[np.float32]) -> Path:
     """Write one shard durably: a partial file, fsynced, then linked to the first free number."""
-    header = HEADER.pack(MAGIC, vectors.shape[1], len(keys)).ljust(HEADER_BYTES, b"\0")
+    key_bytes = np.ascontiguousarray(keys, dtype=np.uint8).tobytes()
+    vector_bytes = np.ascontiguousarray(vectors, dtype=np.float32).tobytes()
+    checksum = zlib.crc32(vector_bytes, zlib.crc32(key_bytes))
+    header = HEADER.pack(MAGIC, vectors.shape[1], len(keys), checksum).ljust(HEADER_BYTES, b"\0")
     partial = directory / f"{_partial_prefix()}{secrets.token_hex(4)}"
     try:
         with partial.open("wb") as handle:
             handle.write(header)
-            handle.write(np.ascontiguousarray(keys, dtype=np.uint8).tobytes())
-            handle.write(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+            handle.write(key_bytes)
+            handle.write(vector_bytes)
             handle.flush()
             os.fsync(handle.fileno())
         existing = shard_paths(directory)
@@ -238,15 +257,24 @@ class EmbeddingCache:
         size = path.stat().st_size
         with path.open("rb") as handle:
             header = handle.read(HEADER.size)
-        magic, dim, rows = HEADER.unpack(header) if len(header) == HEADER.size else (b"", 0, 0)
-        if magic == MAGIC and dim != self.dim:
+        magic, dim, rows, checksum = HEADER.unpack(header) if len(header) == HEADER.size else (b"", 0, 0, 0)
+        if magic in (MAGIC, MAGIC_UNCHECKED) and dim != self.dim:
             raise EmbeddingError(f"{path}: holds {dim}-dimensional vectors, but this model makes {self.dim}")
-        if magic != MAGIC or rows == 0 or size != HEADER_BYTES + rows * (DIGEST_BYTES + 4 * dim):
-            aside = path.with_name(path.name + ".corrupt")
-            log.warning("%s: not a whole embedding shard; moved to %s, its images are embedded again", path, aside)
-            path.rename(aside)
-            return 0
+        if magic not in (MAGIC, MAGIC_UNCHECKED) or rows == 0:
+            return self._set_aside(path, "not an embedding shard")
+        expected = HEADER_BYTES + rows * (DIGEST_BYTES + 4 * dim)
+        if size != expected:
+            return self._set_aside(path, f"{size:,} bytes where {rows:,} rows take {expected:,} (a torn write)")
+        if magic == MAGIC and _body_checksum(path) != checksum:
+            return self._set_aside(path, "its rows fail their checksum")
         return int(rows)
+
+    @staticmethod
+    def _set_aside(path: Path, why: str) -> int:
+        aside = path.with_name(path.name + ".corrupt")
+        log.warning("%s: %s; moved to %s, and its images will be embedded again", path, why, aside)
+        path.replace(aside)
+        return 0
 
     def _map(self, shard: int) -> NDArray[np.uint8]:
         mapped = self._maps.get(shard)

@@ -123,6 +123,48 @@ def test_a_shard_that_is_not_whole_is_moved_aside(tmp_path: Path) -> None:
     np.testing.assert_array_equal(EmbeddingCache(tmp_path, dim=2).get([key(2)]), [[5, 5]])
 
 
+@pytest.mark.parametrize(
+    "damage",
+    ["a torn trailing row", "a flipped vector bit", "a flipped key bit", "a zeroed page"],
+)
+def test_a_damaged_shard_is_never_read(tmp_path: Path, damage: str) -> None:
+    keys = [key(number) for number in range(50)]
+    vectors = np.arange(200, dtype=np.float32).reshape(50, 4)
+    with EmbeddingCache(tmp_path, dim=4) as cache:
+        cache.append(keys, vectors)
+    shard = tmp_path / "shard-000000.emb"
+    body = bytearray(shard.read_bytes())
+    header, key_bytes = 64, 50 * 32
+    if damage == "a torn trailing row":  # a full disk cut the next row short: what follows shifts
+        body += np.ones(4, dtype=np.float32).tobytes()[:9]
+    elif damage == "a flipped vector bit":
+        body[header + key_bytes + 4 * 37] ^= 0x10
+    elif damage == "a flipped key bit":
+        body[header + 32 * 7] ^= 0x01
+    else:
+        body[header + 100 : header + 612] = bytes(512)
+    shard.write_bytes(bytes(body))
+    reopened = EmbeddingCache(tmp_path, dim=4)
+    assert len(reopened) == 0 and not reopened.contains(keys).any()  # nothing from it is trusted
+    assert (tmp_path / "shard-000000.emb.corrupt").exists()
+    with pytest.raises(EmbeddingError, match="no cached embedding"):
+        reopened.get(keys[:1])
+    reopened.append(keys, vectors + 1)  # embedded again, and read back whole
+    reopened.flush()
+    np.testing.assert_array_equal(EmbeddingCache(tmp_path, dim=4).get(keys), vectors + 1)
+
+
+def test_a_shard_written_before_checksums_is_still_read(tmp_path: Path) -> None:
+    with EmbeddingCache(tmp_path, dim=2) as cache:
+        cache.append([key(1), key(2)], np.array([[1, 2], [3, 4]], dtype=np.float32))
+    shard = tmp_path / "shard-000000.emb"
+    data = bytearray(shard.read_bytes())
+    data[:8] = b"LSUNEMB1"
+    data[24:28] = bytes(4)  # that format had no checksum field
+    shard.write_bytes(bytes(data))
+    np.testing.assert_array_equal(EmbeddingCache(tmp_path, dim=2).get([key(2), key(1)]), [[3, 4], [1, 2]])
+
+
 def write_legacy(directory: Path, keys: list[str], vectors: np.ndarray) -> None:
     """The format before shards: vectors appended to vectors.f32, then their keys to keys.txt."""
     directory.mkdir(parents=True, exist_ok=True)
