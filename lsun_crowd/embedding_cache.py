@@ -139,7 +139,7 @@ def _body_checksum(path: Path) -> int:
     body = np.memmap(path, dtype=np.uint8, mode="r", offset=HEADER_BYTES)
     checksum = 0
     for start in range(0, len(body), CHECK_BYTES):
-        checksum = zlib.crc32(memoryview(body[start : start + CHECK_BYTES]), checksum)
+        checksum = zlib.crc32(body[start : start + CHECK_BYTES].data, checksum)
     del body
     return checksum
 
