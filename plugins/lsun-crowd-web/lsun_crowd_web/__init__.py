@@ -24,6 +24,10 @@ class WebSettings(BaseModel):
     state_file: str = "web-crowd.sqlite"  # the shared queue, relative to the project directory
     lease_seconds: float = Field(default=1800.0, gt=0)  # how long a handed-out HIT stays reserved
     examples: dict[str, dict[Literal["yes", "no"], list[str]]] = Field(default_factory=dict)  # category → URLs
+    max_body_bytes: int = Field(default=64 * 1024, gt=0)  # a larger request body gets 413
+    failed_token_limit: int = Field(default=10, ge=1)  # failed token attempts per address per window…
+    failed_token_window_seconds: float = Field(default=300.0, gt=0)  # …before 429
+    trusted_origins: list[str] = Field(default_factory=list)  # may post besides the server's own origin
 
     def examples_for(self) -> dict[str, list[tuple[str, bool]]]:
         return {

@@ -22,6 +22,7 @@ def serve(
 ) -> None:
     """Serve the web crowd's HITs to annotators, or add an annotator's personal link."""
     from lsun_crowd_web import open_state, parse_settings
+    from lsun_crowd_web.rate_limit import FailedAttempts
     from lsun_crowd_web.server import create_app
 
     with reported_errors():
@@ -37,5 +38,13 @@ def serve(
         templates = Renderer(opened.directory)
         templates.check()  # a broken hit_templates/ override stops here, naming the file
         console.print(f"serving {opened.directory.name}'s HITs on http://{host}:{port}/a/<token>")
-        examples = parse_settings(opened.config.crowd.settings).examples_for()
-        uvicorn.run(create_app(state, examples, templates), host=host, port=port, log_level="warning")
+        settings = parse_settings(opened.config.crowd.settings)
+        app = create_app(
+            state,
+            settings.examples_for(),
+            templates,
+            max_body_bytes=settings.max_body_bytes,
+            failed_attempts=FailedAttempts(settings.failed_token_limit, settings.failed_token_window_seconds),
+            trusted_origins=settings.trusted_origins,
+        )
+        uvicorn.run(app, host=host, port=port, log_level="warning")

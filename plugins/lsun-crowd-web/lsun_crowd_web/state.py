@@ -5,11 +5,16 @@ A HIT goes to an annotator under a lease. Handing out and submitting are each on
 IMMEDIATE`` transaction, so however many annotators ask at once, a HIT never has more submitted
 assignments plus live leases than the votes asked for, and an annotator never gets the same HIT
 twice.
+
+Each lease (and each qualification test shown to a worker) has a random form token, which the page
+embeds and the submission must bring back: a new lease gets a new token, and submitting (or being
+graded) spends it, so a forged or replayed form is refused.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import secrets
 import sqlite3
@@ -41,6 +46,8 @@ CREATE TABLE IF NOT EXISTS hit_categories (hit_id TEXT PRIMARY KEY, categories T
 CREATE TABLE IF NOT EXISTS qualifications (
     test_id TEXT NOT NULL, worker TEXT NOT NULL, correct INTEGER NOT NULL, total INTEGER NOT NULL,
     passed INTEGER NOT NULL, PRIMARY KEY (test_id, worker));
+CREATE TABLE IF NOT EXISTS form_tokens (
+    worker TEXT NOT NULL, form TEXT NOT NULL, token TEXT NOT NULL, PRIMARY KEY (worker, form));
 """
 
 
@@ -51,6 +58,14 @@ class QueuedHit:
     question: str
     items: tuple[HitItem, ...]
     categories: tuple[str, ...] = ()  # a multi-label HIT's categories, asked all at once
+
+
+def hit_form(hit_id: str) -> str:
+    return f"hit:{hit_id}"
+
+
+def test_form(test_id: str) -> str:
+    return f"test:{test_id}"
 
 
 def token_hash(token: str) -> str:
@@ -188,6 +203,10 @@ class WebState:
             if db.execute("SELECT 1 FROM blocks WHERE worker = ?", (worker,)).fetchone():
                 return None
             db.execute("DELETE FROM leases WHERE expires < ?", (now,))
+            db.execute(  # tokens of leases gone (expired, expired HITs, blocked workers)
+                """DELETE FROM form_tokens WHERE form LIKE 'hit:%' AND NOT EXISTS (SELECT 1 FROM leases l
+                   WHERE 'hit:' || l.hit_id = form_tokens.form AND l.worker = form_tokens.worker)"""
+            )
             held = db.execute(
                 "SELECT h.hit_id FROM leases l JOIN hits h ON h.hit_id = l.hit_id WHERE l.worker = ? AND h.expired = 0",
                 (worker,),
@@ -208,6 +227,10 @@ class WebState:
                 if held is None:
                     return None
                 db.execute("INSERT INTO leases VALUES (?, ?, ?)", (held[0], worker, now + self.lease_seconds))
+                db.execute(  # a new lease, a new token: a form from an earlier lease is stale
+                    "INSERT OR REPLACE INTO form_tokens VALUES (?, ?, ?)",
+                    (worker, hit_form(str(held[0])), secrets.token_urlsafe(32)),
+                )
             return self._queued(db, str(held[0]))
 
     def pending_test(self, worker: str) -> QualificationTest | None:
@@ -225,6 +248,7 @@ class WebState:
     def grade(self, worker: str, test: QualificationTest, answers: Mapping[str, str]) -> QualificationResult:
         result = test.grade(worker, answers)
         with self.transaction() as db:
+            db.execute("DELETE FROM form_tokens WHERE worker = ? AND form = ?", (worker, test_form(test.test_id)))
             db.execute(
                 "INSERT OR IGNORE INTO qualifications VALUES (?, ?, ?, ?, ?)",
                 (test.test_id, worker, result.correct, result.total, int(result.passed)),
@@ -261,7 +285,44 @@ class WebState:
                 ),
             )
             db.execute("DELETE FROM leases WHERE hit_id = ? AND worker = ?", (hit_id, worker))
+            db.execute("DELETE FROM form_tokens WHERE worker = ? AND form = ?", (worker, hit_form(hit_id)))
         return assignment_id
+
+    def holds_lease(self, worker: str, hit_id: str) -> bool:
+        """Whether ``worker`` holds a live lease on ``hit_id`` (only they may see its images)."""
+        with self.transaction() as db:
+            return self._live_lease(db, worker, hit_id)
+
+    def form_token(self, worker: str, form: str) -> str | None:
+        """The token the page of ``form`` (:func:`hit_form`, :func:`test_form`) embeds for
+        ``worker``: a HIT's needs a live lease; a test's is made on first showing."""
+        with self.transaction() as db:
+            kind, _, target = form.partition(":")
+            if kind == "hit" and not self._live_lease(db, worker, target):
+                return None
+            db.execute(  # a lease from before form tokens existed gets one now
+                "INSERT OR IGNORE INTO form_tokens VALUES (?, ?, ?)", (worker, form, secrets.token_urlsafe(32))
+            )
+            row = db.execute("SELECT token FROM form_tokens WHERE worker = ? AND form = ?", (worker, form)).fetchone()
+        return str(row[0])
+
+    def valid_form_token(self, worker: str, form: str, presented: str) -> bool:
+        """Whether ``presented`` is ``worker``'s live token for ``form``, compared in constant time."""
+        with self.transaction() as db:
+            kind, _, target = form.partition(":")
+            if kind == "hit" and not self._live_lease(db, worker, target):
+                return False
+            row = db.execute("SELECT token FROM form_tokens WHERE worker = ? AND form = ?", (worker, form)).fetchone()
+        return row is not None and hmac.compare_digest(str(row[0]).encode(), presented.encode())
+
+    @staticmethod
+    def _live_lease(db: sqlite3.Connection, worker: str, hit_id: str) -> bool:
+        return (
+            db.execute(
+                "SELECT 1 FROM leases WHERE hit_id = ? AND worker = ? AND expires >= ?", (hit_id, worker, time.time())
+            ).fetchone()
+            is not None
+        )
 
     @staticmethod
     def _queued(db: sqlite3.Connection, hit_id: str) -> QueuedHit | None:

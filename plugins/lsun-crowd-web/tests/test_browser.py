@@ -1,5 +1,7 @@
 """Two annotators label a cascade round's grids in a real browser (Debian's chromium driven by
-Playwright), with the keyboard and the mouse; the cascade then collects and reviews their votes."""
+Playwright), with the keyboard and the mouse; the cascade then collects and reviews their votes.
+The pages are served under the strict Content-Security-Policy, and the browser's own form posts
+pass the origin and form-token checks: the templates run as they are."""
 
 from __future__ import annotations
 
@@ -77,8 +79,15 @@ def test_annotators_label_grids_in_a_browser_and_the_cascade_sees_their_votes(tm
     grids = 0
     with LiveServer(crowd.state) as live, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        violations: list[str] = []  # what the browser blocked under the CSP
+        policies: list[str] = []
         for annotator in ("ana", "ben"):
             page = browser.new_page()
+            page.on(
+                "console",
+                lambda message: violations.append(message.text) if "Content Security" in message.text else None,
+            )
+            page.on("response", lambda response: policies.append(response.headers.get("content-security-policy", "")))
             page.goto(f"{live.url}/a/{crowd.state.add_annotator(annotator)}")
             deadline = time.monotonic() + 60
             while page.locator(".tile").count() == 0:  # the cascade is still sampling and publishing
@@ -110,6 +119,8 @@ def test_annotators_label_grids_in_a_browser_and_the_cascade_sees_their_votes(tm
             assert "Nothing to label right now" in page.content()
         browser.close()
         runner.join(120)
+    assert violations == []
+    assert len(policies) > 40 and all("script-src 'nonce-" in policy for policy in policies)  # pages and images
     assert not runner.is_alive() and outcome and outcome[0].rounds == 1
     assert grids == 4  # two HITs, two annotators each
     with project.store.session() as session:

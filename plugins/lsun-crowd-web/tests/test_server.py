@@ -65,6 +65,7 @@ def test_no_valid_token_no_page_and_no_image(state: WebState, live: LiveServer, 
 def test_traversal_paths_get_404(state: WebState, live: LiveServer, tmp_path: Path, attack: str) -> None:
     hit_id = publish(state, tmp_path)
     token = state.add_annotator("ana")
+    assert httpx.get(f"{live.url}/a/{token}").status_code == 200  # ana takes the HIT: its images are hers
     for target in (
         f"/a/{token}/image/{hit_id}/{attack}",
         f"/a/{token}/image/{attack}",
@@ -85,16 +86,22 @@ def test_an_annotator_labels_over_http_and_the_queue_records_it(
     page = httpx.get(f"{live.url}/a/{token}").text
     assert f'action="/a/{token}/submit/{hit_id}"' in page
     assert re.findall(r'<img src="([^"]+)"', page) == [f"/a/{token}/image/{hit_id}/{key}" for key in (10, 11, 12)]
-    incomplete = httpx.post(f"{live.url}/a/{token}/submit/{hit_id}", data={"item-10": "yes", "item-11": "no"})
+    (form_token,) = re.findall(r'name="form_token" value="([^"]+)"', page)
+    origin = {"Origin": live.url}  # what a browser sends with the page's own form
+    incomplete = httpx.post(
+        f"{live.url}/a/{token}/submit/{hit_id}",
+        data={"form_token": form_token, "item-10": "yes", "item-11": "no"},
+        headers=origin,
+    )
     assert incomplete.status_code == 409 and "1 unanswered" in incomplete.text
-    answers = {"assignmentId": "", "item-10": "yes", "item-11": "no", "item-12": "yes"}
-    done = httpx.post(f"{live.url}/a/{token}/submit/{hit_id}", data=answers, follow_redirects=False)
+    answers = {"assignmentId": "", "form_token": form_token, "item-10": "yes", "item-11": "no", "item-12": "yes"}
+    done = httpx.post(f"{live.url}/a/{token}/submit/{hit_id}", data=answers, headers=origin, follow_redirects=False)
     assert done.status_code == 303 and done.headers["location"] == f"/a/{token}"
     ((_, worker, status, recorded, _, _),) = state.assignments(hit_id)
     assert (worker, status) == ("ana", "submitted")
     assert recorded == '{"10": "yes", "11": "no", "12": "yes"}'
-    again = httpx.post(f"{live.url}/a/{token}/submit/{hit_id}", data=answers)
-    assert again.status_code == 409 and len(state.assignments(hit_id)) == 1  # once only
+    again = httpx.post(f"{live.url}/a/{token}/submit/{hit_id}", data=answers, headers=origin)
+    assert again.status_code == 403 and len(state.assignments(hit_id)) == 1  # once only: the token is spent
     assert "Nothing to label right now" in httpx.get(f"{live.url}/a/{token}").text
 
 
