@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
+import pytest
 from lsun_crowd_web import WebState
+from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 from lsun_crowd.cli import app
@@ -33,3 +36,25 @@ def test_add_annotator_prints_a_link_with_a_fresh_secret(tmp_path: Path) -> None
     assert state.annotator(links[1]) == "ana" and state.annotator(links[0]) is None  # a new link replaces the old
     raw = (tmp_path / "web-crowd.sqlite").read_bytes()
     assert links[1].encode() not in raw  # only the token's hash is stored
+
+
+def test_serve_applies_the_projects_limits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = "max_body_bytes = 100\nfailed_token_limit = 2\nfailed_token_window_seconds = 60\n"
+    (tmp_path / CONFIG_FILE).write_text(
+        '[project]\nname = "team"\ncategories = ["cat"]\n[crowd]\nadapter = "web"\n[crowd.settings]\n' + settings
+    )
+    served: list[Any] = []
+    monkeypatch.setattr("uvicorn.run", lambda served_app, **options: served.append(served_app))
+    result = CliRunner().invoke(app, ["serve", "--project", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    token = WebState(tmp_path / "web-crowd.sqlite").add_annotator("ana")
+    client = TestClient(served[0])
+    assert client.post(f"/a/{token}/submit/x", content=b"a" * 101).status_code == 413
+    assert client.get(f"/a/{token}").headers["x-frame-options"] == "DENY"
+    assert [client.get("/a/wrong").status_code for _ in range(3)] == [401, 401, 429]
+    (tmp_path / CONFIG_FILE).write_text(
+        '[project]\nname = "team"\ncategories = ["cat"]\n[crowd]\nadapter = "web"\n[crowd.settings]\n'
+        "max_body_bytes = 0\n"
+    )
+    refused = CliRunner().invoke(app, ["serve", "--project", str(tmp_path)])
+    assert refused.exit_code == 2 and "max_body_bytes" in refused.output and "Traceback" not in refused.output
