@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select, update
 
 from lsun_crowd.context import Context, job_refs, set_job_state
-from lsun_crowd.crowd import NO, YES, Assignment, HitState, VirtualClock, decode_choices, encode_choices
+from lsun_crowd.crowd import NO, YES, Assignment, HitState, HitStatus, VirtualClock, decode_choices, encode_choices
 from lsun_crowd.schema import AssignmentRow, ChoiceVote, GroupJob, Hit, Job, JobState, Meta, Vote, Worker
 from lsun_crowd.schema import HitItem as HitItemRow
 from lsun_crowd.store import insert_ignoring_duplicates
@@ -26,6 +26,7 @@ from lsun_crowd.store import insert_ignoring_duplicates
 log = logging.getLogger(__name__)
 ANSWER_VALUES = {YES: 1, NO: 0}
 PAGE = 100  # HITs per status request and per store transaction
+READ_AGAIN = 5  # a short listing or status answer is asked again this often within one poll
 POLLS_KEY = "polls"
 
 
@@ -91,14 +92,30 @@ def poll(
         if expiring:
             ctx.crowd.expire(expiring)
         by_platform_id = {hit.platform_id: hit for hit in page}
-        for status in ctx.crowd.hit_status([hit.platform_id for hit in page]):
+        for status in hit_statuses(ctx, [hit.platform_id for hit in page]):
             hit = by_platform_id[status.hit_id]
             added = 0
             if status.submitted != hit.known or status.state != HitState.OPEN:
                 added = store_assignments(ctx, hit.category_id, hit.row_id, hit.platform_id)
+                # A listing short of the platform's own count (a partial page) is read again at
+                # once, so that what a poll collects does not depend on the platform's paging.
+                for _ in range(READ_AGAIN):
+                    if hit.known + added >= status.submitted:
+                        break
+                    added += store_assignments(ctx, hit.category_id, hit.row_id, hit.platform_id)
             if added and progress is not None:
                 progress(hit.job_id, added)
-            closed = status.state != HitState.OPEN or hit.job_id in overdue
+            # Still short: the HIT stays open and the next poll reads it again; only a deadline
+            # closes it regardless.
+            whole = hit.known + added >= status.submitted
+            closed = (status.state != HitState.OPEN and whole) or hit.job_id in overdue
+            if status.state != HitState.OPEN and not whole:
+                log.warning(
+                    "HIT %s: the platform counts %d submitted assignment(s) but listed %d; reading it again",
+                    hit.platform_id,
+                    status.submitted,
+                    hit.known + added,
+                )
             if closed:
                 final = HitState.EXPIRED if status.state == HitState.OPEN else status.state
                 with ctx.store.session() as session:
@@ -109,6 +126,18 @@ def poll(
     with ctx.store.session() as session:
         session.merge(Meta(key=POLLS_KEY, value=str(number)))
     return PollResult(result.assignments, result.closed_hits, collected)
+
+
+def hit_statuses(ctx: Context, hit_ids: list[str]) -> list[HitStatus]:
+    """The platform's status of each HIT; those a short answer left out are asked about again
+    (a few times), and any still missing wait for the next poll."""
+    found = {status.hit_id: status for status in ctx.crowd.hit_status(hit_ids)}
+    for _ in range(READ_AGAIN):
+        missing = [hit_id for hit_id in hit_ids if hit_id not in found]
+        if not missing:
+            break
+        found.update((status.hit_id, status) for status in ctx.crowd.hit_status(missing))
+    return [found[hit_id] for hit_id in hit_ids if hit_id in found]
 
 
 def _open_hits(ctx: Context, category_ids: Sequence[int], after: int, job_id: int | None = None) -> list[OpenHit]:
@@ -157,7 +186,10 @@ def store_assignments(ctx: Context, cat_id: int, hit_row_id: int, platform_hit_i
         known = set(
             session.scalars(select(AssignmentRow.platform_assignment_id).where(AssignmentRow.hit_id == hit_row_id))
         )
-        fresh = [a for a in assignments if a.assignment_id not in known]
+        # An assignment listed twice (a platform's page repeated) is one assignment, and they are
+        # stored in the order they were submitted, whatever order the platform listed them in.
+        unique = {a.assignment_id: a for a in assignments if a.assignment_id not in known}
+        fresh = sorted(unique.values(), key=lambda a: (a.submitted_at, a.assignment_id))
         if not fresh:
             return 0
         layout = dict(

@@ -14,6 +14,7 @@ from lsun_crowd.config import Config
 from lsun_crowd.crowd import CrowdBackend
 from lsun_crowd.embed import EmbeddingCache
 from lsun_crowd.progress import Progress as Progress  # re-exported: steps import it from here
+from lsun_crowd.retrying import with_retries
 from lsun_crowd.schema import Category, Job, JobState, Round, RoundState
 from lsun_crowd.stages import Stages
 from lsun_crowd.store import Store
@@ -52,6 +53,10 @@ class Context:
     embeddings: Callable[[], EmbeddingCache]  # built on first use: embedding the pool takes a while
     sleep: Callable[[float], None]
     stages: Stages = field(default_factory=Stages.off)  # wall time and memory per stage, when asked
+
+    def __post_init__(self) -> None:
+        # Every adapter's transient failures are retried under one policy (lsun_crowd.retrying).
+        self.crowd = with_retries(self.crowd, sleep=self.sleep)
 
 
 @dataclass(frozen=True)

@@ -175,6 +175,17 @@ class CrowdError(RuntimeError):
     """A platform refused or failed a request; the message says which and why."""
 
 
+class TransientCrowdError(CrowdError):
+    """A failure that may pass if the call is made again: a timeout, throttling, a server error, or
+    a response lost after the request took effect. Every protocol method is idempotent, so the
+    cascade retries these under one bounded policy (:mod:`lsun_crowd.retrying`); ``retry_after``
+    is the wait in seconds the platform asked for, where it named one."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class AlreadyApproved(CrowdError):
     """The work was approved already (on MTurk perhaps automatically, once its auto-approval delay
     ran out), so it can no longer be rejected."""
