@@ -7,9 +7,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Engine, Table, create_engine, event, inspect, select, text
+from sqlalchemy import Connection, Engine, Table, create_engine, event, inspect, make_url, select, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.schema import CreateTable
 
@@ -138,7 +138,30 @@ MIGRATIONS: dict[int, Callable[[Session], None]] = {
 
 
 class StoreError(RuntimeError):
-    pass
+    """The project database cannot be opened or written; the message names it (without its
+    password) and gives the database's own reason on one line."""
+
+
+BUSY_TIMEOUT_MS = 30_000  # how long a write waits for another process's lock before it fails
+
+
+def safe_url(url: str) -> str:
+    """``url`` as it may be printed: any password replaced by ``***``."""
+    try:
+        parsed = make_url(url)
+        return url if parsed.password is None else parsed.render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(a database_url that is not a URL)"
+
+
+def _reason(error: DBAPIError) -> str:
+    """The database's own words, on one line (psycopg's span several)."""
+    return " ".join(str(error.orig if error.orig is not None else error).split())
+
+
+def store_failure(url: str, error: DBAPIError) -> StoreError:
+    """What a failed database operation is reported as: the database, and why."""
+    return StoreError(f"database {safe_url(url)}: {_reason(error)}")
 
 
 def database_url(project_dir: Path, configured: str = "") -> str:
@@ -150,7 +173,7 @@ def _enable_sqlite_wal(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_MS)}")
     cursor.close()
 
 
@@ -159,7 +182,10 @@ class Store:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine: Engine = create_engine(url)
+        try:
+            self.engine: Engine = create_engine(url)
+        except (ArgumentError, NoSuchModuleError, ImportError) as error:
+            raise StoreError(f"database_url {safe_url(url)!r}: {error}") from None
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _enable_sqlite_wal)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -172,8 +198,8 @@ class Store:
     def _create_or_upgrade(self) -> None:
         try:
             Base.metadata.create_all(self.engine)
-        except OperationalError as error:
-            raise StoreError(f"{self.url}: cannot open the project store: {error.orig}") from None
+        except DBAPIError as error:
+            raise store_failure(self.url, error) from None
         with self.session() as session:
             row = session.get(Meta, "schema_version")
             if row is None:
@@ -182,7 +208,7 @@ class Store:
             version = int(row.value)
             if version > SCHEMA_VERSION:
                 raise StoreError(
-                    f"{self.url}: schema version {version} is newer than this lsun-crowd supports "
+                    f"database {safe_url(self.url)}: schema version {version} is newer than this lsun-crowd supports "
                     f"({SCHEMA_VERSION}); upgrade lsun-crowd"
                 )
             while version < SCHEMA_VERSION:
@@ -190,16 +216,31 @@ class Store:
                 version += 1
             row.value = str(version)
         # Tables that existed before a version added an index get it now; a no-op once present.
-        with self.engine.begin() as connection:
+        with self.connection() as connection:
             for table in Base.metadata.sorted_tables:
                 for index in table.indexes:
                     index.create(connection, checkfirst=True)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """One transaction: committed on success, rolled back on any error."""
-        with self._sessions.begin() as session:
-            yield session
+        """One transaction: committed on success, rolled back on any error. A failure of the
+        database itself (full, read-only, locked, gone) is a :class:`StoreError` naming it; what
+        earlier transactions committed stays."""
+        try:
+            with self._sessions.begin() as session:
+                yield session
+        except (OperationalError, InterfaceError) as error:
+            raise store_failure(self.url, error) from None
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """One transaction on a bare connection (for streaming reads and bulk DDL), with the same
+        reporting of database failures as :meth:`session`."""
+        try:
+            with self.engine.begin() as connection:
+                yield connection
+        except (OperationalError, InterfaceError) as error:
+            raise store_failure(self.url, error) from None
 
     def close(self) -> None:
         self.engine.dispose()
