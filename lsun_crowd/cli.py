@@ -14,6 +14,7 @@ from lsun_crowd import __version__
 from lsun_crowd.certificate import certificates
 from lsun_crowd.config import CONFIG_FILE, DEFAULT_TOML
 from lsun_crowd.crowd import CrowdBackend
+from lsun_crowd.downloads import DownloadLimits
 from lsun_crowd.errors import errors, reported_errors
 from lsun_crowd.export import export_labels
 from lsun_crowd.ingest import ingest as ingest_sources
@@ -65,20 +66,26 @@ def ingest(
     project: ProjectOption = Path("."),
     gold: Annotated[Path | None, typer.Option(help="CSV of known answers: uri,category,label")] = None,
 ) -> None:
-    """Add images to the pool; duplicates are skipped and unreadable images reported."""
+    """Add images to the pool; duplicates are skipped. Each image, manifest line or link that
+    cannot be read is one rejection, printed as FILE:LINE: reason (and kept in
+    ingest-report.jsonl); every valid entry beside it is stored. Exit status 1 when anything was
+    rejected, 2 when a source cannot be read at all."""
     with reported_errors():
         opened = Project.open(project)
-        report = ingest_sources(opened.store, sources, project / "downloads")
+        settings = opened.config.ingest
+        limits = DownloadLimits(settings.download_deadline_seconds, settings.max_download_bytes)
+        report = ingest_sources(opened.store, sources, project / "downloads", limits)
         report.write(project / INGEST_REPORT)
+        for entry in report.rejected:
+            errors.print(f"{entry.source}: {entry.reason}", markup=False)
         console.print(
             f"added {report.added} image(s), skipped {report.duplicates} duplicate(s), rejected {len(report.rejected)}"
+            + (f" (listed in {project / INGEST_REPORT})" if report.rejected else "")
         )
-        for entry in report.rejected[:10]:
-            errors.print(f"  rejected {entry.source}: {entry.reason}", highlight=False)
-        if len(report.rejected) > 10:
-            errors.print(f"  … and {len(report.rejected) - 10} more in {project / INGEST_REPORT}")
         if gold is not None:
             console.print(f"read {ingest_gold(opened.store, gold)} gold answer(s) from {gold}")
+    if report.rejected:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -174,13 +181,21 @@ def aggregate(
     out: Annotated[Path, typer.Option(help="labels CSV to write")],
     method: Annotated[str, typer.Option(help=f"one of: {', '.join(METHODS)}")] = DEFAULT_METHOD,
 ) -> None:
-    """Aggregate any vote file into labels with their probabilities."""
-    from lsun_crowd.votes_io import read_votes, write_labels  # Arrow, loaded only by this command
+    """Aggregate any vote file into labels with their probabilities.
+
+    The file may start with a UTF-8 byte-order mark (Excel's "CSV UTF-8") and its header may be
+    in any case. Worker ids are normalised (Unicode NFKC, invisible characters removed) and a
+    worker's repeated votes on one question count once (the first is kept), each with a warning
+    on stderr. A malformed row, text that is not UTF-8, a field over 4,096 characters or an
+    answer like 1_0 stops with the file and line."""
+    from lsun_crowd.votes_io import VotesFileError, read_votes, write_labels  # Arrow, loaded only by this command
 
     with reported_errors():
         if method not in METHODS:
             raise ValueError(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
-        table = read_votes(votes)
+        if out.is_dir():
+            raise VotesFileError(f"--out {out}: is a folder; name the labels CSV to write")
+        table = read_votes(votes, warn=lambda text: errors.print(f"warning: {votes}: {text}", markup=False))
         n_votes, n_workers = len(table.item_index), len(table.workers)
         posterior = METHODS[method](table)
         del table  # the votes' arrays, a third of the memory on millions of votes: writing needs none

@@ -11,7 +11,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lsun_crowd.schema import CATEGORY_NAME_LENGTH
 
 CONFIG_FILE = "lsun-crowd.toml"
 
@@ -21,7 +23,8 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No setting means anything at infinity or NaN (TOML writes them inf and nan): each is refused.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class GroupConfig(_Section):
@@ -43,6 +46,28 @@ class ProjectConfig(_Section):
     database_url: str = ""  # empty: a SQLite file inside the project directory
     groups: list[GroupConfig] = Field(default_factory=list)
 
+    @field_validator("categories")
+    @classmethod
+    def _check_categories(cls, categories: list[str]) -> list[str]:
+        seen: set[str] = set()
+        for index, name in enumerate(categories):
+            if not name.strip():
+                raise ValueError(f"category {index + 1} is empty")
+            if len(name) > CATEGORY_NAME_LENGTH:
+                longest = CATEGORY_NAME_LENGTH
+                raise ValueError(f"category {index + 1} is {len(name)} characters long; the store holds {longest}")
+            if name in seen:
+                raise ValueError(f"category {index + 1} ({name!r}) is named twice")
+            seen.add(name)
+        return categories
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, url: str) -> str:
+        if url:
+            database_dialect(url)
+        return url
+
     @model_validator(mode="after")
     def _check_groups(self) -> ProjectConfig:
         known = set(self.categories)
@@ -61,6 +86,32 @@ class ProjectConfig(_Section):
                     raise ValueError(f"{where}.categories: {category!r} is {other}; a category is in one group")
                 owner[category] = group.name
         return self
+
+
+def database_dialect(url: str) -> str:
+    """The dialect a SQLAlchemy URL names, once SQLAlchemy knows it. The messages never quote the
+    URL, which may hold a password."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:  # ArgumentError, or ValueError on a bad port
+        raise ValueError(
+            "not a SQLAlchemy database URL (dialect+driver://user:password@host/database; empty: SQLite in the project)"
+        ) from None
+    try:
+        parsed.get_dialect()
+    except Exception:  # NoSuchModuleError, or a dialect that fails to load
+        raise ValueError(f"no SQLAlchemy dialect {parsed.drivername!r} is installed") from None
+    return parsed.get_backend_name()
+
+
+class IngestConfig(_Section):
+    """How long one image URL may take to download, and how large it may be (a URL past either is
+    rejected with its manifest line, and the ingest goes on)."""
+
+    download_deadline_seconds: float = Field(default=120.0, gt=0)
+    max_download_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
 
 
 class CrowdConfig(_Section):
@@ -166,6 +217,7 @@ class RepairConfig(_Section):
 
 class Config(_Section):
     project: ProjectConfig = Field(default_factory=ProjectConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
     crowd: CrowdConfig = Field(default_factory=CrowdConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -192,6 +244,13 @@ def load_config(project_dir: Path) -> Config:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    except UnicodeDecodeError as error:
+        line = error.object[: error.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte 0x{error.object[error.start]:02x})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
     return parse_config(data, str(path))
 
 
@@ -210,6 +269,11 @@ database_url = ""             # empty: SQLite file lsun-crowd.db here; or postgr
 # exhaustive = false          # true: every image is exactly one of them, not at most one
 # votes = 3                   # people asked about each conflicted image (all categories at once)
 # attempts = 2                # conflict jobs an image may go to before it is only held back
+
+[ingest]
+download_deadline_seconds = 120.0  # the most one image URL may take in all (connecting and reading);
+                              #   a slower one is rejected with its manifest line
+max_download_bytes = 67108864 # the largest image a URL may send (64 MiB)
 
 [crowd]
 adapter = "mock"              # a crowd adapter; `lsun-crowd plugins` lists the installed ones

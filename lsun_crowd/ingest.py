@@ -1,6 +1,9 @@
 """Adding images to the pool: folders, manifests, URLs; deduplicated by SHA-256, validated by Pillow.
 
-A bad file never stops an ingest. It goes into the report with its source and the reason.
+A bad file or manifest line never stops an ingest. It goes into the report with its source
+(``FILE:LINE`` for a manifest line) and the reason, and every valid entry beside it is stored.
+Where images are found, and what happens to links, is :mod:`lsun_crowd.manifests`; how a URL is
+fetched within a deadline and a size limit, :mod:`lsun_crowd.downloads`.
 """
 
 from __future__ import annotations
@@ -13,24 +16,21 @@ import os
 import urllib.parse
 import urllib.request
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 from sqlalchemy import select
 
+from lsun_crowd.downloads import DownloadLimits, DownloadRejected, download
+from lsun_crowd.manifests import IMAGE_SUFFIXES as IMAGE_SUFFIXES
+from lsun_crowd.manifests import MANIFEST_SUFFIXES as MANIFEST_SUFFIXES
+from lsun_crowd.manifests import Candidate as Candidate
+from lsun_crowd.manifests import IngestError as IngestError
+from lsun_crowd.manifests import candidates as candidates
+from lsun_crowd.manifests import is_url, manifest_entry
 from lsun_crowd.schema import Gold, Item
 from lsun_crowd.store import Store, category_id, insert_ignoring_duplicates
-
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
-MANIFEST_SUFFIXES = frozenset({".txt", ".csv", ".jsonl"})
-DOWNLOAD_TIMEOUT_SECONDS = 30
-MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
-
-
-class IngestError(ValueError):
-    """A source cannot be read at all (a missing folder, a manifest that is not a manifest)."""
 
 
 @dataclass(frozen=True)
@@ -51,92 +51,12 @@ class IngestReport:
                 report.write(json.dumps({"source": entry.source, "reason": entry.reason}) + "\n")
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """A reference to an image, and where the reference came from (for error messages)."""
-
-    reference: str
-    origin: str
-
-
-def _is_url(reference: str) -> bool:
-    return urllib.parse.urlparse(reference).scheme in {"http", "https", "file"}
-
-
-def _manifest_entries(path: Path) -> Iterator[Candidate]:
-    suffix = path.suffix.lower()
-    base = path.parent
-    with path.open(encoding="utf-8", newline="") as handle:
-        if suffix == ".txt":
-            for number, line in enumerate(handle, start=1):
-                text = line.strip()
-                if text and not text.startswith("#"):
-                    yield Candidate(_resolve(text, base), f"{path}:{number}")
-        elif suffix == ".csv":
-            reader = csv.DictReader(handle)
-            columns = [name for name in ("uri", "path", "url") if name in (reader.fieldnames or [])]
-            if not columns:
-                raise IngestError(f"{path}: a CSV manifest needs a 'uri', 'path' or 'url' column")
-            for number, row in enumerate(reader, start=2):
-                value = (row.get(columns[0]) or "").strip()
-                if value:
-                    yield Candidate(_resolve(value, base), f"{path}:{number}")
-                else:
-                    yield Candidate("", f"{path}:{number}")
-        else:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                origin = f"{path}:{number}"
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    yield Candidate("", f"{origin} (not JSON: {error.msg})")
-                    continue
-                value = next(
-                    (
-                        record.get(k)
-                        for k in ("uri", "path", "url")
-                        if isinstance(record, dict) and isinstance(record.get(k), str)
-                    ),
-                    None,
-                )
-                yield Candidate(_resolve(value, base) if value else "", origin)
-
-
-def _resolve(reference: str, base: Path) -> str:
-    if _is_url(reference):
-        return reference
-    path = Path(reference).expanduser()
-    return str(path if path.is_absolute() else (base / path).resolve())
-
-
-def candidates(source: Path) -> Iterator[Candidate]:
-    """Every image reference a folder or manifest holds, in a stable order."""
-    if source.is_dir():
-        for path in sorted(source.rglob("*")):
-            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-                yield Candidate(str(path.resolve()), str(path))
-    elif source.is_file() and source.suffix.lower() in MANIFEST_SUFFIXES:
-        yield from _manifest_entries(source)
-    elif source.is_file() and source.suffix.lower() in IMAGE_SUFFIXES:
-        yield Candidate(str(source.resolve()), str(source))
-    elif not source.exists():
-        raise IngestError(f"{source}: no such file or folder")
-    else:
-        raise IngestError(f"{source}: not a folder, an image or a .txt/.csv/.jsonl manifest")
-
-
-def read_with_status(reference: str) -> tuple[bytes, os.stat_result | None]:
+def read_with_status(reference: str, limits: DownloadLimits = DownloadLimits()) -> tuple[bytes, os.stat_result | None]:
     """The bytes of a file or URL, and for a local file its status taken before the read (so a
     write during the read shows as a later mtime, and embedding hashes the file again)."""
-    if _is_url(reference) and not reference.startswith("file:"):
-        with urllib.request.urlopen(reference, timeout=DOWNLOAD_TIMEOUT_SECONDS) as response:
-            data: bytes = response.read(MAX_DOWNLOAD_BYTES + 1)
-        if len(data) > MAX_DOWNLOAD_BYTES:
-            raise ValueError(f"larger than {MAX_DOWNLOAD_BYTES} bytes")
-        return data, None
-    path = Path(urllib.request.url2pathname(urllib.parse.urlparse(reference).path) if _is_url(reference) else reference)
+    if is_url(reference) and not reference.startswith("file:"):
+        return download(reference, limits), None
+    path = Path(urllib.request.url2pathname(urllib.parse.urlparse(reference).path) if is_url(reference) else reference)
     with path.open("rb") as handle:
         status = os.fstat(handle.fileno())
         return handle.read(), status
@@ -155,8 +75,10 @@ def validate_image(data: bytes) -> tuple[int, int]:
             return image.size
 
 
-def ingest(store: Store, sources: list[Path], download_dir: Path) -> IngestReport:
-    """Add every valid, new image of the sources to the pool."""
+def ingest(
+    store: Store, sources: list[Path], download_dir: Path, limits: DownloadLimits = DownloadLimits()
+) -> IngestReport:
+    """Add every valid, new image of the sources to the pool; URLs within ``limits``."""
     report = IngestReport()
     # Hashes are looked up in the store's unique index as they come (one indexed read per image,
     # which costs far less than decoding it), so memory never grows with the pool.
@@ -164,12 +86,16 @@ def ingest(store: Store, sources: list[Path], download_dir: Path) -> IngestRepor
     for source in sources:
         batch: list[dict[str, object]] = []
         for candidate in candidates(source):
-            if not candidate.reference:
-                report.rejected.append(Rejected(candidate.origin, "no image path or URL in this row"))
+            if candidate.problem is not None or not candidate.reference:
+                reason = candidate.problem or "no image path or URL in this row"
+                report.rejected.append(Rejected(candidate.origin, reason))
                 continue
             try:
-                data, status = read_with_status(candidate.reference)
+                data, status = read_with_status(candidate.reference, limits)
                 width, height = validate_image(data)
+            except DownloadRejected as error:
+                report.rejected.append(Rejected(candidate.origin, str(error)))
+                continue
             except Exception as error:  # any failure to read or decode is reported, never fatal
                 report.rejected.append(Rejected(candidate.origin, f"{type(error).__name__}: {error}"))
                 continue
@@ -230,17 +156,29 @@ def read_answers(path: Path) -> list[tuple[str, str, int]]:
     against the CSV's folder. A bad row raises :class:`IngestError` naming the file and line.
     """
     rows: list[tuple[str, str, int]] = []
-    with path.open(encoding="utf-8", newline="") as handle:
+    with path.open(encoding="utf-8-sig", newline="") as handle:
         reader = csv.DictReader(handle)
-        missing = {"uri", "category", "label"} - set(reader.fieldnames or [])
-        if missing:
-            raise IngestError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
-        for number, row in enumerate(reader, start=2):
-            label = ANSWER_WORDS.get((row["label"] or "").strip().lower())
-            if label is None:
-                raise IngestError(f"{path}:{number}: label {row['label']!r} is not one of 1/0/yes/no")
-            rows.append((_resolve((row["uri"] or "").strip(), path.parent), (row["category"] or "").strip(), label))
+        try:
+            missing = {"uri", "category", "label"} - set(reader.fieldnames or [])
+            if missing:
+                raise IngestError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+            for number, row in enumerate(reader, start=2):
+                rows.append(_answer(path, number, row))
+        except UnicodeDecodeError:
+            raise IngestError(f"{path}:{reader.line_num + 1}: not UTF-8 text") from None
+        except csv.Error as error:
+            raise IngestError(f"{path}:{reader.line_num}: not a CSV row: {error}") from None
     return rows
+
+
+def _answer(path: Path, number: int, row: dict[str, str | None]) -> tuple[str, str, int]:
+    label = ANSWER_WORDS.get((row["label"] or "").strip().lower())
+    if label is None:
+        raise IngestError(f"{path}:{number}: label {row['label']!r} is not one of 1/0/yes/no")
+    found = manifest_entry((row["uri"] or "").strip(), path.parent, f"{path}:{number}")
+    if found.problem is not None:
+        raise IngestError(f"{found.origin}: {found.problem}")
+    return found.reference, (row["category"] or "").strip(), label
 
 
 def ingest_gold(store: Store, path: Path) -> int:

@@ -122,10 +122,13 @@ class Item(Base):
     added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
 
 
+CATEGORY_NAME_LENGTH = 200  # the longest category name the store holds (the config refuses longer ones)
+
+
 class Category(Base):
     __tablename__ = "categories"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(200), unique=True)
+    name: Mapped[str] = mapped_column(String(CATEGORY_NAME_LENGTH), unique=True)
 
 
 class Round(Base):

@@ -7,13 +7,27 @@ file and factorises each column into its distinct values (in order of first appe
 row-by-row reader would number them); checks run on whole columns. Line numbers are what a
 columnar parse does not keep, so they are found only on the way to an error: the file is read
 again row by row up to its first bad row, and the message is the one that row deserves.
+
+What a file from elsewhere may hold, and what becomes of it:
+
+- a UTF-8 byte-order mark (Excel's "CSV UTF-8") and headers in any case (``Question``) are read;
+- a field longer than :data:`MAX_FIELD_CHARACTERS`, text that is not UTF-8, and an answer that
+  Python's ``int`` reads but that is not written as a plain integer (``1_0``, ``١``) are refused
+  with their line;
+- worker ids are normalised (Unicode NFKC, invisible format characters removed:
+  :mod:`lsun_crowd.worker_ids`), with a warning saying how many changed;
+- a worker's repeated votes on one question count once: the first is kept, and a warning says how
+  many were dropped (and how many of those disagreed with it), so that no worker outvotes others
+  by answering twice.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Hashable, Sequence
+import logging
+import re
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +38,7 @@ import pyarrow.csv as arrow_csv
 from numpy.typing import NDArray
 
 from lsun_crowd.aggregate import Posterior, Votes
+from lsun_crowd.worker_ids import normal_worker_id
 
 VOTE_COLUMNS = ("question", "worker", "answer")
 # Questions are read as text and factorised once, by one hash table over the whole column: most
@@ -35,28 +50,36 @@ Column = tuple[pa.StringArray, NDArray[np.int64]]  # distinct values, and each r
 # Cells per batch of label rows formatted at once: bounds the memory of writing, whatever the
 # number of classes, and keeps each batch's text far below Arrow's 2 GiB string limit.
 CELLS_PER_BATCH = 1 << 20
+MAX_FIELD_CHARACTERS = 4096  # a question may be a path or a URL: 4,096 is Linux's PATH_MAX
+PLAIN_INTEGER = re.compile(r"[+-]?[0-9]+")
+WORKER = VOTE_COLUMNS.index("worker")
+ANSWER = VOTE_COLUMNS.index("answer")
+Warn = Callable[[str], None]
+logger = logging.getLogger(__name__)
 
 
 class VotesFileError(ValueError):
     pass
 
 
-def read_votes(path: Path) -> Votes:
+def read_votes(path: Path, warn: Warn | None = None) -> Votes:
     """Votes from a CSV. Every cell is stripped of surrounding blanks; a row with every cell
     blank is skipped, as are empty lines. Answers that are all integers are read as integers,
     otherwise as text; classes are the answers seen, sorted. Questions and workers are numbered
-    in order of first appearance."""
-    header = _read_header(path)
+    in order of first appearance. What is normalised or dropped (see the module) is told to
+    ``warn`` (default: this module's logger)."""
+    say = warn or logger.warning
+    _read_header(path)
     try:
         table = arrow_csv.read_csv(
             path,
             # One thread: every block is then allocated by this thread's heap, which hands its
             # pages back when asked (a worker thread's keeps them), and two shared cores gain
-            # little from parsing in parallel.
-            read_options=arrow_csv.ReadOptions(use_threads=False),
+            # little from parsing in parallel. The header is ours, once checked: Arrow skips it.
+            read_options=arrow_csv.ReadOptions(use_threads=False, column_names=list(VOTE_COLUMNS), skip_rows=1),
             parse_options=arrow_csv.ParseOptions(newlines_in_values=True, invalid_row_handler=_skip_blank_row),
             convert_options=arrow_csv.ConvertOptions(
-                column_types=dict(zip(header, COLUMN_TYPES, strict=True)),
+                column_types=dict(zip(VOTE_COLUMNS, COLUMN_TYPES, strict=True)),
                 strings_can_be_null=False,
                 quoted_strings_can_be_null=False,
             ),
@@ -64,7 +87,7 @@ def read_votes(path: Path) -> Votes:
     except pa.ArrowInvalid as error:
         raise _first_bad_row(path) or VotesFileError(f"{path}: {error}") from None
     coded: list[Column] = []
-    for name in header:
+    for name in VOTE_COLUMNS:
         column = table.column(name)
         if not pa.types.is_dictionary(column.type):
             column = column.dictionary_encode()  # one dictionary, shared by every chunk
@@ -74,11 +97,17 @@ def read_votes(path: Path) -> Votes:
         coded.append(_distinct_codes(column))
         del column
         pa.default_memory_pool().release_unused()
+    coded[WORKER] = _normal_workers(coded[WORKER], say)
     columns = _drop_blank_rows(path, coded)
+    _check_lengths(path, columns)
     (items, item_codes), (workers, worker_codes), (answers, answer_codes) = columns
     if len(item_codes) == 0:
         raise VotesFileError(f"{path}: no votes")
-    classes, class_of_answer = _classes(answers.to_pylist())
+    first = _first_votes(item_codes, worker_codes, answer_codes, len(workers), say)
+    if first is not None:
+        item_codes, worker_codes, answer_codes = item_codes[first], worker_codes[first], answer_codes[first]
+        answers, answer_codes = _used(answers, answer_codes)
+    classes, class_of_answer = _classes(path, answers.to_pylist())
     return Votes(
         tuple(items.to_pylist()),
         tuple(workers.to_pylist()),
@@ -89,16 +118,91 @@ def read_votes(path: Path) -> Votes:
     )
 
 
-def _read_header(path: Path) -> list[str]:
-    """The header as written (Arrow is told these exact names), once it is known to be ours."""
+def _read_header(path: Path) -> None:
+    """Checks that the header names our columns: in this order, in any case, after a UTF-8
+    byte-order mark if there is one."""
     if not path.is_file():
         raise VotesFileError(f"{path}: no such file")
     # Bytes that are not UTF-8 further on are the rows' business (``_first_bad_row``), not the header's.
-    with path.open(encoding="utf-8", errors="surrogateescape", newline="") as handle:
-        header = next(csv.reader(handle), None)
-    if header is None or tuple(column.strip() for column in header) != VOTE_COLUMNS:
-        raise VotesFileError(f"{path}:1: the header must be {','.join(VOTE_COLUMNS)}, not {header}")
-    return header
+    with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
+        try:
+            header = next(csv.reader(handle), None)
+        except csv.Error as error:
+            raise VotesFileError(f"{path}:1: the header is not a CSV row: {error}") from None
+    if header is not None and any(_undecoded(column) for column in header):
+        raise VotesFileError(f"{path}:1: not UTF-8 text (save the file as CSV UTF-8)")
+    if header is None or tuple(column.strip().casefold() for column in header) != VOTE_COLUMNS:
+        shown = [column[:40] for column in header or []][:5]
+        raise VotesFileError(f"{path}:1: the header must be {','.join(VOTE_COLUMNS)}, not {shown}")
+
+
+def _undecoded(text: str) -> bool:
+    """Whether ``text`` holds bytes that were not UTF-8 (kept as lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _normal_workers(column: Column, say: Warn) -> Column:
+    """Worker ids in normal form (:func:`normal_worker_id`); ids that become one are one worker."""
+    values, codes = column
+    written = values.to_pylist()
+    normal = [normal_worker_id(value) for value in written]
+    changed = sum(before != after for before, after in zip(written, normal, strict=True))
+    if not changed:
+        return column
+    distinct = list(dict.fromkeys(normal))
+    position = {value: index for index, value in enumerate(distinct)}
+    merged = len(written) - len(distinct)
+    say(
+        f"{changed} worker id(s) held invisible or look-alike characters and were normalised "
+        f"(Unicode NFKC, format characters removed); {merged} of them now name a worker seen under another id"
+    )
+    remap = np.array([position[value] for value in normal], dtype=np.int64)
+    return pa.array(distinct, pa.string()), remap[codes]
+
+
+def _check_lengths(path: Path, columns: list[Column]) -> None:
+    for name, (values, _) in zip(VOTE_COLUMNS, columns, strict=True):
+        if len(values) and pc.max(pc.utf8_length(values)).as_py() > MAX_FIELD_CHARACTERS:
+            raise _first_bad_row(path) or VotesFileError(
+                f"{path}: a {name} is longer than {MAX_FIELD_CHARACTERS:,} characters"
+            )
+
+
+def _first_votes(
+    item_codes: NDArray[np.int64],
+    worker_codes: NDArray[np.int64],
+    answer_codes: NDArray[np.int64],
+    workers: int,
+    say: Warn,
+) -> NDArray[np.bool_] | None:
+    """Which votes to keep when a worker answered one question more than once (the first of
+    each), or ``None`` when none did."""
+    pairs = item_codes * max(workers, 1) + worker_codes
+    _, first, pair_of_vote = np.unique(pairs, return_index=True, return_inverse=True)
+    if len(first) == len(pairs):
+        return None
+    keep = np.zeros(len(pairs), dtype=bool)
+    keep[first] = True
+    differs = int(np.count_nonzero(answer_codes != answer_codes[first][pair_of_vote.reshape(-1)]))
+    say(
+        f"{len(pairs) - len(first)} repeated vote(s) by a worker on a question they had already answered were "
+        f"dropped, the first of each kept ({differs} of them disagreed with it)"
+    )
+    return keep
+
+
+def _used(values: pa.StringArray, codes: NDArray[np.int64]) -> Column:
+    """Only the values some code still points at (answers given only in dropped votes go)."""
+    used = np.zeros(len(values), dtype=bool)
+    used[codes] = True
+    if used.all():
+        return values, codes
+    renumbered = np.cumsum(used) - 1
+    return values.filter(pa.array(used)), renumbered[codes]
 
 
 def _skip_blank_row(row: arrow_csv.InvalidRow) -> Literal["skip", "error"]:
@@ -157,23 +261,53 @@ def _drop_blank_rows(path: Path, columns: list[Column]) -> list[Column]:
     return kept
 
 
-def _classes(answers: list[str]) -> tuple[tuple[Hashable, ...], NDArray[np.int64]]:
-    """The classes, as integers if every answer is one, sorted; and the class of each distinct
-    answer ("01" and "1" are one class)."""
+def _classes(path: Path, answers: list[str]) -> tuple[tuple[Hashable, ...], NDArray[np.int64]]:
+    """The classes, as integers if every answer is a plain one, sorted; and the class of each
+    distinct answer ("01" and "1" are one class). An answer ``int`` reads that is not written as
+    a plain integer (``1_0`` would be 10) is refused."""
+    for answer in answers:
+        if not PLAIN_INTEGER.fullmatch(answer) and _reads_as_integer(answer):
+            line = _line_where(path, ANSWER, answer)
+            where = f"{path}:{line}" if line is not None else str(path)
+            raise VotesFileError(f"{where}: answer {answer!r} is not written as a plain integer (digits 0-9)")
     values: list[Hashable]
-    try:
+    if all(PLAIN_INTEGER.fullmatch(answer) for answer in answers):
         values = [int(answer) for answer in answers]
-    except ValueError:
+    else:
         values = list(answers)
     classes = tuple(sorted(set(values), key=lambda value: (isinstance(value, str), value)))
     position = {label: index for index, label in enumerate(classes)}
     return classes, np.array([position[value] for value in values], dtype=np.int64)
 
 
+def _reads_as_integer(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _line_where(path: Path, column: int, value: str) -> int | None:
+    """The line of the first row whose cell in ``column`` is ``value`` (stripped)."""
+    with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
+        reader = csv.reader(handle)
+        next(reader, None)
+        line = reader.line_num + 1
+        try:
+            for row in reader:
+                if len(row) > column and row[column].strip() == value:
+                    return line
+                line = reader.line_num + 1
+        except csv.Error:
+            return None
+    return None
+
+
 def _first_bad_row(path: Path) -> VotesFileError | None:
     """The first malformed row, found by reading the file again row by row with the checks a
     row-by-row reader makes. A row spanning lines (a quoted newline) is named by its first line."""
-    with path.open(encoding="utf-8", errors="surrogateescape", newline="") as handle:
+    with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
         reader = csv.reader(handle)
         next(reader, None)  # the header, checked already
         line = reader.line_num + 1
@@ -185,6 +319,8 @@ def _first_bad_row(path: Path) -> VotesFileError | None:
                         return VotesFileError(f"{path}:{line}: {problem}")
                 line = reader.line_num + 1
         except csv.Error as error:
+            if "field limit" in str(error):
+                return VotesFileError(f"{path}:{line}: a field is longer than {MAX_FIELD_CHARACTERS:,} characters")
             return VotesFileError(f"{path}:{line}: {error}")
     return None
 
@@ -193,11 +329,11 @@ def _row_problem(row: list[str]) -> str | None:
     if len(row) != len(VOTE_COLUMNS):
         return f"expected 3 fields (question,worker,answer), got {len(row)}"
     for name, value in zip(VOTE_COLUMNS, row, strict=True):
-        if not value.strip():
+        if not (normal_worker_id(value) if name == "worker" else value.strip()):
             return f"{name} is empty"
-    try:
-        "".join(row).encode("utf-8")  # undecodable bytes were kept as lone surrogates
-    except UnicodeEncodeError:
+        if len(value.strip()) > MAX_FIELD_CHARACTERS:
+            return f"{name} is {len(value.strip()):,} characters long; at most {MAX_FIELD_CHARACTERS:,}"
+    if _undecoded("".join(row)):
         return "not UTF-8 text"
     return None
 
@@ -209,10 +345,29 @@ def write_labels(path: Path, posterior: Posterior) -> int:
     class_names = pa.array([str(label) for label in posterior.classes], pa.string())
     header = io.StringIO()
     csv.writer(header).writerow(["question", "label", "confidence", *(f"p_{label}" for label in posterior.classes)])
-    rows_per_batch = max(1, CELLS_PER_BATCH // (len(posterior.classes) + 3))
+    if path.is_dir():
+        raise VotesFileError(f"{path}: is a folder; name the labels CSV to write")
     temporary = path.with_name(path.name + ".partial")
+    try:
+        _write_rows(temporary, header.getvalue(), posterior, labels, confidence, class_names)
+        temporary.replace(path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise VotesFileError(f"{path}: cannot write: {error.strerror or error}") from None
+    return len(posterior.items)
+
+
+def _write_rows(
+    temporary: Path,
+    header: str,
+    posterior: Posterior,
+    labels: NDArray[np.int64],
+    confidence: NDArray[np.float64],
+    class_names: pa.StringArray,
+) -> None:
+    rows_per_batch = max(1, CELLS_PER_BATCH // (len(posterior.classes) + 3))
     with temporary.open("wb") as handle:
-        handle.write(header.getvalue().encode("utf-8"))
+        handle.write(header.encode("utf-8"))
         for start in range(0, len(posterior.items), rows_per_batch):
             rows = slice(start, start + rows_per_batch)
             cells = [
@@ -222,8 +377,6 @@ def write_labels(path: Path, posterior: Posterior) -> int:
                 *(_six_decimals(posterior.probabilities[rows, index]) for index in range(len(posterior.classes))),
             ]
             handle.write(_lines(cells))
-    temporary.replace(path)
-    return len(posterior.items)
 
 
 def _text(values: Sequence[Hashable]) -> pa.StringArray:

@@ -49,7 +49,7 @@ def test_ingest_reports_bad_rows_and_keeps_going(tmp_path: Path) -> None:
     Image.new("RGB", (8, 8), "red").save(images / "red.png")
     (images / "broken.jpg").write_bytes(b"\xff\xd8 not really")
     code, output = invoke("ingest", "--project", str(tmp_path), str(images))
-    assert code == 0 and "added 1 image(s)" in output and "rejected 1" in output and "broken.jpg" in output
+    assert code == 1 and "added 1 image(s)" in output and "rejected 1" in output and "broken.jpg" in output
     report = [json.loads(line) for line in (tmp_path / "ingest-report.jsonl").read_text().splitlines()]
     assert report[0]["source"].endswith("broken.jpg")
     (tmp_path / "bad.csv").write_text("nothing\n1\n")

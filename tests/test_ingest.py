@@ -100,7 +100,8 @@ def test_manifests_txt_csv_jsonl_with_row_numbers(tmp_path: Path, store: Store) 
     assert report.added == 4
     sources = sorted(entry.source for entry in report.rejected)
     assert sources[0] == f"{tmp_path / 'list.csv'}:3"
-    assert sources[1].startswith(f"{tmp_path / 'list.jsonl'}:2 (not JSON")
+    assert sources[1] == f"{tmp_path / 'list.jsonl'}:2"
+    assert next(entry.reason for entry in report.rejected if entry.source == sources[1]).startswith("not JSON")
     assert sources[2] == f"{tmp_path / 'list.txt'}:4"
     with store.session() as session:
         uris = set(session.scalars(select(Item.uri)))
