@@ -3,7 +3,8 @@
 A plugin imports only the declared public modules: :mod:`lsun_crowd.crowd` (the protocol and
 its values), :mod:`lsun_crowd.plugins` and :mod:`lsun_crowd.hookspecs` (registration),
 :mod:`lsun_crowd.render` (HIT templates), :mod:`lsun_crowd.fees` (MTurk's fee schedule),
-:mod:`lsun_crowd.testing` (the conformance suite and project factory) and this module. Never the
+:mod:`lsun_crowd.testing` (the conformance suite and project factory), :mod:`lsun_crowd.redact`
+(scrubbing credentials out of texts and logs) and this module. Never the
 command line, the schema or the round steps: ``tests/test_public_api.py`` checks every plugin.
 
 What an adapter needs (configuration, answer files, worker records) is imported here at once;
@@ -21,6 +22,7 @@ from lsun_crowd import ledger
 from lsun_crowd.config import Config, ConfigError, load_config
 from lsun_crowd.ingest import IngestError, read_answers
 from lsun_crowd.ledger import WorkerRecord
+from lsun_crowd.redact import RedactingFilter, redact
 
 if TYPE_CHECKING:
     from lsun_crowd.errors import reported_errors as reported_errors
@@ -58,6 +60,7 @@ __all__ = [
     "IngestError",
     "Progress",
     "Project",
+    "RedactingFilter",
     "RichCascadeProgress",
     "WorkerQuality",
     "WorkerRecord",
@@ -67,6 +70,7 @@ __all__ = [
     "open_platform_hits",
     "progress_bars",
     "read_answers",
+    "redact",
     "reported_errors",
     "run_project",
     "sample_hit",

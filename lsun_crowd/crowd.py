@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Protocol, runtime_checkable
 
+from lsun_crowd.redact import redact
+
 YES = "yes"
 NO = "no"
 """The two answers of the binary question every cascade HIT asks: "is this image a <category>?"."""
@@ -172,7 +174,13 @@ class CostEstimate:
 
 
 class CrowdError(RuntimeError):
-    """A platform refused or failed a request; the message says which and why."""
+    """A platform refused or failed a request; the message says which and why.
+
+    Platforms quote requests back in their error texts, so every text argument is passed through
+    :func:`~lsun_crowd.redact.redact` here, before anything can raise, print or log it."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact(arg) if isinstance(arg, str) else arg for arg in args))
 
 
 class TransientCrowdError(CrowdError):

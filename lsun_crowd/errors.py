@@ -15,6 +15,7 @@ from lsun_crowd.embed import EmbeddingError
 from lsun_crowd.ingest import IngestError
 from lsun_crowd.lock import LockHeld
 from lsun_crowd.plugins import PluginError
+from lsun_crowd.redact import redact
 from lsun_crowd.store import StoreError
 
 EXPECTED_ERRORS = (
@@ -39,5 +40,5 @@ def reported_errors() -> Iterator[None]:
         yield
     except EXPECTED_ERRORS as error:
         errors.print("[bold red]error:[/] ", end="")
-        errors.print(str(error), markup=False)
+        errors.print(redact(str(error)), markup=False)  # a crowd's text is scrubbed already; others too
         raise typer.Exit(2) from None

@@ -16,6 +16,7 @@ PUBLIC = {
     "lsun_crowd.fees",
     "lsun_crowd.hookspecs",
     "lsun_crowd.plugins",
+    "lsun_crowd.redact",
     "lsun_crowd.render",
     "lsun_crowd.testing",
 }

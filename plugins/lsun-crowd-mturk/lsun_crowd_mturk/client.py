@@ -19,6 +19,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_random_exponential
 
 from lsun_crowd.crowd import CrowdError
+from lsun_crowd.redact import redact
 from lsun_crowd_mturk.settings import MTurkSettings
 
 log = logging.getLogger(__name__)
@@ -31,10 +32,10 @@ class MTurkError(CrowdError):
     """MTurk refused a request. ``code`` is its error code, e.g. ``RequestError``."""
 
     def __init__(self, operation: str, code: str, message: str) -> None:
-        super().__init__(f"MTurk {operation}: {code}: {message}")
+        super().__init__(f"MTurk {operation}: {code}: {message}")  # redacted by CrowdError
         self.operation = operation
         self.code = code
-        self.detail = message
+        self.detail = redact(message)
 
 
 def make_client(settings: MTurkSettings) -> Any:
@@ -74,7 +75,7 @@ class Api:
             before_sleep=lambda state: log.warning(
                 "MTurk %s failed (%s); attempt %d, retrying",
                 operation,
-                state.outcome.exception() if state.outcome else "?",
+                redact(str(state.outcome.exception())) if state.outcome else "?",
                 state.attempt_number,
             ),
             reraise=True,

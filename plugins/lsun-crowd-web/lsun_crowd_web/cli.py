@@ -24,6 +24,7 @@ def serve(
     from lsun_crowd_web import open_state, parse_settings
     from lsun_crowd_web.rate_limit import FailedAttempts
     from lsun_crowd_web.server import create_app
+    from lsun_crowd_web.server_logging import server_log_config
 
     with reported_errors():
         opened = Project.open(project)
@@ -47,4 +48,4 @@ def serve(
             failed_attempts=FailedAttempts(settings.failed_token_limit, settings.failed_token_window_seconds),
             trusted_origins=settings.trusted_origins,
         )
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        uvicorn.run(app, host=host, port=port, log_level="warning", log_config=server_log_config())
