@@ -25,6 +25,7 @@ from lsun_crowd.multilabel import multilabel_status
 from lsun_crowd.plugins import Plugins
 from lsun_crowd.preview import render_preview, sample_hit
 from lsun_crowd.project import INGEST_REPORT, Project
+from lsun_crowd.redact import redact_logging
 from lsun_crowd.status import category_status
 
 app = typer.Typer(
@@ -422,6 +423,7 @@ def repair(
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    redact_logging()  # nothing a platform or a plugin logs puts a credential on stderr
     with reported_errors():
         Plugins().add_commands(app)
     app(prog_name="lsun-crowd")
