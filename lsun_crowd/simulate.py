@@ -38,6 +38,10 @@ from lsun_crowd.synthetic import SyntheticPool, build
 RECIPE = "synthetic-pool.json"
 CALIBRATION_FRACTION = 0.6
 CHUNK = 100_000
+# A linear head. Its step size is ten times the default: a first round trains on under 2,000
+# labels, two mini-batches, so 100 epochs are 200 steps; at 0.003 they left its direction at a
+# cosine of 0.84 to the truth and 6.9% of a million images between the certified thresholds.
+MODEL: dict[str, Any] = {"hidden_units": 0, "epochs": 100, "learning_rate": 0.03}
 
 
 @dataclass(frozen=True)
@@ -179,7 +183,7 @@ def write_config(directory: Path, settings: Settings) -> None:
                 "ambiguous_fraction": settings.ambiguous,
             },
         },
-        "model": {"hidden_units": 0, "epochs": 100},
+        "model": MODEL,
         "cascade": {
             "sample_per_round": settings.sample_per_round(),
             "calibration_fraction": CALIBRATION_FRACTION,

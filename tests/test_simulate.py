@@ -9,10 +9,12 @@ from pathlib import Path
 import numpy as np
 from typer.testing import CliRunner
 
+from lsun_crowd.classifier import train_head
 from lsun_crowd.cli import app
+from lsun_crowd.config import ModelConfig
 from lsun_crowd.export import export
 from lsun_crowd.project import Project
-from lsun_crowd.simulate import RECIPE, Settings, simulate
+from lsun_crowd.simulate import MODEL, RECIPE, Settings, simulate
 from lsun_crowd.stages import STAGES, Stages
 from lsun_crowd.synthetic import SyntheticPool
 
@@ -79,3 +81,20 @@ def test_a_stage_reports_the_memory_it_held() -> None:
     with off.timed("score", 1):
         pass
     assert off.figures == {}
+
+
+def test_the_simulated_head_finds_the_direction_from_a_first_rounds_labels() -> None:
+    # A first round at 10% positives trains on about 1,840 labels: two mini-batches an epoch.
+    pool = SyntheticPool(50_000, ("c0",), dim=16, positive_rate=0.1, separation=6.0, seed=0, ambiguous=0.002)
+    numbers = np.arange(50_000, dtype=np.int64)
+    embeddings, truth = pool.embeddings(numbers), pool.truth_matrix(numbers)[:, 0]
+    chosen = np.random.default_rng(1).choice(50_000, 1_840, replace=False)
+
+    def cosine(config: ModelConfig) -> float:
+        head = train_head(embeddings[chosen], truth[chosen].astype(float), np.ones(1_840), config, seed=1)
+        weights = head.network.weight.detach().numpy()[0] / head.scale.numpy()
+        return float(weights @ pool.directions()[0] / np.linalg.norm(weights))
+
+    assert cosine(ModelConfig(**MODEL, device="cpu")) > 0.97
+    # The default step size leaves the same head far from the truth's direction.
+    assert cosine(ModelConfig(**{**MODEL, "learning_rate": 0.003}, device="cpu")) < 0.9
