@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
 
+from lsun_crowd import crashpoints
 from lsun_crowd.context import Context, job_refs, set_job_state
 from lsun_crowd.crowd import NO, YES, Assignment, HitState, HitStatus, VirtualClock, decode_choices, encode_choices
 from lsun_crowd.schema import AssignmentRow, ChoiceVote, GroupJob, Hit, Job, JobState, Meta, Vote, Worker
@@ -182,6 +183,7 @@ def _finish_collected_jobs(ctx: Context, category_ids: Sequence[int]) -> int:
 def store_assignments(ctx: Context, cat_id: int, hit_row_id: int, platform_hit_id: str) -> int:
     """Store a HIT's new assignments and their votes. Returns how many assignments were new."""
     assignments = ctx.crowd.list_assignments(platform_hit_id)
+    crashpoints.reached("listed")
     with ctx.store.session() as session:
         known = set(
             session.scalars(select(AssignmentRow.platform_assignment_id).where(AssignmentRow.hit_id == hit_row_id))

@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
+from lsun_crowd import crashpoints
 from lsun_crowd.config import ModelConfig
 from lsun_crowd.embedding_cache import EmbeddingCache, EmbeddingError
 
@@ -187,6 +188,7 @@ def _embed_wave(
     )
     for batch in batches:
         _embed_batch(model, cache, batch, device if on_gpu else None, report)
+        crashpoints.reached("embed")
         if progress is not None:
             progress(batch.size)
 

@@ -16,7 +16,7 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
 
-from lsun_crowd import ledger
+from lsun_crowd import crashpoints, ledger
 from lsun_crowd.context import Context, JobRef, RoundRef, rng, set_job_state
 from lsun_crowd.crowd import NO, YES, HitBatch, HitItem, HitSpec, HitState, QualificationTest
 from lsun_crowd.schema import (
@@ -266,6 +266,7 @@ def publish(ctx: Context, ref: JobRef) -> JobState:
     batch = batch_for(ctx, ref)
     cost = ctx.crowd.estimate_cost(batch)
     published = ctx.crowd.publish(batch)
+    crashpoints.reached(f"created:{ref.job.kind}")  # the platform has the HITs; the store not yet
     platform_ids = {hit.hit_key: hit.hit_id for hit in published}
     with ctx.store.session() as session:
         for hit in session.scalars(select(Hit).where(Hit.job_id == ref.id)):

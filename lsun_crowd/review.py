@@ -10,7 +10,7 @@ import numpy as np
 from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
-from lsun_crowd import ledger
+from lsun_crowd import crashpoints, ledger
 from lsun_crowd.aggregate import Posterior, Votes
 from lsun_crowd.classifier import Head
 from lsun_crowd.config import QualityConfig
@@ -100,6 +100,7 @@ def review(ctx: Context, ref: JobRef) -> JobState:
                 rejected = False
         else:
             ctx.crowd.approve(platform_id, "Thank you!")
+        crashpoints.reached("approving")  # the platform has the decision; the store not yet
         with ctx.store.session() as session:
             session.execute(
                 update(AssignmentRow)

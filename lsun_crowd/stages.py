@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from lsun_crowd import crashpoints
+
 STAGES = ("sample", "publish", "collect", "review", "aggregate", "train", "score", "split", "store writes")
 SAMPLE_SECONDS = 0.005
 _PAGE = resource.getpagesize()
@@ -65,6 +67,7 @@ class Stages:
         if round_number is not None:
             self.round = max(self.round, round_number)
         key = (round_number if round_number is not None else self.round, stage)
+        crashpoints.reached(stage)
         if not self.enabled:
             yield
             return
