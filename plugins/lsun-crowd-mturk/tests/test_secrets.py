@@ -13,10 +13,10 @@ from lsun_crowd_mturk import Api, MTurkCrowd, MTurkError, MTurkSettings, make_cl
 from lsun_crowd.api import reported_errors
 from lsun_crowd.redact import REDACTED
 
-KEY_ID = "AKIAMARKERKEY0ID789"  # AKIA + 16: the shape of a real access key id
+KEY_ID = "AKIAMARKERKEY00ID789"  # AKIA + 16: the shape of a real access key id
 SECRET = "marker-secret/Zq8r+Xw2Lk5Jm1Nb0Vc7Hy3Gt6Fd4S"
 SESSION_TOKEN = "marker-session-FwoGZXIvYXdzEJr//////////wEaDOk"
-MARKERS = (KEY_ID, "MARKERKEY0ID789", SECRET, "marker-secret", SESSION_TOKEN, "marker-session")
+MARKERS = (KEY_ID, "MARKERKEY00ID789", SECRET, "marker-secret", SESSION_TOKEN, "marker-session")
 
 
 def echoed(reason: str) -> str:
