@@ -6,14 +6,17 @@ wrote (databases, caches, models, logs, reports) or in anything printed."""
 from __future__ import annotations
 
 import logging
+import logging.config
 import re
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 from live_server import LiveServer
 from lsun_crowd_web import WebCrowd
+from lsun_crowd_web.cli import serve
 from lsun_crowd_web.server_logging import server_log_config
 
 from lsun_crowd.project import Project
@@ -133,3 +136,25 @@ def test_a_cascade_leaves_no_credential_or_annotator_token_in_any_file_or_log(
         if secret.encode() in content or secret.lower().encode() in content
     ]
     assert not leaks
+
+
+def test_serve_logs_through_the_redacting_configuration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "lsun-crowd.toml").write_text(
+        '[project]\nname = "team"\ncategories = ["cat"]\n[crowd]\nadapter = "web"\n'
+    )
+    served: list[dict[str, Any]] = []
+    monkeypatch.setattr("uvicorn.run", lambda app, **options: served.append(options))
+    serve(project=tmp_path, host="127.0.0.1", port=8765, add_annotator=None)
+    (options,) = served
+    assert options["log_config"] == server_log_config()
+    logging.config.dictConfig(options["log_config"])  # what uvicorn does with it
+    token = "Zk3l9_Qx-AbCdEfGhIjKlMnOpQrStUv"
+    access = ("127.0.0.1:5000", "POST", f"/a/{token}/submit/WEB1", "1.1", 303)
+    logging.getLogger("uvicorn.access").info('%s - "%s %s HTTP/%s" %d', *access)
+    logging.getLogger("uvicorn.error").error("Exception in ASGI application at /a/%s", token)
+    printed = capsys.readouterr()
+    assert f'"POST /a/{REDACTED}/submit/WEB1 HTTP/1.1" 303' in printed.out
+    assert f"Exception in ASGI application at /a/{REDACTED}" in printed.err
+    assert token not in printed.out + printed.err
