@@ -90,10 +90,11 @@ _RULES = (
         re.compile(r"(?<![A-Z0-9])(?:AKIA|ASIA|AROA|AIDA|AGPA|ANPA|ANVA|AIPA|APKA|ABIA|ACCA)[A-Z0-9]{16}(?![A-Z0-9])"),
         REDACTED,
     ),
-    # The password in a URL's user information: postgresql://user:password@host/db.
+    # The password in a URL's user information: postgresql://user:password@host/db. One already
+    # masked as SQLAlchemy prints it (user:***@) is left as it is.
     _Rule(
         "URL password",
-        re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+@"),
+        re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)(?!\*+@)[^/\s@]+@"),
         rf"\g<head>{REDACTED}@",
     ),
     # The web crowd's annotator links, /a/<token>/...: the token is the annotator's password.

@@ -105,6 +105,7 @@ def test_credentials_are_replaced_and_the_rest_kept(text: str, expected: str) ->
         "The request signature we calculated does not match. Check your AWS Secret Access Key.",
         "unknown or missing annotator token; 12 tokens issued; Bearer tokens expire",
         "https://images.example.org/cats/0001.png?size=large",
+        "cannot reach postgresql+psycopg://lsun:***@db.example.org:5432/lsun: connection refused",
         "worker A1B2C3D4E5F6G7 answered yes; spend $12.34; password reset needed",
     ],
 )
