@@ -22,6 +22,7 @@ from pathlib import Path
 from PIL import Image
 from sqlalchemy import select
 
+from lsun_crowd import crashpoints
 from lsun_crowd.downloads import DownloadLimits, DownloadRejected, download
 from lsun_crowd.manifests import IMAGE_SUFFIXES as IMAGE_SUFFIXES
 from lsun_crowd.manifests import MANIFEST_SUFFIXES as MANIFEST_SUFFIXES
@@ -122,6 +123,7 @@ def ingest(
                     "file_mtime_ns": status.st_mtime_ns if status is not None else None,
                 }
             )
+            crashpoints.reached("ingest")  # checked, not yet written
             if len(batch) >= 500:
                 report.added += _commit(store, batch)
                 pending.clear()
