@@ -198,15 +198,24 @@ def _first_votes(
 ) -> NDArray[np.bool_] | None:
     """Which votes to keep when a worker answered one question more than once (the first of
     each), or ``None`` when none did."""
+    # A plain sort (numpy's vectorised one) finds out whether any pair repeats at a tenth of the
+    # cost of a hash table or a stable argsort; only a file with repeats pays for an argsort, and
+    # each pair's first vote is the least position among its equals.
     pairs = item_codes * max(workers, 1) + worker_codes
-    _, first, pair_of_vote = np.unique(pairs, return_index=True, return_inverse=True)
-    if len(first) == len(pairs):
+    ordered = np.sort(pairs)
+    if not np.any(ordered[1:] == ordered[:-1]):
         return None
+    order = np.argsort(pairs)
+    starts = np.ones(len(pairs), dtype=bool)
+    starts[1:] = ordered[1:] != ordered[:-1]
+    first = np.minimum.reduceat(order, np.flatnonzero(starts))
     keep = np.zeros(len(pairs), dtype=bool)
     keep[first] = True
-    differs = int(np.count_nonzero(answer_codes != answer_codes[first][pair_of_vote.reshape(-1)]))
+    first_answer = answer_codes[first][np.cumsum(starts) - 1]
+    differs = int(np.count_nonzero(answer_codes[order] != first_answer))
+    repeated = len(pairs) - len(first)
     say(
-        f"{len(pairs) - len(first)} repeated vote(s) by a worker on a question they had already answered were "
+        f"{repeated} repeated vote(s) by a worker on a question they had already answered were "
         f"dropped, the first of each kept ({differs} of them disagreed with it)"
     )
     return keep
