@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from lsun_crowd.quality import assess as assess
     from lsun_crowd.runner import CategoryOutcome as CategoryOutcome
     from lsun_crowd.running import confirm_spend as confirm_spend
+    from lsun_crowd.running import exit_code as exit_code
     from lsun_crowd.running import run_project as run_project
     from lsun_crowd.synthetic import synthetic_truth as synthetic_truth
 
@@ -49,6 +50,7 @@ _LAZY = {
     "progress_bars": "lsun_crowd.progress",
     "reported_errors": "lsun_crowd.errors",
     "run_project": "lsun_crowd.running",
+    "exit_code": "lsun_crowd.running",
     "sample_hit": "lsun_crowd.preview",
     "synthetic_truth": "lsun_crowd.synthetic",
 }
@@ -66,6 +68,7 @@ __all__ = [
     "WorkerRecord",
     "assess",
     "confirm_spend",
+    "exit_code",
     "load_config",
     "open_platform_hits",
     "progress_bars",

@@ -103,9 +103,12 @@ def run(
     with reported_errors():
         opened = Project.open(project)
         backend = crowd_that_may_spend(opened, crowd, yes)
-        from lsun_crowd.running import run_project
+        from lsun_crowd.running import exit_code, run_project
 
-        run_project(opened, backend, console, categories=category or None, rounds=rounds, once=once)
+        outcomes = run_project(opened, backend, console, categories=category or None, rounds=rounds, once=once)
+    code = exit_code(outcomes)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()

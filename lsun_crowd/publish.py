@@ -255,8 +255,7 @@ def check_money(ctx: Context, ref: JobRef) -> JobState:
         if balance is not None and balance < cost.total:
             reason = f"balance: {what} would cost {cost.total}, the account holds {balance}"
     with ctx.store.session() as session:
-        if reason is not None:
-            ctx.progress.message(f"{ref.category}: stopped, {reason}")
+        if reason is not None:  # said once, in the run's closing line for the category
             return set_job_state(session, ref, JobState.STOPPED, notes=reason, round_notes=reason)
         # Past this commit the checks are done: a crash during publish resumes the publish itself.
         return set_job_state(session, ref, JobState.PUBLISHING, reserved=cost.total)

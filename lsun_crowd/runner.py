@@ -41,6 +41,7 @@ class CategoryOutcome:
     category: str
     rounds: int
     reason: str  # an Outcome
+    detail: str = ""  # why a category stopped for money, in the words its round recorded
 
 
 @dataclass(frozen=True)
@@ -128,8 +129,9 @@ class Runner:
         while True:
             latest = latest_round(ctx, category.id)
             if latest is not None and latest.state == RoundState.STOPPED:
-                reason = (latest.notes or "budget").split(":")[0]
-                self.outcomes[category.name] = CategoryOutcome(category.name, latest.number - 1, reason)
+                notes = latest.notes or "budget"
+                reason = notes.split(":")[0]
+                self.outcomes[category.name] = CategoryOutcome(category.name, latest.number - 1, reason, notes)
                 return moved
             if latest is None or latest.state == RoundState.DONE:
                 done = latest.number if latest else 0

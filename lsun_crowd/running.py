@@ -15,6 +15,9 @@ from lsun_crowd.project import Project
 from lsun_crowd.publish import spent_so_far
 from lsun_crowd.runner import CategoryOutcome, Outcome
 
+MONEY = (Outcome.BUDGET, Outcome.BALANCE)
+EXIT_STOPPED_FOR_MONEY = 3  # 1 is left to Python and Click, 2 to errors (lsun_crowd.errors)
+
 
 def confirm_spend(project: Project, crowd: CrowdBackend, yes: bool, ask: Callable[[str], bool]) -> str | None:
     """Where the crowd spends real money, say so with the most this run can spend, and ask (unless
@@ -50,6 +53,15 @@ def run_project(
     for outcome in outcomes:
         if outcome.reason == Outcome.RUNNING:
             console.print(f"{outcome.category}: round {outcome.rounds} in progress")
+        elif outcome.reason in MONEY:
+            console.print(f"{outcome.category}: stopped after {outcome.rounds} round(s), {outcome.detail}")
         else:
             console.print(f"{outcome.category}: {outcome.reason} after {outcome.rounds} round(s)")
     return outcomes
+
+
+def exit_code(outcomes: list[CategoryOutcome]) -> int:
+    """What ``run`` exits with: 0 when every category is resolved, at its round limit or (after
+    ``--once``) still running; :data:`EXIT_STOPPED_FOR_MONEY` when any stopped for its budget or
+    the platform's balance, so a script can tell the two apart."""
+    return EXIT_STOPPED_FOR_MONEY if any(outcome.reason in MONEY for outcome in outcomes) else 0

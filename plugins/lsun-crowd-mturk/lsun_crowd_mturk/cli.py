@@ -138,4 +138,7 @@ def run_on_mturk(
         first.close()
         opened, crowd = _open(project, live, yes, spend)
         console.print(f"Mechanical Turk {_mode(crowd)}; at most {spend} USD more will be spent")
-        api.run_project(opened, crowd, console, rounds=rounds)
+        outcomes = api.run_project(opened, crowd, console, rounds=rounds)
+    code = api.exit_code(outcomes)
+    if code:
+        raise typer.Exit(code)
