@@ -89,7 +89,9 @@ def test_deeply_nested_jsonl_line_is_one_rejection(tmp_path: Path, store: Store,
 def test_over_long_csv_field_is_one_rejection(tmp_path: Path, store: Store, pictures: Path) -> None:
     manifest = tmp_path / "list.csv"
     long_path = "img/" + "a" * 200_000 + ".png"
-    manifest.write_text(f"label,uri\nx,img/0.png\ny,{long_path}\nz,img/1.png\nw,img/{'b' * 5000}.png\nv,img/2.png\n")
+    manifest.write_text(
+        f"\ufeffLabel, URI\nx,img/0.png\ny,{long_path}\nz,img/1.png\nw,img/{'b' * 5000}.png\nv,img/2.png\n"
+    )
     rejected = rejections(store, manifest, tmp_path)
     assert set(rejected) == {f"{manifest}:3", f"{manifest}:5"}
     assert "field larger than field limit" in rejected[f"{manifest}:3"]
