@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from lsun_crowd import ledger
 from lsun_crowd.config import Config, ConfigError, load_config
 from lsun_crowd.ingest import IngestError, read_answers
-from lsun_crowd.ledger import WorkerRecord
+from lsun_crowd.ledger import PlatformWork, WorkerRecord
 from lsun_crowd.redact import RedactingFilter, redact
 
 if TYPE_CHECKING:
@@ -60,6 +60,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "IngestError",
+    "PlatformWork",
     "Progress",
     "Project",
     "RedactingFilter",
@@ -70,8 +71,9 @@ __all__ = [
     "confirm_spend",
     "exit_code",
     "load_config",
-    "open_platform_hits",
+    "platform_work",
     "progress_bars",
+    "project_key",
     "read_answers",
     "redact",
     "reported_errors",
@@ -102,7 +104,12 @@ def worker_records(project: Project) -> list[WorkerRecord]:
         return ledger.worker_records(session)
 
 
-def open_platform_hits(project: Project) -> set[str]:
-    """Platform ids of the HITs the store knows as open."""
+def platform_work(project: Project) -> PlatformWork:
+    """The HITs and jobs the project's store accounts for (:class:`~lsun_crowd.ledger.PlatformWork`)."""
     with project.store.session() as session:
-        return ledger.open_platform_hits(session)
+        return ledger.platform_work(session)
+
+
+def project_key(project: Project) -> str:
+    """``name#id``: what the project's batch ids and annotations start with, unique to it."""
+    return project.store.project_key(project.config.project.name)

@@ -129,7 +129,7 @@ def lay_out(ctx: Context, group: GroupConfig) -> JobRef | None:
             round_id=None,
             kind=JobKind.REPAIR,
             sequence=number,
-            batch_id=batch_id(ctx.config.project.name, group.name, number),
+            batch_id=batch_id(ctx.project_key(), group.name, number),
             state=JobState.PENDING,
             assignments_per_hit=group.votes,
             notes=f"conflicts in group {group.name}: {len(items)} image(s)",

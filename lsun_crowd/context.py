@@ -54,9 +54,18 @@ class Context:
     sleep: Callable[[float], None]
     stages: Stages = field(default_factory=Stages.off)  # wall time and memory per stage, when asked
 
+    _key: str | None = field(default=None, init=False, repr=False)
+
     def __post_init__(self) -> None:
         # Every adapter's transient failures are retried under one policy (lsun_crowd.retrying).
         self.crowd = with_retries(self.crowd, sleep=self.sleep)
+
+    def project_key(self) -> str:
+        """The project's name and identity (:meth:`lsun_crowd.store.Store.project_key`): what every
+        new batch id and qualification test id starts with."""
+        if self._key is None:
+            self._key = self.store.project_key(self.config.project.name)
+        return self._key
 
 
 @dataclass(frozen=True)

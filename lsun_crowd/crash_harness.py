@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import sqlite3
 import subprocess
@@ -86,8 +87,11 @@ SNAPSHOT = {
     "blocked": "SELECT platform_worker_id FROM workers WHERE blocked ORDER BY 1",
     "items": "SELECT sha256 FROM items ORDER BY 1",
     "gold": "SELECT i.sha256, g.category_id, g.answer FROM gold g JOIN items i ON i.id = g.item_id ORDER BY 1, 2",
-    "repairs": "SELECT * FROM repairs ORDER BY 1",
-    "audit_results": "SELECT * FROM audit_results ORDER BY 1",
+    "repairs": "SELECT i.sha256, c.name, round(r.score, 6), round(r.model_evidence, 6), r.given_label, "
+    "r.new_label, r.state FROM repairs r JOIN items i ON i.id = r.item_id JOIN categories c ON c.id = r.category_id "
+    "ORDER BY 1, 2",
+    "audit_results": "SELECT c.name, a.stratum, a.metric, a.n, round(a.estimate, 6), round(a.exact_low, 6), "
+    "round(a.exact_high, 6) FROM audit_results a LEFT JOIN categories c ON c.id = a.category_id ORDER BY 1, 2, 3",
 }
 
 
@@ -204,9 +208,20 @@ def run_chain(
     return chain
 
 
+IDENTITY = re.compile(r"#[0-9a-f]{8}:")
+
+
+def same_identity(value: Any) -> Any:
+    """Batch ids carry each project's random identity; the two projects compared differ only there."""
+    return IDENTITY.sub("#:", value) if isinstance(value, str) else value
+
+
 def snapshot(project: Path) -> dict[str, list[tuple[Any, ...]]]:
     with sqlite3.connect(project / DATABASE) as db:
-        return {table: db.execute(sql).fetchall() for table, sql in SNAPSHOT.items()}
+        return {
+            table: [tuple(same_identity(value) for value in row) for row in db.execute(sql)]
+            for table, sql in SNAPSHOT.items()
+        }
 
 
 def platform_ledger(project: Path) -> dict[str, Any]:

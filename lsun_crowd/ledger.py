@@ -23,7 +23,6 @@ from lsun_crowd.schema import (
     AssignmentRow,
     Gold,
     Hit,
-    HitState,
     Item,
     Job,
     JobState,
@@ -310,12 +309,19 @@ def worker_records(session: Session) -> list[WorkerRecord]:
     return [WorkerRecord(str(w), int(n), int(right), int(wrong), bool(blocked)) for w, n, right, wrong, blocked in rows]
 
 
-def open_platform_hits(session: Session) -> set[str]:
-    """The platform ids of the HITs the store knows as open: anything else of the project's on the
-    platform is an orphan (of a crash between publishing and the store's commit)."""
-    return {
-        str(hit)
-        for hit in session.scalars(
-            select(Hit.platform_hit_id).where(Hit.state == HitState.OPEN, Hit.platform_hit_id.is_not(None))
-        )
-    }
+@dataclass(frozen=True)
+class PlatformWork:
+    """What the store accounts for on the platform: every HIT id it recorded (in any state), and
+    every job's batch id with the job's state. A HIT of the project in neither is an orphan; a HIT
+    of a job still publishing is one a resumed run adopts, not an orphan."""
+
+    hit_ids: frozenset[str]
+    jobs: dict[str, str]  # batch id → job state
+
+
+def platform_work(session: Session) -> PlatformWork:
+    hit_ids = frozenset(
+        str(hit) for hit in session.scalars(select(Hit.platform_hit_id).where(Hit.platform_hit_id.is_not(None)))
+    )
+    jobs = {str(batch): str(state) for batch, state in session.execute(select(Job.batch_id, Job.state))}
+    return PlatformWork(hit_ids, jobs)

@@ -152,7 +152,7 @@ def qualification_test(ctx: Context, session: Session, ref: RoundRef | JobRef) -
     mixed += by_answer[0][shorter:] + by_answer[1][shorter:]
     chosen = sorted(mixed[: quality.qualification_items], key=lambda row: row.item_id)
     return QualificationTest(
-        test_id=f"{ctx.config.project.name}:{category}:qualification",
+        test_id=f"{ctx.project_key()}:{category}:qualification",
         question=question(category),
         items=tuple(HitItem(str(row.item_id), row.uri) for row in chosen),
         answers={str(row.item_id): YES if row.answer == 1 else NO for row in chosen},
@@ -173,7 +173,7 @@ def lay_out_job(
         round_id=ref.id,
         kind=JobKind.FOLLOW_UP if follow_up else JobKind.ROUND,
         sequence=follow_up,
-        batch_id=batch_id(ctx.config.project.name, ref.category, ref.number, follow_up),
+        batch_id=batch_id(ctx.project_key(), ref.category, ref.number, follow_up),
         state=JobState.PENDING,
         assignments_per_hit=assignments,
     )

@@ -248,7 +248,7 @@ def lay_out_job(
         round_id=None,
         kind=JobKind.REPAIR,
         sequence=stage,
-        batch_id=f"{ctx.config.project.name}:{category}:repair:p{pass_id}:s{stage}",
+        batch_id=f"{ctx.project_key()}:{category}:repair:p{pass_id}:s{stage}",
         state=JobState.PENDING,
         assignments_per_hit=votes,
         notes=f"repair pass {pass_id}, stage {stage}: {len(items)} image(s)",

@@ -29,7 +29,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from lsun_crowd.crowd import AssignmentStatus, HitState
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 __all__ = ["AssignmentStatus", "HitState"]  # re-exported: every state the store holds is named here
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -126,6 +127,20 @@ def recount_labels(session: Session) -> None:
     )
 
 
+PROJECT_ID = "project_id"  # the meta key of the project's identity
+
+
+def _new_project_id() -> str:
+    return secrets.token_hex(4)
+
+
+def _give_project_identity(session: Session) -> None:
+    """Version 8: a project gets a random id of its own. Jobs already created keep their batch ids
+    (their HITs are found by them); batches created from now on carry the id."""
+    if session.get(Meta, PROJECT_ID) is None:
+        session.add(Meta(key=PROJECT_ID, value=_new_project_id()))
+
+
 # Upgrades from version N to N+1, run in order inside the same transaction.
 MIGRATIONS: dict[int, Callable[[Session], None]] = {
     1: _add_adaptive_redundancy,
@@ -134,6 +149,7 @@ MIGRATIONS: dict[int, Callable[[Session], None]] = {
     4: _nothing_to_alter,
     5: _add_item_file_status,
     6: recount_labels,
+    7: _give_project_identity,
 }
 
 
@@ -204,6 +220,7 @@ class Store:
             row = session.get(Meta, "schema_version")
             if row is None:
                 session.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
+                session.add(Meta(key=PROJECT_ID, value=_new_project_id()))
                 return
             version = int(row.value)
             if version > SCHEMA_VERSION:
@@ -241,6 +258,16 @@ class Store:
                 yield connection
         except (OperationalError, InterfaceError) as error:
             raise store_failure(self.url, error) from None
+
+    def project_key(self, name: str) -> str:
+        """``name#id``: what the project's batch ids, qualification tests and platform annotations
+        start with, so that two projects never share a HIT or a test, whatever their names."""
+        with self.session() as session:
+            row = session.get(Meta, PROJECT_ID)
+            if row is None:  # a store written by hand; it gets its identity now
+                row = Meta(key=PROJECT_ID, value=_new_project_id())
+                session.add(row)
+            return f"{name}#{row.value}"
 
     def close(self) -> None:
         self.engine.dispose()

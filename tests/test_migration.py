@@ -71,6 +71,11 @@ def test_a_version_3_store_gets_jobs_for_every_batch_and_label_events(tmp_path: 
         assert jobs["digits-demo:digit-0:r2"].kind == JobKind.ROUND
         assert jobs["digits-demo:digit-0:r2:f3"].sequence == 3
         assert jobs["digits-demo:digit-0:r2:f1"].assignments_per_hit == 1
+        # The project gets an identity for batches to come; the batches it published keep their ids.
+        identity = session.get(Meta, "project_id")
+        assert identity is not None and len(identity.value) == 8
+    assert store.project_key("digits-demo") == f"digits-demo#{identity.value}"
+    with store.session() as session:
         # The labels are the first events of their history, and still the current labels.
         assert session.scalar(select(func.count(LabelEvent.id))) == len(labels)
         current = session.execute(

@@ -39,7 +39,8 @@ def test_only_workers_who_pass_the_test_vote(tmp_path: Path) -> None:
     cascade = project.cascade(project.crowd())
     cascade.run(max_rounds=1)
     crowd = project.crowd()
-    results = crowd.qualification_results("digits-demo:digit-0:qualification")  # type: ignore[attr-defined]
+    key = project.store.project_key("digits-demo")
+    results = crowd.qualification_results(f"{key}:digit-0:qualification")  # type: ignore[attr-defined]
     passed = {result.worker_id for result in results if result.passed}
     failed = {result.worker_id for result in results if not result.passed}
     with project.store.session() as session:

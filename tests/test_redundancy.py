@@ -53,7 +53,9 @@ def test_uncertain_images_get_follow_up_votes_up_to_the_cap(tmp_path: Path) -> N
         unpublished = session.scalar(select(func.count(Hit.id)).where(Hit.platform_hit_id.is_(None)))
     assert round_.state == "done"
     assert round_.follow_up >= 1 and len(batches) == round_.follow_up + 1
-    assert sorted(batches)[0] == "digits-demo:digit-0:r1" and sorted(batches)[1] == "digits-demo:digit-0:r1:f1"
+    key = project.store.project_key("digits-demo")  # the name and the project's own random id
+    assert sorted(batches)[0] == f"{key}:digit-0:r1" and sorted(batches)[1] == f"{key}:digit-0:r1:f1"
+    assert key.startswith("digits-demo#") and len(key) == len("digits-demo#") + 8
     assert unpublished == 0
     # Every image starts with votes_per_item votes; only some get more, and never past the cap.
     assert len(per_image) == 150

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from lsun_crowd.crash_harness import same_identity
+
 from .conftest import make_digits_project
 
 # Polls 0.1 s apart, 100 virtual seconds each: slow enough to be killed at the points chosen.
@@ -60,6 +62,13 @@ def finish(directory: Path) -> None:
 
 
 def snapshot(directory: Path) -> dict[str, list[tuple[object, ...]]]:
+    """Each table's rows, batch ids read without the project's random identity (the projects
+    compared are two, so their identities differ)."""
+    tables = _snapshot(directory)
+    return {table: [tuple(same_identity(value) for value in row) for row in rows] for table, rows in tables.items()}
+
+
+def _snapshot(directory: Path) -> dict[str, list[tuple[object, ...]]]:
     with sqlite3.connect(directory / "lsun-crowd.db") as db:
         return {
             "hits": db.execute(

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -133,3 +134,14 @@ def test_a_version_1_store_is_upgraded_in_place(tmp_path: Path) -> None:
         assert (round_.number, round_.state, round_.follow_up, round_.votes_requested) == (1, "published", 0, None)
         assert session.scalar(select(func.count(AssignmentRow.id))) == 1
     assert inspect(upgraded.engine).has_table("round_models")
+
+
+def test_every_project_gets_an_identity_of_its_own(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, second = Store.for_project(tmp_path / "a"), Store.for_project(tmp_path / "b")
+    keys = {first.project_key("same-name"), second.project_key("same-name")}
+    assert len(keys) == 2 and all(re.fullmatch(r"same-name#[0-9a-f]{8}", key) for key in keys)
+    assert first.project_key("same-name") == first.project_key("same-name")  # kept in the store
+    reopened = Store.for_project(tmp_path / "a")
+    assert reopened.project_key("same-name") == first.project_key("same-name")

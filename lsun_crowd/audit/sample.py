@@ -220,7 +220,7 @@ def _lay_out_audit_job(
         round_id=None,
         kind=JobKind.AUDIT,
         sequence=0,
-        batch_id=f"{ctx.config.project.name}:{category}:audit:n{audit.sample_size}:s{seed}",
+        batch_id=f"{ctx.project_key()}:{category}:audit:n{audit.sample_size}:s{seed}",
         state=JobState.PENDING,
         assignments_per_hit=audit.votes_per_item,
     )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
@@ -121,6 +122,17 @@ def load_truth_file(path: Path) -> Truth:
 def _unit_hash(*parts: object) -> float:
     digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
+
+
+IDENTITY = re.compile(r"#[0-9a-f]{8}(?=:)")
+
+
+def without_identity(name: str) -> str:
+    """A batch or test id without the project's random identity (the ``#id`` after the project's
+    name): the simulated crowd draws from the seed and what a batch asks, so that a project built
+    twice from the same settings meets the same crowd (the demo's and the tests' reproducibility
+    rest on it), while the platform's records still keep the two projects apart."""
+    return IDENTITY.sub("", name, count=1)
 
 
 def _rng(*parts: object) -> np.random.Generator:
@@ -259,7 +271,8 @@ class SimulatedCrowd:
         with self._db:
             self._debit(self.estimate_cost(batch).total)
             for spec in batch.hits:
-                hit_id = "SIMH" + hashlib.sha256(f"{batch.batch_id}\x1f{spec.hit_key}".encode()).hexdigest()[:24]
+                content = f"{without_identity(batch.batch_id)}\x1f{spec.hit_key}"
+                hit_id = "SIMH" + hashlib.sha256(content.encode()).hexdigest()[:24]
                 # A worker kept off this HIT is, for it, as good as blocked: never offered it.
                 self._simulate_hit(hit_id, batch, spec.hit_key, spec.items, blocked | spec.excluded_workers, now)
                 published.append(PublishedHit(spec.hit_key, hit_id))
@@ -334,7 +347,7 @@ class SimulatedCrowd:
         ).fetchone()
         if row is not None:
             return QualificationResult(worker_id, row[0], row[1], bool(row[2]))
-        rng = _rng(self.mix.seed, "qualification", test.test_id, worker_id)
+        rng = _rng(self.mix.seed, "qualification", without_identity(test.test_id), worker_id)
         given = {item.item_key: self._answer(worker, item.uri, category, rng) for item in test.items}
         result = test.grade(worker_id, given)
         self._db.execute(

@@ -1,10 +1,14 @@
 """Mechanical Turk behind the :class:`~lsun_crowd.crowd.CrowdBackend` interface.
 
-Publishing is idempotent twice over. Each HIT's ``RequesterAnnotation`` carries its batch id and
-key, so a publish first lists the account's HITs and only creates the ones missing; and each
-``CreateHITWithHITType`` carries a ``UniqueRequestToken`` derived from the batch id and key, so a
-request retried after a lost response (or a second process) cannot post the same HIT twice: MTurk
-answers ``HitAlreadyExists`` and the HIT is found by its annotation instead.
+Publishing is idempotent without reading the account. Batch ids start with the project's name and
+random identity (``name#id``, kept in its store), so two projects never share a HIT whatever their
+names. Each ``CreateHITWithHITType`` carries a ``UniqueRequestToken`` derived from the batch id and
+HIT key, so a request retried after a lost response, or a publish resumed after a crash, cannot
+post the same HIT twice: MTurk answers ``HitAlreadyExists``. Only then are the account's HITs
+searched, by the ``RequesterAnnotation`` each HIT carries (batch id and key), stopping as soon as
+every such HIT is found. A token MTurk remembers (for 24 hours) for a HIT that was since deleted
+(``lsun-crowd mturk cleanup --delete``) is not an error: the HIT is created again under a fresh
+token, as nothing of it exists any more to pay for.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from lsun_crowd.crowd import (
     HitBatch,
     HitItem,
     HitPreview,
+    HitSpec,
     HitState,
     HitStatus,
     PublishedHit,
@@ -54,9 +59,14 @@ def annotation(batch_id: str, hit_key: str) -> str:
     return f"{batch_id}|{hit_key}"
 
 
-def request_token(batch_id: str, hit_key: str) -> str:
-    """At most 64 characters, the same for the same HIT of the same batch, forever."""
-    return "lsc-" + hashlib.sha256(annotation(batch_id, hit_key).encode()).hexdigest()[:56]
+def request_token(batch_id: str, hit_key: str, generation: int = 0) -> str:
+    """At most 64 characters, the same for the same HIT of the same batch, forever; a later
+    ``generation`` is a fresh token for a HIT created again after its first was deleted."""
+    text = annotation(batch_id, hit_key) + (f"|g{generation}" if generation else "")
+    return "lsc-" + hashlib.sha256(text.encode()).hexdigest()[:56]
+
+
+RECREATIONS = 3  # fresh tokens tried for one HIT deleted after its token was used
 
 
 def already_done(error: MTurkError) -> bool:
@@ -212,55 +222,86 @@ class MTurkCrowd:
             spec.hit_key: html_question(self.render(batch, spec.items), self.settings.frame_height)
             for spec in batch.hits
         }
-        existing = self.batch_hits(batch.batch_id)
-        missing = [spec for spec in batch.hits if spec.hit_key not in existing]
         hit_types: dict[frozenset[str], str] = {}
-        for spec in missing:
-            if spec.excluded_workers not in hit_types:
-                self.exclude(spec.excluded_workers)
-                hit_types[spec.excluded_workers] = hit_type_id = self.hit_type(batch, spec.excluded_workers)
-                log.info(
-                    "%s: HIT type %s, preview at %s",
-                    batch.batch_id,
-                    hit_type_id,
-                    self.settings.preview_url(hit_type_id),
+        created: dict[str, str] = {}
+        unresolved: list[HitSpec] = []  # MTurk knows the token: created earlier, or since deleted
+        for spec in batch.hits:
+            hit_id = self._create(batch, spec, questions[spec.hit_key], hit_types, generation=0)
+            if hit_id is None:
+                unresolved.append(spec)
+            else:
+                created[spec.hit_key] = hit_id
+        if unresolved:
+            found = self.batch_hits(batch.batch_id, {spec.hit_key for spec in unresolved})
+            for spec in unresolved:
+                created[spec.hit_key] = found.get(spec.hit_key) or self._recreate(
+                    batch, spec, questions[spec.hit_key], hit_types
                 )
-            try:
-                response = self.api.call(
-                    "CreateHITWithHITType",
-                    HITTypeId=hit_types[spec.excluded_workers],
-                    MaxAssignments=batch.assignments_per_hit,
-                    LifetimeInSeconds=batch.lifetime_seconds,
-                    Question=questions[spec.hit_key],
-                    RequesterAnnotation=annotation(batch.batch_id, spec.hit_key),
-                    UniqueRequestToken=request_token(batch.batch_id, spec.hit_key),
-                )
-                existing[spec.hit_key] = str(response["HIT"]["HITId"])
-            except MTurkError as error:
-                if not already_done(error):
-                    raise
-                # An earlier attempt created it and its answer was lost: find it by its annotation.
-                found = self.batch_hits(batch.batch_id)
-                if spec.hit_key not in found:
-                    message = f"MTurk says HIT {spec.hit_key} of {batch.batch_id} exists, but it is not listed"
-                    raise CrowdError(message) from error
-                existing[spec.hit_key] = found[spec.hit_key]
-        return [PublishedHit(spec.hit_key, existing[spec.hit_key]) for spec in batch.hits]
+        return [PublishedHit(spec.hit_key, created[spec.hit_key]) for spec in batch.hits]
 
-    def project_hits(self) -> Iterator[dict[str, Any]]:
-        """Every HIT of the account whose annotation says it belongs to this project."""
+    def _create(
+        self, batch: HitBatch, spec: HitSpec, question: str, hit_types: dict[frozenset[str], str], generation: int
+    ) -> str | None:
+        """Create one HIT under its token of ``generation``; ``None`` if MTurk has seen the token."""
+        if spec.excluded_workers not in hit_types:
+            self.exclude(spec.excluded_workers)
+            hit_types[spec.excluded_workers] = hit_type_id = self.hit_type(batch, spec.excluded_workers)
+            log.info(
+                "%s: HIT type %s, preview at %s", batch.batch_id, hit_type_id, self.settings.preview_url(hit_type_id)
+            )
+        try:
+            response = self.api.call(
+                "CreateHITWithHITType",
+                HITTypeId=hit_types[spec.excluded_workers],
+                MaxAssignments=batch.assignments_per_hit,
+                LifetimeInSeconds=batch.lifetime_seconds,
+                Question=question,
+                RequesterAnnotation=annotation(batch.batch_id, spec.hit_key),
+                UniqueRequestToken=request_token(batch.batch_id, spec.hit_key, generation),
+            )
+        except MTurkError as error:
+            if not already_done(error):
+                raise
+            return None
+        return str(response["HIT"]["HITId"])
+
+    def _recreate(self, batch: HitBatch, spec: HitSpec, question: str, hit_types: dict[frozenset[str], str]) -> str:
+        """A HIT whose token MTurk remembers but which no longer exists (deleted): create it again
+        under a fresh token; a fresh token also seen (a crash after recreating) is searched for."""
+        for generation in range(1, RECREATIONS + 1):
+            hit_id = self._create(batch, spec, question, hit_types, generation)
+            if hit_id is not None:
+                log.warning(
+                    "%s: HIT %s was deleted after it was created; created it again", batch.batch_id, spec.hit_key
+                )
+                return hit_id
+            found = self.batch_hits(batch.batch_id, {spec.hit_key})
+            if spec.hit_key in found:
+                return found[spec.hit_key]
+        raise CrowdError(
+            f"MTurk CreateHITWithHITType: HIT {spec.hit_key} of {batch.batch_id} was created {RECREATIONS + 1} "
+            "times and is listed under none of them; look for it with `lsun-crowd mturk cleanup`"
+        )
+
+    def project_hits(self, project_key: str) -> Iterator[dict[str, Any]]:
+        """Every HIT of the account whose annotation says the project ``name#id`` created it."""
         for hit in self._paged("ListHITs", "HITs"):
-            if str(hit.get("RequesterAnnotation", "")).startswith(f"{self.project}:"):
+            if str(hit.get("RequesterAnnotation", "")).startswith(f"{project_key}:"):
                 yield hit
 
-    def batch_hits(self, batch_id: str) -> dict[str, str]:
-        """Hit key → HIT id for the batch's HITs that exist already."""
+    def batch_hits(self, batch_id: str, wanted: set[str]) -> dict[str, str]:
+        """Hit key → HIT id for the batch's HITs among ``wanted`` that exist. The account is read
+        page by page only until every wanted HIT is found: after a crash between creating HITs and
+        recording them, which is the only time the store does not know a HIT's id."""
         prefix = annotation(batch_id, "")
-        return {
-            hit["RequesterAnnotation"][len(prefix) :]: str(hit["HITId"])
-            for hit in self._paged("ListHITs", "HITs")
-            if str(hit.get("RequesterAnnotation", "")).startswith(prefix)
-        }
+        found: dict[str, str] = {}
+        for hit in self._paged("ListHITs", "HITs"):
+            note = str(hit.get("RequesterAnnotation", ""))
+            if note.startswith(prefix) and note[len(prefix) :] in wanted:
+                found[note[len(prefix) :]] = str(hit["HITId"])
+                if len(found) == len(wanted):
+                    break
+        return found
 
     def _paged(self, operation: str, key: str, **params: Any) -> Iterator[dict[str, Any]]:
         token = None

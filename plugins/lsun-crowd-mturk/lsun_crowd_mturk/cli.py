@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lsun_crowd import api
-from lsun_crowd.api import open_platform_hits, spent, worker_records
+from lsun_crowd.api import platform_work, spent, worker_records
 
 if TYPE_CHECKING:
     from lsun_crowd.api import Project
@@ -75,22 +75,39 @@ def cleanup(
     project: ProjectOption = Path("."),
     live: LiveOption = False,
     yes: YesOption = False,
-    delete: Annotated[bool, typer.Option(help="also delete the orphans MTurk allows deleting")] = False,
+    delete: Annotated[bool, typer.Option(help="also delete the HITs MTurk allows deleting")] = False,
+    job: Annotated[
+        list[str] | None, typer.Option(help="also stop this published job's HITs (its batch id, from `status`)")
+    ] = None,
 ) -> None:
-    """Expire this project's HITs that the store does not know as open: orphans of a crash."""
+    """Expire (and with --delete, delete) HITs this project created that its store does not account
+    for: created by this project (its name and identity), yet part of no job the store knows. HITs of
+    a job still publishing are left alone: the next `run` adopts them. --job also stops the HITs of
+    a published job you name; the next run collects what was submitted and goes on."""
     with api.reported_errors():
         opened, crowd = _open(project, live, yes)
-        tracked = open_platform_hits(opened)
-        orphans = [hit for hit in crowd.project_hits() if hit["HITId"] not in tracked]
-        if not orphans:
-            console.print(f"{_mode(crowd)}: no orphaned HITs of {crowd.project}")
+        key = api.project_key(opened)
+        work = platform_work(opened)
+        named = set(job or [])
+        for batch in sorted(named):
+            if work.jobs.get(batch) != "published":
+                state = work.jobs.get(batch, "not a job of this project")
+                raise api.ConfigError(f"--job {batch}: only a published job's HITs can be stopped ({state})")
+        chosen = []
+        for hit in crowd.project_hits(key):
+            batch = str(hit.get("RequesterAnnotation", "")).split("|")[0]
+            orphan = batch not in work.jobs and hit["HITId"] not in work.hit_ids
+            if orphan or batch in named:
+                chosen.append(hit)
+        if not chosen:
+            console.print(f"{_mode(crowd)}: no HITs of {key} to clean up: the store accounts for every one")
             return
-        for hit in orphans:
+        for hit in chosen:
             crowd.expire([hit["HITId"]])
             deleted = delete and crowd.delete(hit["HITId"])
             state = "expired and deleted" if deleted else "expired"
             console.print(f"{hit['HITId']} ({hit.get('RequesterAnnotation', '')}): {state}")
-        console.print(f"{len(orphans)} orphaned HIT(s) of {crowd.project}")
+        console.print(f"{len(chosen)} HIT(s) of {key} cleaned up")
 
 
 @mturk.command()

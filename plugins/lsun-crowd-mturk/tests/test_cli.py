@@ -17,6 +17,7 @@ from lsun_crowd.cli import app
 from lsun_crowd.crowd import HitBatch, HitItem, HitSpec
 from lsun_crowd.plugins import Plugins
 from lsun_crowd.render import Renderer
+from lsun_crowd.project import Project
 from lsun_crowd.testing import REMOVE, update_project
 
 runner = CliRunner(env={"COLUMNS": "200"})
@@ -99,18 +100,26 @@ def test_preview_of_local_images_says_what_to_set(tmp_path: Path, turk: FakeTurk
 
 def test_cleanup_expires_only_this_projects_orphans(tmp_path: Path, turk: FakeTurk) -> None:
     mturk_project(tmp_path / "p")
+    opened = Project.open(tmp_path / "p")
+    key = opened.store.project_key("digits-demo")
+    opened.close()
     settings = MTurkSettings(image_root="/img", image_url_prefix="https://i.example.org")
     spec = HitSpec("h0", (HitItem("1", "/img/1.png"),))
-    for project, batch_id in (("digits-demo", "digits-demo:digit-0:r7"), ("other", "other:cat:r1")):
+    # Ours (no job of the store holds it), a same-named project's (another identity), another's.
+    for project, batch_id in (
+        (key, f"{key}:digit-0:r7"),
+        ("digits-demo#0badcafe", "digits-demo#0badcafe:digit-0:r7"),
+        ("other", "other:cat:r1"),
+    ):
         crowd = MTurkCrowd(Api(turk.client, settings), settings, project)
         crowd.publish(HitBatch(batch_id, "digit-0", "q?", (spec,), 3, Decimal("0.02")))
-    ours, theirs = sorted(turk.hits)
+    ours = next(hit for hit, row in turk.hits.items() if row["RequesterAnnotation"].startswith(f"{key}:"))
     code, output = invoke("cleanup", "--project", str(tmp_path / "p"), "--delete")
-    assert code == 0 and "1 orphaned HIT(s) of digits-demo" in output and "expired and deleted" in output
+    assert code == 0 and f"1 HIT(s) of {key} cleaned up" in output and "expired and deleted" in output
     assert turk.hits[ours]["HITStatus"] == "Disposed"
-    assert turk.hits[theirs]["HITStatus"] == "Assignable"
+    assert [row["HITStatus"] for hit, row in turk.hits.items() if hit != ours] == ["Assignable", "Assignable"]
     code, output = invoke("cleanup", "--project", str(tmp_path / "p"))
-    assert code == 0 and "1 orphaned HIT(s)" in output  # disposed HITs are still listed, and expired again
+    assert code == 0 and "1 HIT(s)" in output  # disposed HITs are still listed, and expired again
 
 
 def test_live_runs_need_a_yes_that_shows_the_spend(tmp_path: Path, turk: FakeTurk) -> None:

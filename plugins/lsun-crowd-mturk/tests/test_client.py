@@ -133,8 +133,11 @@ def test_published_hits_carry_their_batch_and_a_stable_token() -> None:
     turk = FakeTurk()
     crowd, _ = crowd_with(turk)
     first = crowd.publish(batch())
-    assert crowd.publish(batch()) == first and turk.count("CreateHITWithHITType") == 2
-    created = [params for name, params in turk.calls if name == "CreateHITWithHITType"]
+    assert turk.count("ListHITs") == 0  # a first publish reads nothing of the account
+    # Published again (a resumed run): MTurk refuses both tokens, and one search finds the HITs.
+    assert crowd.publish(batch()) == first and len(turk.hits) == 2
+    assert turk.count("CreateHITWithHITType") == 4 and turk.count("ListHITs") == 1
+    created = [params for name, params in turk.calls if name == "CreateHITWithHITType"][:2]
     assert [p["RequesterAnnotation"] for p in created] == ["proj:cat:r1|h0", "proj:cat:r1|h1"]
     assert [p["UniqueRequestToken"] for p in created] == [request_token("proj:cat:r1", h) for h in ("h0", "h1")]
     assert all(len(p["UniqueRequestToken"]) <= 64 and p["MaxAssignments"] == 3 for p in created)

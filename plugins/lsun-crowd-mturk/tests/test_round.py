@@ -22,11 +22,11 @@ HONEST = ("A1HONESTWORKER", "A2HONESTWORKER")
 ADVERSARY = "A3ADVERSARYWORKER"
 
 
-def make_project(directory: Path, budget: str = "500") -> np.ndarray:
+def make_project(directory: Path, budget: str = "500", collect_timeout: float = 0.3) -> np.ndarray:
     """200 digits, category digit-0; fixed redundancy (three votes, calibration images too), so that
     a round is one batch."""
     directory.mkdir(parents=True)
-    crowd = {"votes_per_item": 3, "max_votes_per_item": 3, "collect_timeout_seconds": 0.3}
+    crowd = {"votes_per_item": 3, "max_votes_per_item": 3, "collect_timeout_seconds": collect_timeout}
     return digits_project(
         directory,
         limit=200,
@@ -87,7 +87,9 @@ def test_a_whole_round_on_mechanical_turk(tmp_path: Path) -> None:
 
     hits = list(turk.hits.values())
     assert len(hits) == 7 == turk.count("CreateHITWithHITType")  # 60 images, 9 and a gold image a HIT
-    assert {hit["RequesterAnnotation"].split("|")[0] for hit in hits} == {"digits-demo:digit-0:r1"}
+    key = project.store.project_key("digits-demo")  # the project's name and random identity
+    assert {hit["RequesterAnnotation"].split("|")[0] for hit in hits} == {f"{key}:digit-0:r1"}
+    assert turk.count("ListHITs") == 0  # publishing never read the account
     hit_type = turk.hit_types[hits[0]["HITTypeId"]]
     assert hit_type["Reward"] == "0.02" and hit_type["Title"] == "Which of these images show a digit-0?"
     requirement_types = [r["QualificationTypeId"] for r in hit_type["QualificationRequirements"]]
@@ -153,7 +155,8 @@ def test_a_crash_after_creating_hits_never_posts_them_twice(tmp_path: Path) -> N
 
     resumed = Project.open(directory)
     cascade(resumed, crowd_on(turk, settings), Workers(turk, targets)).run(max_rounds=1)
-    assert turk.count("CreateHITWithHITType") == len(turk.hits) == 7  # no HIT was created twice
+    # The resumed publish sent every HIT's token again: MTurk refused the 7 it had, nothing twice.
+    assert len(turk.hits) == 7 and turk.count("CreateHITWithHITType") == 14
     with resumed.store.session() as session:
         stored = set(session.scalars(select(Hit.platform_hit_id)))
     assert stored == set(turk.hits)
