@@ -99,6 +99,12 @@ class CrowdBackendConformance:
         ``None`` where the platform does not say. Read the adapter's state or the fake's calls."""
         return None
 
+    def bonus_charge(self, amount: Decimal) -> Decimal:
+        """What paying one bonus of ``amount`` takes from the balance: the bonus, and the
+        platform's fee on it where it charges one (MTurk's 20%: override with
+        :func:`lsun_crowd.fees.bonus_fee`)."""
+        return amount
+
     def make_batch_for_everyone(self, backend: CrowdBackend, batch_id: str) -> HitBatch:
         """A batch that any worker who worked before and is not excluded by the adapter takes part
         in, so that who is missing from it was kept out. The default batch does where
@@ -268,7 +274,8 @@ class CrowdBackendConformance:
     ) -> None:
         balance = backend.balance()
         if balance_before is not None and balance is not None:
-            assert balance_before - balance == sum(new), "the balance shows a bonus paid more or less than once"
+            charged = sum((self.bonus_charge(amount) for amount in new), Decimal(0))
+            assert balance_before - balance == charged, "the balance shows a bonus paid more or less than once"
         if paid_before is not None:
             paid = self.bonuses_paid(backend, worker_id)
             assert paid is not None and sorted(paid) == sorted([*paid_before, *new]), (

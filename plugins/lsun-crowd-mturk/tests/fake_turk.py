@@ -5,6 +5,11 @@ the MTurk service model; this fake computes the answer from its state and queues
 Stubber, which validates the answer against the model's output shape before the client returns
 it. Errors come back as the ``ClientError`` a real endpoint would cause. Simulated workers take
 HITs (and qualification tests) with :meth:`FakeTurk.work`.
+
+The same state machine answers over real HTTP in ``turk_server.TurkServer``: the operation
+methods take a request's parameters and return its answer, whichever transport carried them.
+Money moves through :class:`Ledger` as MTurk charges it, and faults (queued, or drawn from a
+seeded :class:`Chaos`) are chosen by :meth:`FakeTurk.next_fault` for both transports.
 """
 
 from __future__ import annotations
@@ -12,11 +17,14 @@ from __future__ import annotations
 import hashlib
 import html
 import itertools
+import random
 import re
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import cached_property
 from typing import Any
 
 import boto3
@@ -28,6 +36,7 @@ from lsun_crowd_mturk.answers import answers_xml
 from lsun_crowd_mturk.settings import SANDBOX_ENDPOINT
 
 from lsun_crowd.crowd import NO, YES
+from lsun_crowd.fees import CENT, assignment_fee, bonus_fee
 from lsun_crowd.render import FIELD_PREFIX
 
 ITEM = re.compile(r'data-field="([^"]*)">\s*<img src="([^"]*)"')
@@ -39,32 +48,85 @@ MULTI_IMAGE = re.compile(r'<img src="([^"]*)" alt="the image to label">')
 MULTI_BOX = re.compile(r'<input type="checkbox" name="(label-\d+)" value="([^"]*)">')
 
 
+# Faults a request can meet. Before the operation takes effect: throttling and unavailability
+# (HTTP 400 and 503, as MTurk sends them), a service fault (500), a refused connection. After it
+# took effect, the answer is lost: the connection drops, or a 500 comes back instead.
+BEFORE = ("ThrottlingException", "ServiceUnavailable", "ServiceFault", "connection")
+LOST = ("lost", "lost-500")
+
+
 class Refused(Exception):
     def __init__(self, message: str, code: str = "RequestError") -> None:
         super().__init__(message)
         self.code = code
 
 
+@dataclass(frozen=True)
+class Entry:
+    kind: str  # reward | fee | bonus | bonus-fee
+    reference: str  # HIT id, or the bonus's request token
+    amount: Decimal
+
+
+@dataclass
+class Ledger:
+    """The account's money: what it held, and every debit MTurk made from it."""
+
+    opening: Decimal
+    entries: list[Entry] = field(default_factory=list)
+
+    @property
+    def balance(self) -> Decimal:
+        return self.opening - self.spent()
+
+    def spent(self, *kinds: str) -> Decimal:
+        return sum((e.amount for e in self.entries if not kinds or e.kind in kinds), Decimal("0.00"))
+
+    def debit(self, reference: str, **amounts: Decimal) -> None:
+        """All of ``amounts`` (kind → amount) or, when the balance cannot pay them, nothing."""
+        if sum(amounts.values()) > self.balance:
+            raise Refused("Your account does not have enough funds.")
+        self.entries += [Entry(kind.replace("_", "-"), reference, amount) for kind, amount in amounts.items()]
+
+
+@dataclass
+class Chaos:
+    """Faults drawn at random, reproducibly: each request to one of ``operations`` (every one when
+    empty) fails with probability ``rate``, with one of ``kinds``; lost answers only where the
+    operation is in ``lose`` (every one of ``operations`` when ``lose`` is None)."""
+
+    seed: int
+    rate: float
+    operations: frozenset[str] = frozenset()
+    kinds: tuple[str, ...] = BEFORE + LOST
+    lose: frozenset[str] | None = None
+    drawn: list[tuple[str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.random = random.Random(self.seed)
+
+    def draw(self, operation: str) -> str | None:
+        if self.operations and operation not in self.operations:
+            return None
+        if self.random.random() >= self.rate:
+            return None
+        kinds = self.kinds
+        if self.lose is not None and operation not in self.lose:
+            kinds = tuple(kind for kind in kinds if kind not in LOST)
+        if not kinds:
+            return None
+        kind = self.random.choice(kinds)
+        self.drawn.append((operation, kind))
+        return kind
+
+
 class FakeTurk:
-    def __init__(self, balance: Decimal = Decimal("10000.00")) -> None:
-        self.client = boto3.client(
-            "mturk",
-            region_name="us-east-1",
-            endpoint_url=SANDBOX_ENDPOINT,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            config=Config(retries={"total_max_attempts": 1}),
-        )
-        # Ahead of the Stubber's own check (registered first, same pattern), so that the answer
-        # is queued by the time it looks.
-        self.client.meta.events.register_first("before-parameter-build.*.*", self._respond)
-        self.stubber = Stubber(self.client)
-        self.stubber.activate()
-        self._methods = {api: name for name, api in self.client.meta.method_to_api_mapping.items()}
-        self.balance = balance
+    def __init__(self, balance: Decimal = Decimal("10000.00"), chaos: Chaos | None = None) -> None:
+        self.ledger = Ledger(balance)
+        self.chaos = chaos
         self.now = datetime.now(UTC).replace(microsecond=0)  # the adapter compares expiries with its clock
         self.calls: list[tuple[str, dict[str, Any]]] = []
-        self.faults: list[tuple[str, str]] = []  # (operation, error code or "connection") to fail next
+        self.faults: list[tuple[str, str]] = []  # (operation, error code, "connection" or a LOST kind) to fail next
         self.lose_response_of: set[str] = set()  # operations that succeed but whose answer is lost once
         self.hit_types: dict[str, dict[str, Any]] = {}
         self.hits: dict[str, dict[str, Any]] = {}
@@ -79,8 +141,43 @@ class FakeTurk:
         self.notified: list[str] = []
         self._ids = itertools.count(1)
 
+    @property
+    def balance(self) -> Decimal:
+        return self.ledger.balance
+
+    @cached_property
+    def client(self) -> Any:
+        """A boto3 client whose every request this fake answers through botocore's Stubber."""
+        client = boto3.client(
+            "mturk",
+            region_name="us-east-1",
+            endpoint_url=SANDBOX_ENDPOINT,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            config=Config(retries={"total_max_attempts": 1}),
+        )
+        # Ahead of the Stubber's own check (registered first, same pattern), so that the answer
+        # is queued by the time it looks.
+        client.meta.events.register_first("before-parameter-build.*.*", self._respond)
+        self.stubber = Stubber(client)
+        self.stubber.activate()
+        self._methods = {api: name for name, api in client.meta.method_to_api_mapping.items()}
+        return client
+
     def count(self, operation: str) -> int:
         return sum(name == operation for name, _ in self.calls)
+
+    def next_fault(self, operation: str) -> str | None:
+        """The fault this request of ``operation`` meets, if any: a queued one first, then a lost
+        answer asked for by ``lose_response_of``, then one drawn by the chaos."""
+        for index, (name, code) in enumerate(self.faults):
+            if name == operation:
+                del self.faults[index]
+                return code
+        if operation in self.lose_response_of:
+            self.lose_response_of.discard(operation)
+            return "lost"
+        return self.chaos.draw(operation) if self.chaos else None
 
     # -- the Stubber hook ---------------------------------------------------------------------
 
@@ -92,22 +189,23 @@ class FakeTurk:
             # complain of an unexpected call.
             raise ParamValidationError(report=report.generate_report())
         self.calls.append((operation, dict(params)))
-        for index, (name, code) in enumerate(self.faults):
-            if name == operation:
-                del self.faults[index]
-                if code == "connection":
-                    raise EndpointConnectionError(endpoint_url=SANDBOX_ENDPOINT)
-                status = 400 if code in ("ThrottlingException", "RequestError") else 500
-                self.stubber.add_client_error(method, code, f"injected {code}", status, expected_params=params)
-                return
+        fault = self.next_fault(operation)
+        if fault == "connection":
+            raise EndpointConnectionError(endpoint_url=SANDBOX_ENDPOINT)
+        if fault is not None and fault not in LOST:
+            status = fault_status(fault)
+            self.stubber.add_client_error(method, fault, f"injected {fault}", status, expected_params=params)
+            return
         try:
             response = getattr(self, operation)(params)
         except Refused as refusal:
             self.stubber.add_client_error(method, refusal.code, str(refusal), 400, expected_params=params)
             return
-        if operation in self.lose_response_of:
-            self.lose_response_of.discard(operation)
+        if fault == "lost":
             raise EndpointConnectionError(endpoint_url=SANDBOX_ENDPOINT)  # done, but the caller never hears
+        if fault == "lost-500":
+            self.stubber.add_client_error(method, "ServiceFault", "injected lost answer", 500, expected_params=params)
+            return
         self.stubber.add_response(method, response, expected_params=params)
 
     def _new_id(self, prefix: str) -> str:
@@ -116,7 +214,7 @@ class FakeTurk:
     # -- account and HIT types ----------------------------------------------------------------
 
     def GetAccountBalance(self, params: dict[str, Any]) -> dict[str, Any]:
-        return {"AvailableBalance": str(self.balance)}
+        return {"AvailableBalance": str(self.balance.quantize(CENT))}
 
     def CreateHITType(self, params: dict[str, Any]) -> dict[str, Any]:
         digest = hashlib.sha256(repr(sorted(params.items())).encode()).hexdigest()[:30].upper()
@@ -134,8 +232,11 @@ class FakeTurk:
             )
         question = ElementTree.fromstring(params["Question"])  # must be well-formed XML
         content = next(child.text or "" for child in question if child.tag.endswith("HTMLContent"))
-        hit_id = self._new_id("HIT")
         hit_type = self.hit_types[params["HITTypeId"]]
+        # MTurk takes every assignment's reward and fee from the balance when the HIT is created.
+        reward, assignments = Decimal(hit_type["Reward"]), int(params["MaxAssignments"])
+        hit_id = self._new_id("HIT")
+        self.ledger.debit(hit_id, reward=reward * assignments, fee=assignment_fee(reward, assignments) * assignments)
         self.hits[hit_id] = {
             "HITId": hit_id,
             "HITTypeId": params["HITTypeId"],
@@ -312,9 +413,7 @@ class FakeTurk:
         if token in self.bonuses:
             raise Refused(f'The idempotency token "{token}" has already been processed.')
         amount = Decimal(params["BonusAmount"])
-        if amount > self.balance:
-            raise Refused("Your account does not have enough funds.")
-        self.balance -= amount
+        self.ledger.debit(token, bonus=amount, bonus_fee=bonus_fee(amount))
         self.bonuses[token] = amount
         return {}
 
@@ -386,6 +485,11 @@ class FakeTurk:
         if start + size < len(rows):
             page["NextToken"] = str(start + size)
         return page
+
+
+def fault_status(code: str) -> int:
+    """The HTTP status MTurk answers an error with."""
+    return {"ServiceFault": 500, "ServiceUnavailable": 503}.get(code, 400)
 
 
 def truthful(truth: Callable[[str], bool]) -> Answerer:

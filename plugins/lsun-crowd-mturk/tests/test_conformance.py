@@ -10,6 +10,7 @@ from fake_turk import FakeTurk, truthful
 from lsun_crowd_mturk import Api, MTurkCrowd, MTurkSettings
 
 from lsun_crowd.crowd import CrowdBackend
+from lsun_crowd.fees import bonus_fee
 from lsun_crowd.testing import CrowdBackendConformance, conformance_truth
 
 SETTINGS = MTurkSettings(image_root="/conformance", image_url_prefix="https://images.example.org/conformance")
@@ -48,3 +49,6 @@ class TestMTurkConformance(CrowdBackendConformance):
             if operation == "SendBonus" and params["WorkerId"] == worker_id
         }
         return [self.turk.bonuses[token] for token in sorted(tokens) if token in self.turk.bonuses]
+
+    def bonus_charge(self, amount: Decimal) -> Decimal:
+        return amount + bonus_fee(amount)  # MTurk takes its fee from the balance with the bonus

@@ -12,6 +12,7 @@ from fake_turk import FakeTurk
 from lsun_crowd_mturk import Api, MTurkCrowd, MTurkSettings
 from sqlalchemy import func, select
 
+from lsun_crowd.api import spent
 from lsun_crowd.crowd import NO, YES
 from lsun_crowd.loop import Cascade
 from lsun_crowd.project import Project
@@ -124,7 +125,9 @@ def test_a_whole_round_on_mechanical_turk(tmp_path: Path) -> None:
     for _ in range(2):
         crowd.pay_bonus(HONEST[0], approved["AssignmentId"], Decimal("0.10"), "careful work", "bonus-r1-A1")
     assert list(turk.bonuses.values()) == [Decimal("0.10")]
-    assert turk.balance == Decimal("9999.90")
+    assert turk.ledger.spent("bonus", "bonus-fee") == Decimal("0.12")  # MTurk's 20%, at least a cent
+    assert turk.ledger.spent("reward", "fee") == spent(project) == Decimal("0.63")  # the store, to the cent
+    assert turk.balance == Decimal("10000.00") - Decimal("0.63") - Decimal("0.12")
     project.close()
 
 
