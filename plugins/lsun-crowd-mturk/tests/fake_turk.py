@@ -273,8 +273,8 @@ class FakeTurk:
         return {"HIT": self.hits[hit_id]}
 
     def _hit(self, hit_id: str) -> dict[str, Any]:
-        if hit_id not in self.hits:
-            raise Refused(f"Hit {hit_id} does not exist.")
+        if hit_id not in self.hits or self.hits[hit_id]["HITStatus"] == "Disposed":  # deleted: gone from the API
+            raise Refused(f"Hit {hit_id} does not exist. (1700000000000)")
         hit = self.hits[hit_id]
         if hit["Expiration"] <= self.now and hit["HITStatus"] == "Assignable":
             hit["HITStatus"] = "Reviewable"
@@ -284,7 +284,8 @@ class FakeTurk:
         return {"HIT": self._hit(params["HITId"])}
 
     def ListHITs(self, params: dict[str, Any]) -> dict[str, Any]:
-        return self._page([self._hit(hit_id) for hit_id in self.hits], params, "HITs")
+        listed = [self._hit(hit_id) for hit_id, hit in self.hits.items() if hit["HITStatus"] != "Disposed"]
+        return self._page(listed, params, "HITs")
 
     def UpdateExpirationForHIT(self, params: dict[str, Any]) -> dict[str, Any]:
         self._hit(params["HITId"])["Expiration"] = max(params["ExpireAt"], datetime(2015, 1, 1, tzinfo=UTC))
@@ -312,6 +313,8 @@ class FakeTurk:
     ) -> str | None:
         """``worker`` takes and submits an assignment of the HIT, if MTurk would let them; on a
         multi-label HIT they tick each category ``choose`` says the image shows (none without it)."""
+        if hit_id not in self.hits or self.hits[hit_id]["HITStatus"] == "Disposed":
+            return None
         hit = self._hit(hit_id)
         if hit["HITStatus"] != "Assignable" or hit["NumberOfAssignmentsAvailable"] == 0:
             return None
@@ -373,7 +376,10 @@ class FakeTurk:
             == q.findtext("k:AnswerOption/k:SelectionIdentifier", namespaces=key_namespace)
             for q in key.findall("k:Question", key_namespace)
         )
-        score = round(100 * right / max(1, len(key.findall("k:Question", key_namespace))))
+        # Without a QualificationValueMapping the value is the summed score; a PercentageMapping
+        # makes it the percentage of MaximumSummedScore, rounded to the nearest whole number.
+        maximum = key.findtext(".//k:PercentageMapping/k:MaximumSummedScore", namespaces=key_namespace)
+        score = right if maximum is None else int(Decimal(100 * right) / int(maximum) + Decimal("0.5"))
         self.worker_scores[(type_id, worker)] = score
         return score
 
