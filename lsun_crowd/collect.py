@@ -27,7 +27,7 @@ from lsun_crowd.store import insert_ignoring_duplicates
 log = logging.getLogger(__name__)
 ANSWER_VALUES = {YES: 1, NO: 0}
 PAGE = 100  # HITs per status request and per store transaction
-READ_AGAIN = 5  # a short listing or status answer is asked again this often within one poll
+READ_AGAIN = 5  # a finished HIT's short listing, or a short status answer, is asked again this often
 POLLS_KEY = "polls"
 
 
@@ -98,24 +98,24 @@ def poll(
             added = 0
             if status.submitted != hit.known or status.state != HitState.OPEN:
                 added = store_assignments(ctx, hit.category_id, hit.row_id, hit.platform_id)
-                # A listing short of the platform's own count (a partial page) is read again at
-                # once, so that what a poll collects does not depend on the platform's paging.
-                for _ in range(READ_AGAIN):
+                # A finished HIT's listing short of the platform's own count (a partial page) is
+                # read again at once, so that what a poll collects does not depend on the
+                # platform's paging. An open HIT is simply read again at the next poll.
+                for _ in range(READ_AGAIN if status.state != HitState.OPEN else 0):
                     if hit.known + added >= status.submitted:
                         break
                     added += store_assignments(ctx, hit.category_id, hit.row_id, hit.platform_id)
             if added and progress is not None:
                 progress(hit.job_id, added)
-            # Still short: the HIT stays open and the next poll reads it again; only a deadline
-            # closes it regardless.
-            whole = hit.known + added >= status.submitted
-            closed = (status.state != HitState.OPEN and whole) or hit.job_id in overdue
-            if status.state != HitState.OPEN and not whole:
+            closed = status.state != HitState.OPEN or hit.job_id in overdue
+            if status.state != HitState.OPEN and hit.known + added < status.submitted:
                 log.warning(
-                    "HIT %s: the platform counts %d submitted assignment(s) but listed %d; reading it again",
+                    "HIT %s: the platform counts %d submitted assignment(s) but listed %d, %d times over; "
+                    "taking what it listed",
                     hit.platform_id,
                     status.submitted,
                     hit.known + added,
+                    READ_AGAIN + 1,
                 )
             if closed:
                 final = HitState.EXPIRED if status.state == HitState.OPEN else status.state
