@@ -20,7 +20,7 @@ from lsun_crowd.synthetic import SyntheticPool
 
 
 def test_a_simulation_reports_what_the_export_shows(tmp_path: Path) -> None:
-    settings = Settings(items=12_000, positive_rate=0.2, seed=5, rounds=1, sample=3_000)
+    settings = Settings(items=12_000, positive_rate=0.2, seed=5, rounds=1, sample=4_000)
     rounds = []
     result = simulate(settings, tmp_path / "sim", on_round=rounds.append)
     summary = result.summary()
@@ -28,8 +28,10 @@ def test_a_simulation_reports_what_the_export_shows(tmp_path: Path) -> None:
     # Every stage of the round was timed, with the memory it held.
     assert set(result.stage_totals) == set(STAGES)
     assert all(figure.seconds >= 0 and figure.peak_bytes > 50 * 2**20 for figure in result.stage_totals.values())
-    # The model labeled part of the pool: more resolved than the 3,000 people saw (and the gold).
-    assert summary["unlabeled"] < 1 - 3_100 / 12_000 and summary["votes"] > 3_000
+    # The model labeled part of the pool: more resolved than the 4,000 people saw (and the gold).
+    # 4,000 images, not fewer: each side's calibration is then large enough for a walk that
+    # passes with an unresolved image or two among its strictest cuts.
+    assert summary["unlabeled"] < 1 - 4_100 / 12_000 and summary["votes"] > 4_000
 
     # The same figures, recomputed from the exported labels and the pool's recipe.
     pool = SyntheticPool.load(tmp_path / "sim" / RECIPE)
