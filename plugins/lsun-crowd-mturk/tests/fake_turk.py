@@ -299,6 +299,13 @@ class FakeTurk:
         if hit["HITStatus"] == "Assignable" or unreviewed:
             raise Refused("This HIT is currently in the state 'Assignable' or has unreviewed work.")
         hit["HITStatus"] = "Disposed"
+        # What was held for assignments nobody submitted goes back to the balance.
+        done = sum(a["HITId"] == hit["HITId"] for a in self.assignments.values())
+        unused = int(hit["MaxAssignments"]) - done
+        if unused > 0:
+            reward = Decimal(self.hit_types[hit["HITTypeId"]]["Reward"])
+            held = (reward + assignment_fee(reward, int(hit["MaxAssignments"]))) * unused
+            self.ledger.entries.append(Entry("refund", hit["HITId"], -held))
         return {}
 
     # -- assignments --------------------------------------------------------------------------
