@@ -165,8 +165,12 @@ def draw_kills(seed: int, per_command: dict[str, int], passes: dict[str, dict[st
     for command, count in per_command.items():
         available = [point for point in COMMAND_POINTS[command] if passes.get(command, {}).get(point, 0)]
         chosen = sorted(rng.sample(available, min(count, len(available))), key=COMMAND_POINTS[command].index)
-        # From the first half of the passes: a resumed run passes a point less often than a whole one.
-        drawn[command] = [f"{point}:{rng.randint(1, (passes[command][point] + 1) // 2)}" for point in chosen]
+        # Each resumed process counts passes afresh, and has less left to do than a whole run: the
+        # i-th kill of a command is drawn from the first 1/(i + 2) of the point's passes.
+        drawn[command] = [
+            f"{point}:{rng.randint(1, max(1, passes[command][point] // (index + 2)))}"
+            for index, point in enumerate(chosen)
+        ]
     return drawn
 
 
