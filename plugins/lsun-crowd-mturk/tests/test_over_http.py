@@ -28,13 +28,6 @@ def crowd_over_http(settings: MTurkSettings, project: str = "proj") -> MTurkCrow
     return MTurkCrowd(Api(make_client(settings), settings, sleep=lambda _: None), settings, project)
 
 
-@pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[TurkServer]:
-    with TurkServer() as running:
-        point_at(running, monkeypatch)
-        yield running
-
-
 def test_requests_travel_over_http_to_the_endpoint_in_the_environment(server: TurkServer) -> None:
     server.turk.faults = [("GetAccountBalance", "ThrottlingException"), ("GetAccountBalance", "ServiceUnavailable")]
     crowd = crowd_over_http(MTurkSettings())
