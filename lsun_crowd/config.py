@@ -126,6 +126,9 @@ class CrowdConfig(_Section):
     hit_lifetime_seconds: int = Field(default=3 * 24 * 3600, ge=60)
     poll_seconds: float = Field(default=30.0, ge=0)
     collect_timeout_seconds: float = Field(default=7 * 24 * 3600, gt=0)
+    # A crowd's transient failures are retried this often, waiting at most this long in all, per call.
+    retry_attempts: int = Field(default=8, ge=1, le=100)
+    retry_seconds: float = Field(default=600.0, ge=0, le=24 * 3600)
     settings: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -288,6 +291,8 @@ reward_per_assignment = 0.05  # USD paid for one submitted HIT
 hit_lifetime_seconds = 259200
 poll_seconds = 30             # wait between checks for new assignments
 collect_timeout_seconds = 604800
+retry_attempts = 8            # a crowd's transient failures (timeouts, throttling, server errors) are
+retry_seconds = 600           #   retried this often, waiting at most this long, per call
 
 [crowd.settings]              # passed as-is to the adapter
 

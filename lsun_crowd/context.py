@@ -14,7 +14,7 @@ from lsun_crowd.config import Config
 from lsun_crowd.crowd import CrowdBackend
 from lsun_crowd.embed import EmbeddingCache
 from lsun_crowd.progress import Progress as Progress  # re-exported: steps import it from here
-from lsun_crowd.retrying import with_retries
+from lsun_crowd.retrying import RetryPolicy, with_retries
 from lsun_crowd.schema import Category, Job, JobState, Round, RoundState
 from lsun_crowd.stages import Stages
 from lsun_crowd.store import Store
@@ -58,7 +58,9 @@ class Context:
 
     def __post_init__(self) -> None:
         # Every adapter's transient failures are retried under one policy (lsun_crowd.retrying).
-        self.crowd = with_retries(self.crowd, sleep=self.sleep)
+        crowd = self.config.crowd
+        policy = RetryPolicy(attempts=crowd.retry_attempts, seconds=crowd.retry_seconds)
+        self.crowd = with_retries(self.crowd, policy, sleep=self.sleep)
 
     def project_key(self) -> str:
         """The project's name and identity (:meth:`lsun_crowd.store.Store.project_key`): what every
