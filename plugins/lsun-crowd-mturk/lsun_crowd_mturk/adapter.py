@@ -41,7 +41,7 @@ from lsun_crowd.render import Renderer
 from lsun_crowd_mturk.answers import MalformedAnswer, item_answers
 from lsun_crowd_mturk.client import Api, MTurkError
 from lsun_crowd_mturk.qualifications import QualificationTypes
-from lsun_crowd_mturk.question import HTML_QUESTION_LIMIT, html_question, question_xml, too_large
+from lsun_crowd_mturk.question import HTML_QUESTION_LIMIT, html_question, question_items, question_xml, too_large
 from lsun_crowd_mturk.settings import LIVE_ENDPOINT, MTurkSettings
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ PAST = datetime(2015, 1, 1, tzinfo=UTC)  # an expiry in the past expires a HIT a
 STATUSES = {"Submitted": AssignmentStatus.SUBMITTED, "Approved": AssignmentStatus.APPROVED}
 STATUSES["Rejected"] = AssignmentStatus.REJECTED
 MALFORMED_FEEDBACK = "Your submission did not answer every image with yes or no, so it could not be used."
+# followed by what was wrong, e.g. "Image 3 of 10 was not answered."
 
 
 def annotation(batch_id: str, hit_key: str) -> str:
@@ -87,6 +88,7 @@ class MTurkCrowd:
         self.qualifications = QualificationTypes(api, project, self.image_url)
         self.spend_confirmed = False
         self._excluded: set[frozenset[str]] = set()  # exclusion sets granted to their workers already
+        self._items: dict[str, tuple[str, ...]] = {}  # HIT id → the item keys it shows
 
     # -- publishing ---------------------------------------------------------------------------
 
@@ -172,7 +174,7 @@ class MTurkCrowd:
             }
         )
         if test is not None:
-            found.append(_at_least(self.qualifications.test_type(test), _percent(test.needed, len(test.items))))
+            found.append(_at_least(self.qualifications.test_type(test), self.qualifications.pass_value(test)))
         if excluded:
             found.append(
                 {
@@ -333,15 +335,23 @@ class MTurkCrowd:
         return statuses
 
     def list_assignments(self, hit_id: str) -> list[Assignment]:
+        """The HIT's submissions, each read against the HIT's own images: one that leaves an image
+        unanswered or answers one the HIT did not show is left out, and rejected (if not yet
+        reviewed) with feedback that says what is wrong."""
         found = []
         statuses = list(STATUSES)
+        expected = None
         for row in self._paged("ListAssignmentsForHIT", "Assignments", HITId=hit_id, AssignmentStatuses=statuses):
+            if expected is None:
+                expected = self._hit_items(hit_id)
             try:
-                answers = item_answers(row["Answer"])
+                answers = item_answers(row["Answer"], expected)
             except MalformedAnswer as reason:
                 log.warning("assignment %s of HIT %s left out: %s", row["AssignmentId"], hit_id, reason)
                 if row["AssignmentStatus"] == "Submitted":
-                    self.reject(row["AssignmentId"], MALFORMED_FEEDBACK)
+                    self.reject(
+                        row["AssignmentId"], f"{MALFORMED_FEEDBACK} {str(reason)[:1].upper()}{str(reason)[1:]}."[:1024]
+                    )
                 continue
             found.append(
                 Assignment(
@@ -355,6 +365,15 @@ class MTurkCrowd:
                 )
             )
         return sorted(found, key=lambda assignment: assignment.assignment_id)
+
+    def _hit_items(self, hit_id: str) -> tuple[str, ...]:
+        """The item keys the HIT shows, from its question (which never changes: kept per HIT)."""
+        if hit_id not in self._items:
+            items = question_items(str(self.api.call("GetHIT", HITId=hit_id)["HIT"].get("Question", "")))
+            if not items:
+                raise CrowdError(f"HIT {hit_id}: its question names no image field (item-<key>, or item)")
+            self._items[hit_id] = items
+        return self._items[hit_id]
 
     # -- reviewing and paying -----------------------------------------------------------------
 
@@ -424,11 +443,26 @@ class MTurkCrowd:
                 raise
 
     def notify(self, worker_ids: Sequence[str], subject: str, message: str) -> None:
-        """Message workers, 100 at a time (MTurk's limit per request)."""
+        """Message workers, 100 at a time (MTurk's limit per request), each at most once.
+
+        ``NotifyWorkers`` carries no request token and MTurk keeps no record a requester can read,
+        so a request whose answer was lost cannot be checked: it is sent again only when the
+        failure shows it was not carried out (throttled, never sent). After any other failure the
+        workers may have had the message; they are named in the error and nobody gets it twice."""
         for start in range(0, len(worker_ids), 100):
-            response = self.api.call(
-                "NotifyWorkers", Subject=subject, MessageText=message, WorkerIds=list(worker_ids[start : start + 100])
-            )
+            chunk = list(worker_ids[start : start + 100])
+            try:
+                response = self.api.call_at_most_once(
+                    "NotifyWorkers", Subject=subject, MessageText=message, WorkerIds=chunk
+                )
+            except MTurkError as error:
+                if not error.uncertain:
+                    raise
+                unsent = len(worker_ids) - start - len(chunk)
+                raise CrowdError(
+                    f"{error}: {len(chunk)} worker(s) may have been notified or not ({', '.join(chunk)}), and the "
+                    f"message is not sent again so that none of them gets it twice; {unsent} more were not sent it"
+                ) from error
             for failure in response.get("NotifyWorkersFailureStatuses", []):
                 log.warning(
                     "could not notify %s: %s", failure.get("WorkerId"), failure.get("NotifyWorkersFailureMessage")
@@ -437,21 +471,39 @@ class MTurkCrowd:
     # -- HIT lifetime -------------------------------------------------------------------------
 
     def expire(self, hit_ids: Sequence[str]) -> None:
+        """Expire each HIT now; one MTurk no longer knows (deleted) is as expired as it gets."""
         for hit_id in hit_ids:
-            self.api.call("UpdateExpirationForHIT", HITId=hit_id, ExpireAt=PAST)
+            try:
+                self.api.call("UpdateExpirationForHIT", HITId=hit_id, ExpireAt=PAST)
+            except MTurkError as error:
+                if error.code != "RequestError" or not self._gone(hit_id):
+                    raise
+                log.info("HIT %s is deleted: nothing to expire", hit_id)
 
     def extend(self, hit_id: str, seconds: int) -> None:
         self.api.call("UpdateExpirationForHIT", HITId=hit_id, ExpireAt=datetime.now(UTC) + timedelta(seconds=seconds))
 
     def delete(self, hit_id: str) -> bool:
-        """Delete a HIT when MTurk allows it (expired, every assignment reviewed); False otherwise."""
+        """Delete a HIT when MTurk allows it (expired, every assignment reviewed); False when it
+        does not. A refusal of a HIT MTurk no longer knows means it is deleted already (by a
+        request whose answer was lost, or another process)."""
         try:
             self.api.call("DeleteHIT", HITId=hit_id)
         except MTurkError as error:
             if error.code == "RequestError":
-                return False
+                return self._gone(hit_id)
             raise
         return True
+
+    def _gone(self, hit_id: str) -> bool:
+        """Whether MTurk no longer knows the HIT: ``GetHIT`` refuses a deleted one."""
+        try:
+            self.api.call("GetHIT", HITId=hit_id)
+        except MTurkError as error:
+            if error.code == "RequestError":
+                return True
+            raise
+        return False
 
     # -- money and qualification --------------------------------------------------------------
 
@@ -473,7 +525,3 @@ def _at_least(type_id: str, value: int) -> dict[str, Any]:
         "IntegerValues": [int(value)],
         "ActionsGuarded": "DiscoverPreviewAndAccept",
     }
-
-
-def _percent(correct: int, total: int) -> int:
-    return (100 * correct + total - 1) // total  # rounded up, so the score needed is never too lenient

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Iterable
+from collections.abc import Sequence
 
 from lsun_crowd.crowd import encode_choices
 from lsun_crowd.render import MULTI_LABEL_ITEM_FIELD, answers_from_fields, labels_from_fields
@@ -37,12 +37,15 @@ def form_fields(xml: str) -> dict[str, str]:
     return fields
 
 
-def item_answers(xml: str, expected: Iterable[str] | None = None) -> dict[str, str]:
+def item_answers(xml: str, expected: Sequence[str] | None = None) -> dict[str, str]:
     """Item key → ``yes``/``no``, or for the multi-label form (it posts an ``item`` field) item key
     → the categories ticked (:func:`~lsun_crowd.crowd.encode_choices`). With ``expected`` item
-    keys, every one must be answered, and nothing else."""
+    keys (the HIT's, in the order it shows them), every one must be answered, and nothing else; a
+    blank answer is no answer, and the error names the images by their place in the HIT."""
     try:
         fields = form_fields(xml)
+        if expected is not None:
+            fields = {name: value for name, value in fields.items() if value.strip()}
         if MULTI_LABEL_ITEM_FIELD in fields:
             item, ticked = labels_from_fields(fields)
             answers = {item: encode_choices(ticked)}
@@ -50,13 +53,21 @@ def item_answers(xml: str, expected: Iterable[str] | None = None) -> dict[str, s
             answers = answers_from_fields(fields)
     except ValueError as error:
         raise MalformedAnswer(str(error)) from None
+    if expected is not None:
+        problems = []
+        missing = [place for place, key in enumerate(expected, 1) if key not in answers]
+        if missing:
+            images = "image" if len(missing) == 1 else "images"
+            were = "was" if len(missing) == 1 else "were"
+            places = ", ".join(str(place) for place in missing)
+            problems.append(f"{images} {places} of {len(expected)} {were} not answered")
+        extra = sorted(answers.keys() - set(expected))
+        if extra:
+            problems.append(f"answers for images not in this HIT: {', '.join(extra)}")
+        if problems:
+            raise MalformedAnswer("; ".join(problems))
     if not answers:
         raise MalformedAnswer("no image was answered")
-    if expected is not None:
-        wanted = set(expected)
-        missing, extra = sorted(wanted - answers.keys()), sorted(answers.keys() - wanted)
-        if missing or extra:
-            raise MalformedAnswer(f"unanswered images {missing}, unknown images {extra}")
     return answers
 
 

@@ -1,9 +1,12 @@
 """Our own qualification types: the soft block, and a category's qualification test.
 
 A type is found by its name (one per project and purpose) or created on first use, so a second
-process or a resumed run finds the type the first one made. The test is MTurk's own auto-graded
-kind: a QuestionForm with one yes/no question per image and an answer key scoring the percentage
-right, which the HIT type then requires at the pass mark.
+process or a resumed run finds the type the first one made; a creation refused because the name
+is taken (an earlier attempt whose answer was lost, or another process) resolves to that type.
+The test is MTurk's own auto-graded kind: a QuestionForm with one yes/no question per image and an
+answer key worth a point per right answer. Its value is the number right, a whole number the HIT
+type then requires at the test's ``needed`` (no percentage, whose rounding would move the pass
+mark). Types made before that scored a percentage; they are still read and required correctly.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ FORM_SCHEMA = "http://mechanicalturk.amazonaws.com/AWSMechanicalTurkDataSchemas/
 KEY_SCHEMA = "http://mechanicalturk.amazonaws.com/AWSMechanicalTurkDataSchemas/2005-10-01/AnswerKey.xsd"
 TEST_SECONDS = 1200
 SUMMARY = re.compile(r"(\d+) images; (\d+) right to pass")
+COUNTED = "scored by right answers"  # in the description of the tests whose value is the number right
+DUPLICATE_NAME = "already created a QualificationType with this name"  # MTurk's refusal of a taken name
 
 
 class QualificationTypes:
@@ -31,6 +36,7 @@ class QualificationTypes:
         self.project = project
         self.image_url = image_url
         self._ids: dict[str, str] = {}
+        self._descriptions: dict[str, str] = {}  # type id → its description
 
     def block_type(self) -> str:
         return self._find_or_create(
@@ -58,12 +64,22 @@ class QualificationTypes:
     def test_type(self, test: QualificationTest) -> str:
         return self._find_or_create(
             self.test_name(test.test_id),
-            Description=f"{test.question} {len(test.items)} images; {test.needed} right to pass.",
+            Description=f"{test.question} {len(test.items)} images; {test.needed} right to pass; {COUNTED}.",
             QualificationTypeStatus="Active",
             Test=self.test_form(test),
             AnswerKey=answer_key(test),
             TestDurationInSeconds=TEST_SECONDS,
         )
+
+    def pass_value(self, test: QualificationTest) -> int:
+        """The qualification value from which the test's type admits a worker: ``needed`` right
+        answers. A type scored in percent by an earlier version gets the percentage of ``needed``
+        rounded down: whatever MTurk's rounding, ``needed`` right answers score at least that and
+        one fewer less (a point is worth 5 or more percent up to 20 images)."""
+        type_id = self.test_type(test)
+        if COUNTED in self._descriptions.get(type_id, COUNTED):
+            return test.needed
+        return 100 * test.needed // len(test.items)
 
     def results(self, test_id: str) -> list[QualificationResult]:
         found = self._find(self.test_name(test_id))
@@ -74,6 +90,7 @@ class QualificationTypes:
         if summary is None:
             raise MTurkError("GetQualificationType", "Unreadable", f"{test_id}: no test summary in {description!r}")
         total, needed = int(summary.group(1)), int(summary.group(2))
+        counted = COUNTED in description
         results = []
         token = None
         while True:
@@ -84,8 +101,12 @@ class QualificationTypes:
                 **({"NextToken": token} if token else {}),
             )
             for row in page.get("Qualifications", []):
-                correct = round(int(row.get("IntegerValue", 0)) * total / 100)
-                results.append(QualificationResult(str(row["WorkerId"]), correct, total, correct >= needed))
+                value = int(row.get("IntegerValue", 0))
+                if counted:
+                    correct, passed = value, value >= needed
+                else:  # a percentage, admitted from pass_value() on
+                    correct, passed = round(value * total / 100), value >= 100 * needed // total
+                results.append(QualificationResult(str(row["WorkerId"]), correct, total, passed))
             token = page.get("NextToken")
             if not token:
                 return sorted(results, key=lambda result: result.worker_id)
@@ -140,16 +161,32 @@ class QualificationTypes:
 
     def _find_or_create(self, name: str, **properties: Any) -> str:
         if name not in self._ids:
+            found = self._find(name) or self._create(name, properties)
+            self._ids[name] = found[0]
+            self._descriptions[found[0]] = found[1]
+        return self._ids[name]
+
+    def _create(self, name: str, properties: dict[str, Any]) -> tuple[str, str]:
+        """Create the type; if MTurk says the name is taken, the type of that name is the one
+        (made by an attempt whose answer was lost, or by another process). Other refusals are
+        reported as MTurk put them."""
+        try:
+            response = self.api.call("CreateQualificationType", Name=name, **properties)
+        except MTurkError as error:
+            if DUPLICATE_NAME not in error.detail:
+                raise
             found = self._find(name)
             if found is None:
-                response = self.api.call("CreateQualificationType", Name=name, **properties)
-                found = (str(response["QualificationType"]["QualificationTypeId"]), "")
-            self._ids[name] = found[0]
-        return self._ids[name]
+                raise MTurkError(
+                    "CreateQualificationType", error.code, f"{error.detail} (yet no type of that name is listed)"
+                ) from error
+            return found
+        created = response["QualificationType"]
+        return str(created["QualificationTypeId"]), str(created.get("Description", properties.get("Description", "")))
 
 
 def answer_key(test: QualificationTest) -> str:
-    """One point per right answer, reported as the percentage of the points."""
+    """One point per right answer; without a QualificationValueMapping, MTurk's value is the sum."""
     key = ElementTree.Element("AnswerKey", xmlns=KEY_SCHEMA)
     for item in test.items:
         question = ElementTree.SubElement(key, "Question")
@@ -157,6 +194,4 @@ def answer_key(test: QualificationTest) -> str:
         option = ElementTree.SubElement(question, "AnswerOption")
         ElementTree.SubElement(option, "SelectionIdentifier").text = test.answers[item.item_key]
         ElementTree.SubElement(option, "AnswerScore").text = "1"
-    mapping = ElementTree.SubElement(ElementTree.SubElement(key, "QualificationValueMapping"), "PercentageMapping")
-    ElementTree.SubElement(mapping, "MaximumSummedScore").text = str(len(test.items))
     return ElementTree.tostring(key, encoding="unicode")
