@@ -336,8 +336,9 @@ class MTurkCrowd:
 
     def list_assignments(self, hit_id: str) -> list[Assignment]:
         """The HIT's submissions, each read against the HIT's own images: one that leaves an image
-        unanswered or answers one the HIT did not show is left out, and rejected (if not yet
-        reviewed) with feedback that says what is wrong."""
+        unanswered or answers one the HIT did not show is rejected (if not yet reviewed) with
+        feedback that says what is wrong, and listed with no answers, so that the store accounts
+        for every submission MTurk counts and none of its answers becomes a vote."""
         found = []
         statuses = list(STATUSES)
         expected = None
@@ -348,10 +349,24 @@ class MTurkCrowd:
                 answers = item_answers(row["Answer"], expected)
             except MalformedAnswer as reason:
                 log.warning("assignment %s of HIT %s left out: %s", row["AssignmentId"], hit_id, reason)
-                if row["AssignmentStatus"] == "Submitted":
+                status = STATUSES[row["AssignmentStatus"]]
+                if status == AssignmentStatus.SUBMITTED:
                     self.reject(
                         row["AssignmentId"], f"{MALFORMED_FEEDBACK} {str(reason)[:1].upper()}{str(reason)[1:]}."[:1024]
                     )
+                    status = AssignmentStatus.REJECTED
+                answers = {}
+                found.append(
+                    Assignment(
+                        str(row["AssignmentId"]),
+                        hit_id,
+                        str(row["WorkerId"]),
+                        status,
+                        answers,
+                        row["AcceptTime"].timestamp(),
+                        row["SubmitTime"].timestamp(),
+                    )
+                )
                 continue
             found.append(
                 Assignment(

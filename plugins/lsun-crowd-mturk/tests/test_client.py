@@ -186,7 +186,9 @@ def test_the_preview_is_the_question_mturk_gets() -> None:
     assert "<FrameHeight>640</FrameHeight>" in question and shown.note == "MTurk's HTMLQuestion, sandbox"
 
 
-def test_answers_are_read_back_and_malformed_ones_are_left_out_and_rejected(caplog: pytest.LogCaptureFixture) -> None:
+def test_answers_are_read_back_and_malformed_ones_are_rejected_and_listed_without_answers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     xml = answers_xml({"assignmentId": "A", "item-12": "yes", "item-13": "NO"})
     assert item_answers(xml) == {"12": "yes", "13": "no"}
     assert item_answers(xml, expected=["12", "13"]) == {"12": "yes", "13": "no"}
@@ -204,8 +206,10 @@ def test_answers_are_read_back_and_malformed_ones_are_left_out_and_rejected(capl
     bad = turk.work(hit.hit_id, "A2BAD", raw=answers_xml({"item-0": "perhaps"}))
     with caplog.at_level(logging.WARNING):
         listed = crowd.list_assignments(hit.hit_id)
-    assert [a.assignment_id for a in listed] == [good]
-    assert listed[0].answers == {"0": "yes", "1": "yes", "2": "yes"}
+    assert [a.assignment_id for a in listed] == sorted([good, bad])  # the store accounts for both
+    by_id = {a.assignment_id: a for a in listed}
+    assert by_id[good].answers == {"0": "yes", "1": "yes", "2": "yes"}
+    assert by_id[bad].answers == {} and by_id[bad].status == "rejected"  # no vote from it
     assert f"assignment {bad}" in caplog.text and "'perhaps'" in caplog.text
     assert turk.assignments[bad]["AssignmentStatus"] == "Rejected"
 
