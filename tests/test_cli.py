@@ -10,12 +10,16 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from lsun_crowd import cli as cli_module
 from lsun_crowd.cli import app
 from lsun_crowd.config import CONFIG_FILE
 
 from .conftest import make_digits_project
 
 runner = CliRunner(env={"COLUMNS": "200"})
+# The command's console measured its terminal when it was imported (perhaps by another test, in
+# a narrow one): tables are read at the width a person would have.
+cli_module.console.width = 200
 
 
 def invoke(*args: str) -> tuple[int, str]:

@@ -180,4 +180,7 @@ def test_publishing_reads_nothing_of_the_account(tmp_path: Path, monkeypatch: py
         project = finish(directory, server, targets)
         assert server.turk.count("ListHITs") == before["ListHITs"]  # none at all
         assert server.turk.count("CreateHITWithHITType") - before["CreateHITWithHITType"] == 7
+        # Polls read the HITs' counters and list a HIT's assignments only when its count moved:
+        # once for each of the 7 HITs here, however many polls there were.
+        assert server.turk.count("ListAssignmentsForHIT") == 7
         project.close()
