@@ -23,7 +23,7 @@ from lsun_crowd.votes_io import VotesFileError, read_votes
 # A reader whose failure surfaces only as an "Exception ignored" report (Arrow's row handler) fails too.
 pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
 BOUNDED = settings(
-    max_examples=150, deadline=1000, derandomize=True, suppress_health_check=[HealthCheck.too_slow], database=None
+    max_examples=150, deadline=5000, derandomize=True, suppress_health_check=[HealthCheck.too_slow], database=None
 )
 
 # Pieces that hostile files are made of, mixed with arbitrary text and bytes.
