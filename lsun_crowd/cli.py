@@ -92,7 +92,7 @@ def ingest(
 @app.command()
 def run(
     project: ProjectOption = Path("."),
-    crowd: Annotated[str | None, typer.Option(help="crowd adapter (default: [crowd] adapter)")] = None,
+    crowd: Annotated[str | None, typer.Option(help="crowd adapter (default: the one the config names)")] = None,
     rounds: Annotated[int | None, typer.Option(help="most rounds per category")] = None,
     category: Annotated[list[str] | None, typer.Option(help="only these categories")] = None,
     once: Annotated[bool, typer.Option("--once", help="one pass over every category, then exit")] = False,
@@ -338,7 +338,7 @@ def audit(
     project: ProjectOption = Path("."),
     seed: Annotated[int, typer.Option(help="the same sample and seed resume (or reprint) the same audit")] = 0,
     votes: Annotated[int, typer.Option(help="fresh votes asked per image (a majority of at least three)")] = 5,
-    crowd: Annotated[str | None, typer.Option(help="crowd adapter (default: [crowd] adapter)")] = None,
+    crowd: Annotated[str | None, typer.Option(help="crowd adapter (default: the one the config names)")] = None,
     yes: Annotated[bool, typer.Option("--yes", help="spend real money without asking")] = False,
 ) -> None:
     """Check a random sample of final labels with fresh workers and print precision, recall and NPV
@@ -371,7 +371,7 @@ def audit(
 def conflicts(
     project: ProjectOption = Path("."),
     group: Annotated[list[str] | None, typer.Option(help="only these single-label groups")] = None,
-    crowd: Annotated[str | None, typer.Option(help="crowd adapter (default: [crowd] adapter)")] = None,
+    crowd: Annotated[str | None, typer.Option(help="crowd adapter (default: the one the config names)")] = None,
     once: Annotated[bool, typer.Option("--once", help="one step for each group, then exit")] = False,
     yes: Annotated[bool, typer.Option("--yes", help="spend real money without asking")] = False,
 ) -> None:
@@ -401,7 +401,7 @@ def conflicts(
 def repair(
     project: ProjectOption = Path("."),
     category: Annotated[list[str] | None, typer.Option(help="only these categories")] = None,
-    crowd: Annotated[str | None, typer.Option(help="crowd adapter (default: [crowd] adapter)")] = None,
+    crowd: Annotated[str | None, typer.Option(help="crowd adapter (default: the one the config names)")] = None,
     once: Annotated[bool, typer.Option("--once", help="one step for each category, then exit")] = False,
     yes: Annotated[bool, typer.Option("--yes", help="spend real money without asking")] = False,
 ) -> None:

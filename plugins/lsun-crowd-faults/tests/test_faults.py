@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from lsun_crowd_faults import FaultPlan, FaultyCrowd
 from lsun_crowd_mock import CrowdMix, SimulatedCrowd
+from outcomes import labels_and_totals
 
 from lsun_crowd.crowd import CrowdBackend, HitBatch, TransientCrowdError
 from lsun_crowd.project import Project
@@ -127,7 +128,7 @@ def test_pages_come_back_short_repeated_and_shuffled() -> None:
     assert any(listing[: len(set(listing))] != sorted(set(listing)) for listing in listings)
 
 
-def _run(directory: Path, crowd_settings: dict[str, Any] | None) -> tuple[dict[tuple[str, str], str], tuple[Any, ...]]:
+def _run(directory: Path, crowd_settings: dict[str, Any] | None) -> tuple[dict[tuple[str, str], int], tuple[Any, ...]]:
     """Run a small digits project to the end; its labels and its totals."""
     overrides: dict[str, Any] = {"cascade": {"max_rounds": 3}}
     digits_project(directory, limit=400, digits=range(2), seed=5, sample_per_round=120, overrides=overrides)
@@ -137,24 +138,7 @@ def _run(directory: Path, crowd_settings: dict[str, Any] | None) -> tuple[dict[t
         if crowd_settings is not None:
             crowd = FaultyCrowd(crowd, FaultPlan.everything("mock", {}, **crowd_settings))
         project.cascade(with_retries(crowd, NO_WAIT, sleep=lambda _: None)).run()
-        with project.store.engine.connect() as connection:
-            labels = {
-                (Path(uri).name, category): label
-                for uri, category, label in connection.exec_driver_sql(
-                    "SELECT items.uri, categories.name, labels.label FROM labels "
-                    "JOIN items ON items.id = labels.item_id JOIN categories ON categories.id = labels.category_id"
-                )
-            }
-            totals = tuple(
-                connection.exec_driver_sql(sql).scalar()
-                for sql in (
-                    "SELECT COUNT(*) FROM votes",
-                    "SELECT COUNT(*) FROM assignments",
-                    "SELECT COUNT(*) FROM hits",
-                    "SELECT COUNT(DISTINCT platform_hit_id) FROM hits",
-                    "SELECT COUNT(*) FROM (SELECT assignment_id, item_id FROM votes GROUP BY 1, 2 HAVING COUNT(*) > 1)",
-                )
-            )
+        labels, totals = labels_and_totals(project)
         injected = crowd.injected if isinstance(crowd, FaultyCrowd) else Counter()
         return labels, (*totals, str(project.cascade(crowd).spent()), sum(injected.values()) > 0)
     finally:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from lsun_crowd_faults import FaultPlan, FaultyCrowd
 from lsun_crowd_web import WebCrowd
+from outcomes import labels_and_totals
 
 from lsun_crowd.project import Project
 from lsun_crowd.retrying import RetryPolicy, with_retries
@@ -53,22 +54,7 @@ def _run(directory: Path, faults: FaultPlan | None) -> tuple[dict[tuple[str, str
             _answer_everything(web, targets)
         else:
             raise AssertionError("the cascade did not finish in 200 passes")
-        with project.store.engine.connect() as connection:
-            labels = {
-                (Path(uri).name, category): label
-                for uri, category, label in connection.exec_driver_sql(
-                    "SELECT items.uri, categories.name, labels.label FROM labels "
-                    "JOIN items ON items.id = labels.item_id JOIN categories ON categories.id = labels.category_id"
-                )
-            }
-            totals = tuple(
-                connection.exec_driver_sql(sql).scalar()
-                for sql in (
-                    "SELECT COUNT(*) FROM votes",
-                    "SELECT COUNT(*) FROM assignments",
-                    "SELECT COUNT(DISTINCT platform_hit_id) FROM hits",
-                )
-            )
+        labels, totals = labels_and_totals(project)
         queued = web.state.execute("SELECT COUNT(*) FROM hits")[0][0]
         injected = sum(crowd.injected.values()) if isinstance(crowd, FaultyCrowd) else 0
         return labels, (*totals, queued, str(cascade.spent()), injected > 0)
@@ -90,4 +76,4 @@ def test_the_cascade_through_faults_on_the_web_crowd_ends_as_a_clean_run(tmp_pat
     assert faulty_labels == clean_labels
     assert faulty_totals[:-1] == clean_totals[:-1]  # votes, assignments, HITs on our side and theirs, money
     assert faulty_totals[-1] and not clean_totals[-1]  # faults were injected, and only into one run
-    assert clean_totals[2] == clean_totals[3]  # every HIT queued once
+    assert clean_totals[2] == clean_totals[3] == clean_totals[5] and clean_totals[4] == 0  # every HIT queued once
