@@ -136,7 +136,9 @@ def test_an_unknown_key_or_bad_value_fails_naming_the_field(
 
 def test_update_project_changes_only_what_it_names(tmp_path: Path) -> None:
     write_project(tmp_path, digits_config(0, range(1)))
-    updated = update_project(tmp_path, {"cascade": {"budget": Decimal("0.5")}, "project": {"database_url": "sqlite:////tmp/elsewhere.db"}})
+    updated = update_project(
+        tmp_path, {"cascade": {"budget": Decimal("0.5")}, "project": {"database_url": "sqlite:////tmp/elsewhere.db"}}
+    )
     assert updated.cascade.budget == Decimal("0.5") and updated.project.database_url == "sqlite:////tmp/elsewhere.db"
     assert updated.model_dump(exclude={"cascade", "project"}) == write_project(
         tmp_path / "fresh", digits_config(0, range(1))
