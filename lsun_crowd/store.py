@@ -220,7 +220,7 @@ class Store:
             row = session.get(Meta, "schema_version")
             if row is None:
                 session.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
-                session.add(Meta(key=PROJECT_ID, value=_new_project_id()))
+                _give_project_identity(session)
                 return
             version = int(row.value)
             if version > SCHEMA_VERSION:
@@ -263,11 +263,8 @@ class Store:
         """``name#id``: what the project's batch ids, qualification tests and platform annotations
         start with, so that two projects never share a HIT or a test, whatever their names."""
         with self.session() as session:
-            row = session.get(Meta, PROJECT_ID)
-            if row is None:  # a store written by hand; it gets its identity now
-                row = Meta(key=PROJECT_ID, value=_new_project_id())
-                session.add(row)
-            return f"{name}#{row.value}"
+            _give_project_identity(session)  # a store written by hand gets its identity now
+            return f"{name}#{session.get_one(Meta, PROJECT_ID).value}"
 
     def close(self) -> None:
         self.engine.dispose()

@@ -321,6 +321,7 @@ class MTurkCrowd:
         statuses = []
         for hit_id in hit_ids:
             hit = self.api.call("GetHIT", HITId=hit_id)["HIT"]
+            self._remember_items(hit_id, hit)  # what the answer check needs, without asking again
             requested = int(hit["MaxAssignments"])
             available = int(hit.get("NumberOfAssignmentsAvailable", 0))
             pending = int(hit.get("NumberOfAssignmentsPending", 0))
@@ -384,11 +385,14 @@ class MTurkCrowd:
     def _hit_items(self, hit_id: str) -> tuple[str, ...]:
         """The item keys the HIT shows, from its question (which never changes: kept per HIT)."""
         if hit_id not in self._items:
-            items = question_items(str(self.api.call("GetHIT", HITId=hit_id)["HIT"].get("Question", "")))
-            if not items:
-                raise CrowdError(f"HIT {hit_id}: its question names no image field (item-<key>, or item)")
-            self._items[hit_id] = items
+            self._remember_items(hit_id, self.api.call("GetHIT", HITId=hit_id)["HIT"])
+        if not self._items[hit_id]:
+            raise CrowdError(f"HIT {hit_id}: its question names no image field (item-<key>, or item)")
         return self._items[hit_id]
+
+    def _remember_items(self, hit_id: str, hit: dict[str, Any]) -> None:
+        if hit_id not in self._items:
+            self._items[hit_id] = question_items(str(hit.get("Question", "")))
 
     # -- reviewing and paying -----------------------------------------------------------------
 
