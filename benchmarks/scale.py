@@ -1,12 +1,17 @@
 """Doubling the pool: ``lsun-crowd simulate`` at several sizes, each stage's time and memory side by side.
 
     python benchmarks/scale.py --items 125000 250000 500000 1000000 [--positive-rate 0.1]
-        [--database-url postgresql+psycopg://...]   # every size on that database (emptied first)
+        [--repeat 2] [--database-url postgresql+psycopg://...]   # every size on that database (emptied first)
 
 Each size runs as its own ``lsun-crowd simulate`` process (so memory peaks are its own), to the
 end of its rounds. Prints, per size: the pool build, every stage's seconds and peak MB summed over
 the rounds, the whole run, and the result (precision, recall, unlabeled, votes per resolved
 image); then the ratio of each figure to the size before. ``--json-dir`` keeps every run's figures.
+
+On a shared machine one run's stage times move with whatever else runs. ``--repeat K`` runs the
+whole series K times, the sizes interleaved (125k, 250k, ..., then again), and reports for each
+size and figure the smallest of its K: the same seed gives the same rounds and labels every time,
+so the runs differ only in the machine's load.
 """
 
 from __future__ import annotations
@@ -24,12 +29,12 @@ from typing import Any
 from lsun_crowd.stages import STAGES
 
 
-def run(items: int, args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    figures = out / f"simulate-{items}.json"
+def run(items: int, args: argparse.Namespace, out: Path, repeat: int) -> dict[str, Any]:
+    figures = out / f"simulate-{items}-{repeat}.json"
     command = [
         sys.executable, "-m", "lsun_crowd.cli", "simulate",
         "--items", str(items), "--positive-rate", str(args.positive_rate), "--seed", str(args.seed),
-        "--out", str(out / f"project-{items}"), "--json", str(figures),
+        "--out", str(out / f"project-{items}-{repeat}"), "--json", str(figures),
     ]  # fmt: skip
     if args.database_url:
         _empty(args.database_url)
@@ -62,6 +67,11 @@ def rows(result: dict[str, Any]) -> dict[str, tuple[float, float]]:
     return table
 
 
+def fastest(runs: list[dict[str, tuple[float, float]]]) -> dict[str, tuple[float, float]]:
+    """Each line's smallest seconds and smallest peak MB over repeated runs of one size."""
+    return {line: (min(run[line][0] for run in runs), min(run[line][1] for run in runs)) for line in runs[0]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, nargs="+", default=[125_000, 250_000, 500_000, 1_000_000])
@@ -69,21 +79,23 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--database-url", default="")
     parser.add_argument("--json-dir", type=Path, default=None)
+    parser.add_argument("--repeat", type=int, default=1, help="runs of the series; each figure's least is kept")
     args = parser.parse_args()
     out = args.json_dir or Path(tempfile.mkdtemp(prefix="lsun-crowd-scale-"))
     out.mkdir(parents=True, exist_ok=True)
-    results = []
-    for items in args.items:
-        result = run(items, args, out)
-        results.append(result)
-        print(
-            f"{items:>9,}: {result['wall_seconds']:.0f}s, peak {result['peak_mb']:,} MB, precision "
-            f"{result['precision']:.4f}, recall {result['recall']:.4f}, unlabeled {result['unlabeled']:.2%}, "
-            f"{result['votes']:,} votes ({result['votes_per_resolved']:.4f} per resolved), "
-            f"{len(result['rounds'])} rounds",
-            flush=True,
-        )
-    tables = [rows(result) for result in results]
+    runs: dict[int, list[dict[str, tuple[float, float]]]] = {items: [] for items in args.items}
+    for repeat in range(args.repeat):
+        for items in args.items:
+            result = run(items, args, out, repeat)
+            runs[items].append(rows(result))
+            print(
+                f"{items:>9,} (run {repeat + 1}): {result['wall_seconds']:.0f}s, peak {result['peak_mb']:,} MB, "
+                f"precision {result['precision']:.4f}, recall {result['recall']:.4f}, "
+                f"unlabeled {result['unlabeled']:.2%}, {result['votes']:,} votes "
+                f"({result['votes_per_resolved']:.4f} per resolved), {len(result['rounds'])} rounds",
+                flush=True,
+            )
+    tables = [fastest(runs[items]) for items in args.items]
     header = "".join(f"{items:>22,}" for items in args.items)
     print(f"\n{'stage (seconds / peak MB)':<26}{header}")
     for line in tables[0]:

@@ -295,7 +295,7 @@ def insert_returning(session: Session, model: type[Base], rows: Sequence[Mapping
     if not rows:
         return []
     statement = _dialect_insert(session, model).on_conflict_do_nothing()
-    return list(session.scalars(statement.returning(column, sort_by_parameter_order=True), [dict(r) for r in rows]))
+    return list(session.scalars(statement.returning(column), [dict(r) for r in rows]))
 
 
 def add_to_counts(
