@@ -84,3 +84,30 @@ def test_a_version_6_store_gets_its_counts(tmp_path: Path) -> None:
     upgraded = Store(f"sqlite:///{tmp_path / 'store.db'}")
     assert counted(upgraded) == grouped(upgraded) == {(cat, 1, "human"): 10, (cat, 0, "human"): 10}
     upgraded.close()
+
+
+def test_a_chunk_of_labels_is_a_few_statements_not_one_per_label(tmp_path: Path) -> None:
+    """A split writes a million model labels: each chunk goes to the database as multi-row
+    statements, and the counts still come out right when part of the chunk was labeled before."""
+    from sqlalchemy import event
+
+    store, cat, _ = a_store(tmp_path, 6000)
+    with store.session() as session:
+        ledger.record_labels(
+            session, cat, [ledger.NewLabel(item, 1, 0.9) for item in range(1, 1001)], source="human", origin="h"
+        )
+    statements: list[str] = []
+    event.listen(store.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    with store.session() as session:
+        added = ledger.record_labels(
+            session,
+            cat,
+            [ledger.NewLabel(item, int(item % 4 == 0), 0.9) for item in range(1, 6001)],
+            source="model",
+            origin="round:1:model",
+        )
+    assert added == 5000
+    writes = [statement for statement in statements if statement.lstrip().upper().startswith("INSERT")]
+    assert len(writes) <= 20, f"{len(writes)} INSERT statements for 6,000 labels"
+    assert counted(store) == grouped(store)
+    assert counted(store)[(cat, 1, "model")] == 1250  # 1,001 … 6,000 holds 1,250 multiples of 4
