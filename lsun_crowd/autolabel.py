@@ -37,6 +37,7 @@ from lsun_crowd.guarantee import (
     certify_positive,
     decide,
 )
+from lsun_crowd.heap import frozen_heap
 from lsun_crowd.review import human_posterior
 from lsun_crowd.round_plan import budget_left, discard_limit, known_positives_before, pool_base_rate
 from lsun_crowd.schema import (
@@ -165,7 +166,7 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
     )
     labeled = {GuaranteeSide.POSITIVE: 0, GuaranteeSide.NEGATIVE: 0}
     left = 0
-    with ctx.store.session() as session:
+    with frozen_heap(), ctx.store.session() as session:
         chunks = engine_for(ctx.config.model).score(head, embeddings, ledger.iter_pool(session, ref.category_id))
         while True:
             with ctx.stages.timed("score", ref.number):

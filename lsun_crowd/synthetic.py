@@ -23,6 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from lsun_crowd.embed import EmbeddingCache
+from lsun_crowd.heap import frozen_heap
 from lsun_crowd.schema import Gold, Item
 from lsun_crowd.store import Store, category_id, insert_ignoring_duplicates
 
@@ -120,25 +121,26 @@ def build(pool: SyntheticPool, store: Store, cache: EmbeddingCache) -> None:
         raise ValueError(f"the embedding cache holds {cache.dim} dimensions, the pool {pool.dim}")
     gold: list[tuple[str, str, int]] = []
     wanted = {(index, positive): GOLD_PER_CLASS for index in range(len(pool.categories)) for positive in (0, 1)}
-    for numbers in pool.chunks():
-        shas = [pool.sha256(int(number)) for number in numbers]
-        with store.session() as session:
-            insert_ignoring_duplicates(
-                session,
-                Item,
-                [
-                    {"sha256": sha, "uri": pool.uri(int(number)), "width": 0, "height": 0}
-                    for number, sha in zip(numbers, shas, strict=True)
-                ],
-            )
-        cache.append(shas, pool.embeddings(numbers))
-        # The first clear (not ambiguous) positives and negatives of each category are its gold.
-        truth = pool.truth_matrix(numbers)
-        clear = ~pool.ambiguous_items(numbers)
-        for (index, positive), left in wanted.items():
-            rows = np.flatnonzero((truth[:, index] == bool(positive)) & clear)[:left]
-            gold += [(shas[row], pool.categories[index], positive) for row in rows]
-            wanted[(index, positive)] = left - len(rows)
+    with frozen_heap():  # a million items' rows pass through; see lsun_crowd.heap
+        for numbers in pool.chunks():
+            shas = [pool.sha256(int(number)) for number in numbers]
+            with store.session() as session:
+                insert_ignoring_duplicates(
+                    session,
+                    Item,
+                    [
+                        {"sha256": sha, "uri": pool.uri(int(number)), "width": 0, "height": 0}
+                        for number, sha in zip(numbers, shas, strict=True)
+                    ],
+                )
+            cache.append(shas, pool.embeddings(numbers))
+            # The first clear (not ambiguous) positives and negatives of each category are its gold.
+            truth = pool.truth_matrix(numbers)
+            clear = ~pool.ambiguous_items(numbers)
+            for (index, positive), left in wanted.items():
+                rows = np.flatnonzero((truth[:, index] == bool(positive)) & clear)[:left]
+                gold += [(shas[row], pool.categories[index], positive) for row in rows]
+                wanted[(index, positive)] = left - len(rows)
     cache.flush()
     with store.session() as session:
         ids = {name: category_id(session, name) for name in pool.categories}
