@@ -31,7 +31,7 @@ from lsun_crowd.progress import Progress
 from lsun_crowd.project import Project
 from lsun_crowd.round_plan import MARGIN, Budget, calibration_needed
 from lsun_crowd.runner import CategoryOutcome
-from lsun_crowd.schema import Category, Gold, Item, Label, Round, RoundState, Vote
+from lsun_crowd.schema import Category, Gold, Item, Label, LabelCount, Round, RoundState, Vote
 from lsun_crowd.stages import STAGES, StageFigure, Stages, peak_bytes
 from lsun_crowd.synthetic import SyntheticPool, build
 
@@ -213,6 +213,7 @@ class Simulation:
     final: dict[str, Quality] = field(default_factory=dict)
     outcomes: list[CategoryOutcome] = field(default_factory=list)
     stage_totals: dict[str, StageFigure] = field(default_factory=dict)
+    labels_by_source: dict[str, int] = field(default_factory=dict)  # current labels: human, model
 
     def summary(self) -> dict[str, Any]:
         labeled = sum(q.labeled for q in self.final.values())
@@ -233,6 +234,7 @@ class Simulation:
             "unlabeled": round(1 - labeled / pairs, 4),
             "votes": votes,
             "votes_per_resolved": round(votes / max(labeled, 1), 4),
+            "labels": dict(self.labels_by_source),
             "outcomes": [f"{o.category}: {o.reason} after {o.rounds} round(s)" for o in self.outcomes],
             "rounds": [figures.row() for figures in self.rounds],
             "stages": {name: asdict(figure) for name, figure in self.stage_totals.items()},
@@ -286,6 +288,9 @@ def simulate(
         report_finished_rounds()
         result.stage_totals = stages.totals()
         result.final = {name: quality(project, pool, name) for name in pool.categories}
+        with project.store.session() as session:
+            counted = session.execute(select(LabelCount.source, func.sum(LabelCount.count)).group_by(LabelCount.source))
+            result.labels_by_source = {str(source): int(count or 0) for source, count in counted}
     finally:
         project.close()
     return result
