@@ -291,7 +291,8 @@ def insert_ignoring_duplicates(session: Session, model: type[Base], rows: Sequen
 
 def insert_returning(session: Session, model: type[Base], rows: Sequence[Mapping[str, Any]], column: Any) -> list[Any]:
     """Insert rows, skipping any that a unique constraint says exist already; ``column`` of each
-    row actually added (what a row count cannot tell reliably on every driver)."""
+    row actually added (what a row count cannot tell reliably on every driver), in no particular
+    order: asking for the rows' order would make SQLAlchemy send one ``INSERT`` per row."""
     if not rows:
         return []
     statement = _dialect_insert(session, model).on_conflict_do_nothing()

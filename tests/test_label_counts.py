@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 
 from lsun_crowd import ledger
 from lsun_crowd.schema import Item, Label, LabelCount, Meta
@@ -89,8 +89,6 @@ def test_a_version_6_store_gets_its_counts(tmp_path: Path) -> None:
 def test_a_chunk_of_labels_is_a_few_statements_not_one_per_label(tmp_path: Path) -> None:
     """A split writes a million model labels: each chunk goes to the database as multi-row
     statements, and the counts still come out right when part of the chunk was labeled before."""
-    from sqlalchemy import event
-
     store, cat, _ = a_store(tmp_path, 6000)
     with store.session() as session:
         ledger.record_labels(
