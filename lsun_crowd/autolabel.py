@@ -193,6 +193,8 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
             labeled[GuaranteeSide.POSITIVE] += int((decisions == 1).sum())
             labeled[GuaranteeSide.NEGATIVE] += int((decisions == 0).sum())
             left += int((decisions < 0).sum())
+        with ctx.stages.timed("store writes", ref.number):
+            ledger.settle_pool(session, ref.category_id)  # the next round reads what this one left
         session.merge(
             RoundModel(
                 round_id=ref.id,

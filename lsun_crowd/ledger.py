@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import ColumnElement, exists, func, select, update
+from sqlalchemy import ColumnElement, Select, delete, exists, func, insert, literal, select, text, update
 from sqlalchemy.orm import Session
 
 from lsun_crowd.schema import (
@@ -29,6 +29,8 @@ from lsun_crowd.schema import (
     Label,
     LabelCount,
     LabelEvent,
+    OpenItem,
+    PoolMark,
     Round,
     RoundItem,
     RoundState,
@@ -47,37 +49,72 @@ def chunks(rows: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
 
 
 # -- the pool ---------------------------------------------------------------------------------------
+#
+# A category's pool is read in two parts, in id order: its settled part, the ``open_items`` rows up
+# to its mark (what the last split left open), and the images ingested after the mark, read from
+# the items table. So a round after the first reads what is left of the pool, not the whole table.
+# Every row of either part is checked against the live predicate (:func:`in_pool`): the open rows
+# are a superset kept for speed, and a stale one costs a lookup, never a wrong answer.
+
+
+def _decided(category_id: int, item: Any) -> ColumnElement[bool]:
+    """The image ``item`` has a label for the category or is gold for it: it never returns."""
+    labeled = exists().where(Label.item_id == item, Label.category_id == category_id)
+    gold = exists().where(Gold.item_id == item, Gold.category_id == category_id)
+    return labeled | gold
 
 
 def in_pool(category_id: int) -> ColumnElement[bool]:
     """Images with no label for the category, not gold for it, readable, and not waiting in an
     unfinished round of it: what a round may sample from and the model may label."""
-    labeled = exists().where(Label.item_id == Item.id, Label.category_id == category_id)
-    gold = exists().where(Gold.item_id == Item.id, Gold.category_id == category_id)
     waiting = (
         exists()
         .where(RoundItem.item_id == Item.id)
         .where(Round.id == RoundItem.round_id)
         .where(Round.category_id == category_id, Round.state.notin_([RoundState.DONE, RoundState.STOPPED]))
     )
-    return Item.problem.is_(None) & ~labeled & ~gold & ~waiting
+    return Item.problem.is_(None) & ~_decided(category_id, Item.id) & ~waiting
+
+
+def settled_through(session: Session, category_id: int) -> int:
+    """The category's pool mark: the last item id its open rows account for (0: none)."""
+    return int(session.scalar(select(PoolMark.settled_through).where(PoolMark.category_id == category_id)) or 0)
+
+
+def _settled_part(category_id: int, after: int, through: int) -> Select[int, str]:
+    return (
+        select(Item.id, Item.sha256)
+        .join(OpenItem, (OpenItem.item_id == Item.id) & (OpenItem.category_id == category_id))
+        .where(OpenItem.item_id > after, OpenItem.item_id <= through, in_pool(category_id))
+        .order_by(OpenItem.item_id)
+    )
+
+
+def _newer_part(category_id: int, after: int) -> Select[int, str]:
+    return select(Item.id, Item.sha256).where(Item.id > after, in_pool(category_id)).order_by(Item.id)
+
+
+def _page(session: Session, statement: Select[int, str], size: int) -> list[tuple[int, str]]:
+    return [(int(item), str(sha)) for item, sha in session.execute(statement.limit(size))]
 
 
 def pool_size(session: Session, category_id: int) -> int:
-    return int(session.scalar(select(func.count(Item.id)).where(in_pool(category_id))) or 0)
+    through = settled_through(session, category_id)
+    total = 0
+    for part in (_settled_part(category_id, 0, through), _newer_part(category_id, through)):
+        total += int(session.scalar(select(func.count()).select_from(part.order_by(None).subquery())) or 0)
+    return total
 
 
 def iter_pool(session: Session, category_id: int, size: int = CHUNK) -> Iterator[list[tuple[int, str]]]:
-    """``(item id, sha256)`` of the pool in id order, ``size`` at a time (keyset pagination, so
-    each chunk is an index range scan whatever the pool's size)."""
-    after = -1
+    """``(item id, sha256)`` of the pool in id order, ``size`` at a time (keyset pagination over
+    the settled part, then the newer one: each chunk is an index range scan)."""
+    through = settled_through(session, category_id)
+    after = 0
     while True:
-        rows = [
-            (int(item), str(sha))
-            for item, sha in session.execute(
-                select(Item.id, Item.sha256).where(Item.id > after, in_pool(category_id)).order_by(Item.id).limit(size)
-            )
-        ]
+        rows = _page(session, _settled_part(category_id, after, through), size) if after < through else []
+        if len(rows) < size:  # the settled part is done: go on with the images after the mark
+            rows += _page(session, _newer_part(category_id, max(after, through)), size - len(rows))
         if not rows:
             return
         yield rows
@@ -100,6 +137,35 @@ def pool_at(session: Session, category_id: int, positions: NDArray[np.int64]) ->
         if cursor == len(wanted):
             break
     return np.array(found, dtype=np.int64)
+
+
+def settle_pool(session: Session, category_id: int) -> None:
+    """Bring the category's open rows up to date, in the caller's transaction: drop those that
+    gained a label or became gold, add the images ingested since the mark that are still open,
+    and move the mark to the newest image. Its work follows the open rows and the new images, so
+    a split calls it once, after its labels: the first settles the whole table, later ones what
+    is left."""
+    if session.get_bind().dialect.name == "postgresql":
+        # Wait for ingests in flight, and hold new ones off until commit: an image committed later
+        # with an id under the new mark would be missing from both parts.
+        session.execute(text("LOCK TABLE items IN SHARE MODE"))
+    through = settled_through(session, category_id)
+    newest = int(session.scalar(select(func.max(Item.id))) or 0)
+    session.execute(
+        delete(OpenItem).where(OpenItem.category_id == category_id, _decided(category_id, OpenItem.item_id))
+    )
+    session.execute(
+        insert(OpenItem).from_select(
+            ["category_id", "item_id"],
+            select(literal(category_id), Item.id).where(
+                Item.id > through, Item.id <= newest, ~_decided(category_id, Item.id)
+            ),
+        )
+    )
+    if session.get(PoolMark, category_id) is None:
+        session.add(PoolMark(category_id=category_id, settled_through=newest))
+    else:
+        session.execute(update(PoolMark).where(PoolMark.category_id == category_id).values(settled_through=newest))
 
 
 # -- labels -----------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from lsun_crowd.crowd import AssignmentStatus, HitState
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 __all__ = ["AssignmentStatus", "HitState"]  # re-exported: every state the store holds is named here
 
@@ -328,6 +328,28 @@ class LabelCount(Base):
     label: Mapped[int] = mapped_column(Integer, primary_key=True)
     source: Mapped[str] = mapped_column(String(16), primary_key=True)
     count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class OpenItem(Base):
+    """An image that had no label and was not gold for a category when its pool was last settled
+    (:func:`lsun_crowd.ledger.settle_pool`, at the end of every split): what later rounds read
+    instead of the whole items table. A superset of the pool's settled part, never the pool
+    itself: readers still check each row's label, gold, readability and waiting round."""
+
+    __tablename__ = "open_items"
+    __table_args__ = ({"sqlite_with_rowid": False},)  # the key is the row: no rowid beside it
+    category_id: Mapped[int] = mapped_column(ForeignKey("categories.id"), primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"), primary_key=True)
+
+
+class PoolMark(Base):
+    """How far a category's :class:`OpenItem` rows reach: every image with an id up to
+    ``settled_through`` that is open for the category has its row; images after it (ingested
+    since) are read from the items table. No row: nothing settled yet, the whole table is read."""
+
+    __tablename__ = "pool_marks"
+    category_id: Mapped[int] = mapped_column(ForeignKey("categories.id"), primary_key=True)
+    settled_through: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class LabelEvent(Base):

@@ -33,8 +33,9 @@ def _add_item_file_status(session: Session) -> None:
 
 
 def _nothing_to_alter(session: Session) -> None:
-    """Versions 3 and 5 only add tables (round models; guarantees, audits, repairs), which
-    ``create_all`` has made already."""
+    """Versions 3, 5 and 9 only add tables (round models; guarantees, audits, repairs; each
+    category's open pool), which ``create_all`` has made already. A store upgraded to 9 has no
+    pool marks, so its pools are read from the items table until their next split settles them."""
 
 
 def _add_jobs_and_label_events(session: Session) -> None:
@@ -150,6 +151,7 @@ MIGRATIONS: dict[int, Callable[[Session], None]] = {
     5: _add_item_file_status,
     6: recount_labels,
     7: _give_project_identity,
+    8: _nothing_to_alter,
 }
 
 
