@@ -72,6 +72,16 @@ def rows(result: dict[str, Any]) -> dict[str, tuple[float, float]]:
     return table
 
 
+FIGURES = ("model labels (1,000s)", "store writes per 1,000")  # figures, not stages: no memory of their own
+
+
+def cell(line: str, value: tuple[float, float], digits: int, figure_digits: int) -> str:
+    """One size's (seconds, MB), or a figure's value alone, right-aligned in the table's column."""
+    if line in FIGURES:
+        return f"{value[0]:>12.{figure_digits}f}" + " " * 9
+    return f"{value[0]:>12.{digits}f} /{value[1]:>7.{0 if digits == 1 else 2}f}"
+
+
 def fastest(runs: list[dict[str, tuple[float, float]]]) -> dict[str, tuple[float, float]]:
     """Each line's smallest seconds and smallest peak MB over repeated runs of one size."""
     return {line: (min(run[line][0] for run in runs), min(run[line][1] for run in runs)) for line in runs[0]}
@@ -104,7 +114,7 @@ def main() -> None:
     header = "".join(f"{items:>22,}" for items in args.items)
     print(f"\n{'stage (seconds / peak MB)':<26}{header}")
     for line in tables[0]:
-        cells = "".join(f"{table[line][0]:>12.1f} /{table[line][1]:>7.0f}" for table in tables)
+        cells = "".join(cell(line, table[line], 1, figure_digits=3) for table in tables)
         print(f"{line:<26}{cells}")
     print(f"\n{'ratio to the size before':<26}" + "".join(f"{items:>22,}" for items in args.items[1:]))
     for line in tables[0]:
@@ -112,7 +122,7 @@ def main() -> None:
         for before, after in itertools.pairwise(tables):
             time_ratio = after[line][0] / before[line][0] if before[line][0] > 0.05 else float("nan")
             memory_ratio = after[line][1] / before[line][1] if before[line][1] > 0 else float("nan")
-            cells += f"{time_ratio:>12.2f} /{memory_ratio:>7.2f}"
+            cells += cell(line, (time_ratio, memory_ratio), 2, figure_digits=2)
         print(f"{line:<26}{cells}")
 
 
