@@ -12,6 +12,9 @@ On a shared machine one run's stage times move with whatever else runs. ``--repe
 whole series K times, the sizes interleaved (125k, 250k, ..., then again), and reports for each
 size and figure the smallest of its K: the same seed gives the same rounds and labels every time,
 so the runs differ only in the machine's load.
+
+``--from-json DIR [DIR ...]`` runs nothing: it prints the same tables from the figures that earlier
+series kept with ``--json-dir`` (every ``simulate-<items>-<run>.json`` there, least per figure).
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ def rows(result: dict[str, Any]) -> dict[str, tuple[float, float]]:
     for stage in STAGES:
         figure = result["stages"].get(stage, {"seconds": 0.0, "peak_bytes": 0})
         table[stage] = (figure["seconds"], figure["peak_bytes"] / 2**20)
-    table["whole run"] = (result["wall_seconds"], result["peak_mb"])
+    table["build and cascade"] = (result["build_seconds"] + result["cascade_seconds"], result["peak_mb"])
     # Store writes follow the labels the model writes, which grow faster than the pool while
     # people's share shrinks: seconds per 1,000 of them tells the database's own growth apart.
     model_labels = result.get("labels", {}).get("model", 0)
@@ -95,7 +98,21 @@ def main() -> None:
     parser.add_argument("--database-url", default="")
     parser.add_argument("--json-dir", type=Path, default=None)
     parser.add_argument("--repeat", type=int, default=1, help="runs of the series; each figure's least is kept")
+    parser.add_argument("--from-json", type=Path, nargs="+", default=None, help="print tables from kept figures")
     args = parser.parse_args()
+    if args.from_json:
+        kept: dict[int, list[dict[str, tuple[float, float]]]] = {items: [] for items in args.items}
+        for directory in args.from_json:
+            for items in args.items:
+                kept[items] += [
+                    rows(json.loads(path.read_text())) for path in directory.glob(f"simulate-{items}-*.json")
+                ]
+        missing = [items for items, found in kept.items() if not found]
+        if missing:
+            parser.error(f"no simulate-<items>-<run>.json for {missing} in {[str(d) for d in args.from_json]}")
+        print(f"runs per size: {', '.join(f'{items:,}: {len(found)}' for items, found in kept.items())}")
+        print_tables(args.items, [fastest(kept[items]) for items in args.items])
+        return
     out = args.json_dir or Path(tempfile.mkdtemp(prefix="lsun-crowd-scale-"))
     out.mkdir(parents=True, exist_ok=True)
     runs: dict[int, list[dict[str, tuple[float, float]]]] = {items: [] for items in args.items}
@@ -110,17 +127,22 @@ def main() -> None:
                 f"({result['votes_per_resolved']:.4f} per resolved), {len(result['rounds'])} rounds",
                 flush=True,
             )
-    tables = [fastest(runs[items]) for items in args.items]
-    header = "".join(f"{items:>22,}" for items in args.items)
+    print_tables(args.items, [fastest(runs[items]) for items in args.items])
+
+
+def print_tables(sizes: list[int], tables: list[dict[str, tuple[float, float]]]) -> None:
+    """Each size's figures side by side, then each figure's ratio to the size before."""
+    header = "".join(f"{items:>22,}" for items in sizes)
     print(f"\n{'stage (seconds / peak MB)':<26}{header}")
     for line in tables[0]:
         cells = "".join(cell(line, table[line], 1, figure_digits=3) for table in tables)
         print(f"{line:<26}{cells}")
-    print(f"\n{'ratio to the size before':<26}" + "".join(f"{items:>22,}" for items in args.items[1:]))
+    print(f"\n{'ratio to the size before':<26}" + "".join(f"{items:>22,}" for items in sizes[1:]))
     for line in tables[0]:
         cells = ""
         for before, after in itertools.pairwise(tables):
-            time_ratio = after[line][0] / before[line][0] if before[line][0] > 0.05 else float("nan")
+            floor = 0.0 if line in FIGURES else 0.05  # a stage under 0.05 s has no meaningful ratio
+            time_ratio = after[line][0] / before[line][0] if before[line][0] > floor else float("nan")
             memory_ratio = after[line][1] / before[line][1] if before[line][1] > 0 else float("nan")
             cells += cell(line, (time_ratio, memory_ratio), 2, figure_digits=2)
         print(f"{line:<26}{cells}")
