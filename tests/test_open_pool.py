@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import event, select, update
+from sqlalchemy import event, select, text, update
 
 from lsun_crowd import ledger
-from lsun_crowd.schema import Gold, Item, Round, RoundItem, RoundState
+from lsun_crowd.schema import SCHEMA_VERSION, Gold, Item, Meta, OpenItem, Round, RoundItem, RoundState
 from lsun_crowd.store import Store, category_id, insert_ignoring_duplicates
 
 CATEGORIES = ("cat", "dog")
@@ -172,3 +172,28 @@ def test_a_settled_pool_costs_what_is_left_of_it_not_the_items_table(tmp_path: P
     assert work[(40_000, False)] > 8 * work[(4_000, False)]  # the unsettled read scans the table
     assert work[(40_000, True)] < 1.2 * work[(4_000, True)] + 5
     assert work[(40_000, True)] * 50 < work[(40_000, False)]
+
+
+def test_a_version_8_store_upgrades_and_reads_its_pool_from_the_items_until_a_split_settles_it(tmp_path: Path) -> None:
+    pools = Pools(tmp_path)
+    pools.ingest(30)
+    cat = pools.ids[0]
+    pools.label(cat, list(range(1, 21)))
+    with pools.store.session() as session:  # as version 8 left it: no open pool tables
+        session.execute(text("DROP TABLE open_items"))
+        session.execute(text("DROP TABLE pool_marks"))
+        session.execute(update(Meta).where(Meta.key == "schema_version").values(value="8"))
+    pools.store.close()
+    pools.store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    with pools.store.session() as session:
+        assert session.get_one(Meta, "schema_version").value == str(SCHEMA_VERSION) == "9"
+        assert ledger.settled_through(session, cat) == 0
+    pools.check()
+    pools.settle(cat)
+    with pools.store.session() as session:
+        assert ledger.settled_through(session, cat) == 30
+        assert sorted(session.scalars(select(OpenItem.item_id).where(OpenItem.category_id == cat))) == list(
+            range(21, 31)
+        )
+    pools.check()
+    pools.store.close()
