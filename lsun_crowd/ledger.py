@@ -168,10 +168,7 @@ def settle_pool(session: Session, category_id: int) -> None:
             ),
         )
     )
-    if session.get(PoolMark, category_id) is None:
-        session.add(PoolMark(category_id=category_id, settled_through=newest))
-    else:
-        session.execute(update(PoolMark).where(PoolMark.category_id == category_id).values(settled_through=newest))
+    session.merge(PoolMark(category_id=category_id, settled_through=newest))
 
 
 # -- labels -----------------------------------------------------------------------------------------

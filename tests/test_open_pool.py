@@ -78,9 +78,9 @@ class Pools:
             for cat in self.ids:
                 truth = list(session.scalars(select(Item.id).where(ledger.in_pool(cat)).order_by(Item.id)))
                 for size in (4, 1000):
-                    read = [item for rows in ledger.iter_pool(session, cat, size=size) for item, _ in rows]
-                    assert read == truth
-                    assert all(len(rows) == size for rows in list(ledger.iter_pool(session, cat, size=size))[:-1])
+                    chunks = list(ledger.iter_pool(session, cat, size=size))
+                    assert [item for rows in chunks for item, _ in rows] == truth
+                    assert all(len(rows) == size for rows in chunks[:-1])
                 assert ledger.pool_size(session, cat) == len(truth)
                 positions = np.arange(0, len(truth), 3, dtype=np.int64)
                 assert ledger.pool_at(session, cat, positions).tolist() == [truth[p] for p in positions]
