@@ -149,7 +149,7 @@ def vm_steps(store: Store, work: Callable[[], None]) -> int:
 
 def test_a_settled_pool_costs_what_is_left_of_it_not_the_items_table(tmp_path: Path) -> None:
     """The same 100 open images in a table of 4,000 and of 40,000: reading the pool (its size, a
-    sample's positions, every chunk) takes the same work once settled, ten times the work before."""
+    sample's positions, every chunk) takes the same work once settled, about ten times the work before."""
     work: dict[tuple[int, bool], int] = {}
     for items in (4_000, 40_000):
         pools = Pools(tmp_path / str(items))
