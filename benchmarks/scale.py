@@ -13,6 +13,10 @@ whole series K times, the sizes interleaved (125k, 250k, ..., then again), and r
 size and figure the smallest of its K: the same seed gives the same rounds and labels every time,
 so the runs differ only in the machine's load.
 
+``--postgres-server [NAME=VALUE ...]`` starts a throwaway local PostgreSQL server for the series
+(``tests/postgres.py``, Debian's binaries, ``fsync=off``) with those server settings, e.g.
+``shared_buffers=1GB``, and runs every size on it.
+
 ``--from-json DIR [DIR ...]`` runs nothing: it prints the same tables from the figures that earlier
 series kept with ``--json-dir`` (every ``simulate-<items>-<run>.json`` there, least per figure).
 """
@@ -96,6 +100,9 @@ def main() -> None:
     parser.add_argument("--positive-rate", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--database-url", default="")
+    parser.add_argument(
+        "--postgres-server", nargs="*", default=None, metavar="NAME=VALUE", help="a throwaway server, these settings"
+    )
     parser.add_argument("--json-dir", type=Path, default=None)
     parser.add_argument("--repeat", type=int, default=1, help="runs of the series; each figure's least is kept")
     parser.add_argument("--from-json", type=Path, nargs="+", default=None, help="print tables from kept figures")
@@ -113,6 +120,19 @@ def main() -> None:
         print(f"runs per size: {', '.join(f'{items:,}: {len(found)}' for items, found in kept.items())}")
         print_tables(args.items, [fastest(kept[items]) for items in args.items])
         return
+    if args.postgres_server is not None:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+        from postgres import fresh_database, postgres_server
+
+        settings = dict(setting.split("=", 1) for setting in args.postgres_server)
+        with postgres_server(settings) as server:
+            args.database_url = fresh_database(server, "scale")
+            series(args)
+        return
+    series(args)
+
+
+def series(args: argparse.Namespace) -> None:
     out = args.json_dir or Path(tempfile.mkdtemp(prefix="lsun-crowd-scale-"))
     out.mkdir(parents=True, exist_ok=True)
     runs: dict[int, list[dict[str, tuple[float, float]]]] = {items: [] for items in args.items}

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import ColumnElement, Select, delete, exists, func, insert, literal, select, text, update
+from sqlalchemy import ColumnElement, Select, delete, func, insert, literal, select, text, update
 from sqlalchemy.orm import Session
 
 from lsun_crowd.schema import (
@@ -55,31 +55,46 @@ def chunks(rows: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
 # the items table. So a round after the first reads what is left of the pool, not the whole table.
 # Every row of either part is checked against the live predicate (:func:`in_pool`): the open rows
 # are a superset kept for speed, and a stale one costs a lookup, never a wrong answer.
+#
+# Each part is read in windows: the next ``size`` rows of one table's primary key after the last
+# one read, each row's pool test computed beside it, and the rows that fail it dropped here. A
+# window's query has no filter besides the key's range, so its plan is a range scan of the key
+# whatever the database's statistics say. (With the test in the WHERE clause, PostgreSQL, whose
+# statistics had not yet seen a freshly ingested million images, expected a few hundred rows to
+# pass it and sorted all of the remaining pool for every page: a pass over the pool grew with its
+# square.)
 
 
-def _decided(category_id: int, item: Any) -> ColumnElement[bool]:
-    """The image ``item`` has a label for the category or is gold for it: it never returns.
+def _absent(statement: Select[int]) -> ColumnElement[bool]:
+    """``NOT EXISTS (statement)`` as an index probe per row: ``OFFSET 0`` keeps PostgreSQL from
+    turning it into a hash of the whole subquery, which its statistics can make look cheaper."""
+    return ~statement.offset(0).exists()
 
-    Each test is an index probe per image, whatever the tables' statistics say: ``OFFSET 0`` keeps
-    PostgreSQL from turning it into a hash of every label of the category, built again for each
-    page of the pool, which it prefers while its statistics still count the labels a split is
-    writing as none, and which made a million-image split's reads grow with its labels (SQLite
-    probes per image either way)."""
-    labeled = select(literal(1)).where(Label.item_id == item, Label.category_id == category_id).offset(0)
-    gold = select(literal(1)).where(Gold.item_id == item, Gold.category_id == category_id).offset(0)
-    return labeled.exists() | gold.exists()
+
+def _undecided(category_id: int, item: Any) -> ColumnElement[bool]:
+    """The image ``item`` has no label for the category and is not gold for it."""
+    labeled = select(literal(1)).where(Label.item_id == item, Label.category_id == category_id)
+    gold = select(literal(1)).where(Gold.item_id == item, Gold.category_id == category_id)
+    return _absent(labeled) & _absent(gold)
+
+
+def _not_waiting(category_id: int, item: Any) -> ColumnElement[bool]:
+    """The image ``item`` is not in an unfinished round of the category. Those rounds' images are
+    a few samples, whatever the pool: PostgreSQL may hash them once per query, as it prefers."""
+    return ~(
+        select(literal(1))
+        .select_from(RoundItem)
+        .join(Round, Round.id == RoundItem.round_id)
+        .where(RoundItem.item_id == item, Round.category_id == category_id)
+        .where(Round.state.notin_([RoundState.DONE, RoundState.STOPPED]))
+        .exists()
+    )
 
 
 def in_pool(category_id: int) -> ColumnElement[bool]:
     """Images with no label for the category, not gold for it, readable, and not waiting in an
     unfinished round of it: what a round may sample from and the model may label."""
-    waiting = (
-        exists()
-        .where(RoundItem.item_id == Item.id)
-        .where(Round.id == RoundItem.round_id)
-        .where(Round.category_id == category_id, Round.state.notin_([RoundState.DONE, RoundState.STOPPED]))
-    )
-    return Item.problem.is_(None) & ~_decided(category_id, Item.id) & ~waiting
+    return Item.problem.is_(None) & _undecided(category_id, Item.id) & _not_waiting(category_id, Item.id)
 
 
 def settled_through(session: Session, category_id: int) -> int:
@@ -87,44 +102,69 @@ def settled_through(session: Session, category_id: int) -> int:
     return int(session.scalar(select(PoolMark.settled_through).where(PoolMark.category_id == category_id)) or 0)
 
 
-def _settled_part(category_id: int, after: int, through: int) -> Select[int, str]:
+def _settled_window(category_id: int, after: int, through: int, size: int) -> Select[int, str, bool]:
+    """The next ``size`` open rows after ``after``: (item id, sha256 if readable, in the pool)."""
+    readable_sha = select(Item.sha256).where(Item.id == OpenItem.item_id, Item.problem.is_(None)).scalar_subquery()
     return (
-        select(Item.id, Item.sha256)
-        .join(OpenItem, (OpenItem.item_id == Item.id) & (OpenItem.category_id == category_id))
-        .where(OpenItem.item_id > after, OpenItem.item_id <= through, in_pool(category_id))
+        select(
+            OpenItem.item_id,
+            readable_sha,
+            _undecided(category_id, OpenItem.item_id) & _not_waiting(category_id, OpenItem.item_id),
+        )
+        .where(OpenItem.category_id == category_id, OpenItem.item_id > after, OpenItem.item_id <= through)
         .order_by(OpenItem.item_id)
+        .limit(size)
     )
 
 
-def _newer_part(category_id: int, after: int) -> Select[int, str]:
-    return select(Item.id, Item.sha256).where(Item.id > after, in_pool(category_id)).order_by(Item.id)
+def _newer_window(category_id: int, after: int, size: int) -> Select[int, str, bool]:
+    """The next ``size`` images after ``after``: (item id, sha256, in the pool)."""
+    return select(Item.id, Item.sha256, in_pool(category_id)).where(Item.id > after).order_by(Item.id).limit(size)
 
 
-def _page(session: Session, statement: Select[int, str], size: int) -> list[tuple[int, str]]:
-    return [(int(item), str(sha)) for item, sha in session.execute(statement.limit(size))]
+def _open_rows(session: Session, category_id: int, size: int) -> Iterator[tuple[int, str]]:
+    """Every image of the category's pool in id order, read a window of ``size`` rows at a time."""
+    through = settled_through(session, category_id)
+    after = 0
+    while after < through:
+        window = session.execute(_settled_window(category_id, after, through, size)).all()
+        if not window:
+            break
+        yield from ((int(item), str(sha)) for item, sha, open_ in window if open_ and sha is not None)
+        after = int(window[-1][0])
+    after = through
+    while True:
+        window = session.execute(_newer_window(category_id, after, size)).all()
+        if not window:
+            return
+        yield from ((int(item), str(sha)) for item, sha, open_ in window if open_)
+        after = int(window[-1][0])
 
 
 def pool_size(session: Session, category_id: int) -> int:
     through = settled_through(session, category_id)
-    total = 0
-    for part in (_settled_part(category_id, 0, through), _newer_part(category_id, through)):
-        total += int(session.scalar(select(func.count()).select_from(part.order_by(None).subquery())) or 0)
-    return total
+    settled = (
+        select(func.count())
+        .select_from(OpenItem)
+        .join(Item, Item.id == OpenItem.item_id)
+        .where(OpenItem.category_id == category_id, OpenItem.item_id <= through, in_pool(category_id))
+    )
+    newer = select(func.count()).select_from(Item).where(Item.id > through, in_pool(category_id))
+    return int(session.scalar(settled) or 0) + int(session.scalar(newer) or 0)
 
 
 def iter_pool(session: Session, category_id: int, size: int = CHUNK) -> Iterator[list[tuple[int, str]]]:
-    """``(item id, sha256)`` of the pool in id order, ``size`` at a time (keyset pagination over
-    the settled part, then the newer one: each chunk is an index range scan)."""
-    through = settled_through(session, category_id)
-    after = 0
-    while True:
-        rows = _page(session, _settled_part(category_id, after, through), size) if after < through else []
-        if len(rows) < size:  # the settled part is done: go on with the images after the mark
-            rows += _page(session, _newer_part(category_id, max(after, through)), size - len(rows))
-        if not rows:
-            return
-        yield rows
-        after = rows[-1][0]
+    """``(item id, sha256)`` of the pool in id order, in chunks of ``size`` (the last may be
+    shorter). Each window is read when the chunk before has been taken, so memory holds at most
+    two windows, and a caller may label a chunk's images before it asks for the next."""
+    chunk: list[tuple[int, str]] = []
+    for row in _open_rows(session, category_id, size):
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def pool_at(session: Session, category_id: int, positions: NDArray[np.int64]) -> NDArray[np.int64]:
@@ -158,13 +198,13 @@ def settle_pool(session: Session, category_id: int) -> None:
     through = settled_through(session, category_id)
     newest = int(session.scalar(select(func.max(Item.id))) or 0)
     session.execute(
-        delete(OpenItem).where(OpenItem.category_id == category_id, _decided(category_id, OpenItem.item_id))
+        delete(OpenItem).where(OpenItem.category_id == category_id, ~_undecided(category_id, OpenItem.item_id))
     )
     session.execute(
         insert(OpenItem).from_select(
             ["category_id", "item_id"],
             select(literal(category_id), Item.id).where(
-                Item.id > through, Item.id <= newest, ~_decided(category_id, Item.id)
+                Item.id > through, Item.id <= newest, _undecided(category_id, Item.id)
             ),
         )
     )

@@ -12,7 +12,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -34,8 +34,9 @@ def _unavailable(reason: str) -> None:
 
 
 @contextmanager
-def postgres_server() -> Iterator[str]:
+def postgres_server(settings: Mapping[str, str] | None = None) -> Iterator[str]:
     """Start a server in a fresh temporary folder; yield its SQLAlchemy URL; stop it and clean up.
+    ``settings`` are server parameters to start it with (``{"shared_buffers": "1GB"}``).
 
     The folder is made with ``tempfile`` rather than pytest's ``tmp_path``, whose parents are
     private to root and so unreachable for the ``postgres`` user."""
@@ -61,6 +62,7 @@ def postgres_server() -> Iterator[str]:
         capture_output=True,
     )
     options = f"-k {socket} -c listen_addresses='' -c fsync=off"
+    options += "".join(f" -c {name}={value}" for name, value in (settings or {}).items())
     subprocess.run(
         [
             *as_user,
