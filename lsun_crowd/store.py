@@ -199,7 +199,8 @@ def _without_jit(dbapi_connection: Any, _record: Any) -> None:
     """No JIT compilation on the store's PostgreSQL connections. Its queries are index probes and
     key-range windows of at most :data:`lsun_crowd.ledger.CHUNK` rows, and PostgreSQL decides to
     compile (and to inline and optimise, above 500,000 cost units) from cost estimates that grow
-    with the tables: at a million images each window of the pool spent more compiling than running."""
+    with the tables: at a million images it chose inlining and optimisation for pages of the pool
+    (seen with ``auto_explain``)."""
     cursor = dbapi_connection.cursor()
     cursor.execute("SET jit = off")
     cursor.close()
