@@ -9,7 +9,7 @@ answered here and nowhere else: :func:`current_label` / the ``labels`` table, wh
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -122,23 +122,21 @@ def _newer_window(category_id: int, after: int, size: int) -> Select[int, str, b
     return select(Item.id, Item.sha256, in_pool(category_id)).where(Item.id > after).order_by(Item.id).limit(size)
 
 
+def _windows(
+    session: Session, window: Callable[[int], Select[int, str, bool]], after: int
+) -> Iterator[tuple[int, str]]:
+    """The pool's rows of every ``window(after)``, each window starting after the last read."""
+    while rows := session.execute(window(after)).all():
+        yield from ((int(item), str(sha)) for item, sha, open_ in rows if open_ and sha is not None)
+        after = int(rows[-1][0])
+
+
 def _open_rows(session: Session, category_id: int, size: int) -> Iterator[tuple[int, str]]:
-    """Every image of the category's pool in id order, read a window of ``size`` rows at a time."""
+    """Every image of the category's pool in id order, read a window of ``size`` rows at a time:
+    the open rows up to the mark, then the images after it."""
     through = settled_through(session, category_id)
-    after = 0
-    while after < through:
-        window = session.execute(_settled_window(category_id, after, through, size)).all()
-        if not window:
-            break
-        yield from ((int(item), str(sha)) for item, sha, open_ in window if open_ and sha is not None)
-        after = int(window[-1][0])
-    after = through
-    while True:
-        window = session.execute(_newer_window(category_id, after, size)).all()
-        if not window:
-            return
-        yield from ((int(item), str(sha)) for item, sha, open_ in window if open_)
-        after = int(window[-1][0])
+    yield from _windows(session, lambda after: _settled_window(category_id, after, through, size), 0)
+    yield from _windows(session, lambda after: _newer_window(category_id, after, size), through)
 
 
 def pool_size(session: Session, category_id: int) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,8 @@ from sqlalchemy import event, func, select, text
 
 from lsun_crowd import ledger
 from lsun_crowd.project import Project
-from lsun_crowd.schema import SCHEMA_VERSION, Item, Meta, Vote
-from lsun_crowd.store import Store, category_id, insert_ignoring_duplicates
+from lsun_crowd.schema import SCHEMA_VERSION, Item, Meta, Spend, SpendKind, Vote
+from lsun_crowd.store import Store, category_id, insert_ignoring_duplicates, insert_returning
 from lsun_crowd.testing import update_project
 
 from .conftest import make_digits_project
@@ -42,6 +43,58 @@ def test_store_on_postgres(postgres_url: str) -> None:
         assert category_id(session, "kitchen") == category_id(session, "kitchen")
     with store.session() as session:
         assert session.scalar(select(func.count(Item.id)).where(Item.sha256 == "f" * 64)) == 1
+    store.close()
+
+
+# Texts an array's literal form must escape: separators, braces, quotes, backslashes, the word NULL.
+AWKWARD_TEXTS = ["plain", "a,b", "{braces}", 'say "hi"', "back\\slash", "NULL", "", "ünïcode ✓", "two\nlines"]
+
+
+def test_bulk_inserts_keep_every_value_and_go_as_one_statement_on_postgres(postgres_url: str) -> None:
+    """PostgreSQL's bulk inserts send one array a column: every value comes back as it went in,
+    duplicates are skipped (within the rows too), and a chunk is one statement, not one per row."""
+    store = Store(postgres_url)
+    statements: list[str] = []
+    event.listen(store.engine, "before_cursor_execute", lambda _c, _cur, sql, *_rest: statements.append(sql))
+    items = [
+        {
+            "sha256": f"{number:064x}",
+            "uri": f"{AWKWARD_TEXTS[number % len(AWKWARD_TEXTS)]}/{number}",
+            "width": number,
+            "height": -number,
+            "file_size": 2**40 + number if number % 3 else None,  # past 32 bits, and empty
+            "file_mtime_ns": None,  # a column empty in every row
+            "problem": AWKWARD_TEXTS[number % len(AWKWARD_TEXTS)] if number % 2 else None,
+        }
+        for number in range(20_000)
+    ]
+    with store.session() as session:
+        statements.clear()
+        added = insert_returning(session, Item, [*items, items[0], items[1]], Item.id)
+        assert len(statements) == 1
+        assert len(added) == len(set(added)) == 20_000
+        assert insert_ignoring_duplicates(session, Item, items[:500]) == 0
+    with store.session() as session:
+        stored = session.execute(
+            select(
+                Item.sha256, Item.uri, Item.width, Item.height, Item.file_size, Item.file_mtime_ns, Item.problem
+            ).order_by(Item.id)
+        ).all()
+        assert [tuple(row) for row in stored] == [tuple(item.values()) for item in items]
+        stamps = session.scalars(select(Item.added_at).distinct()).all()
+        assert len(stamps) == 1 and stamps[0].tzinfo is not None  # the column's default, once
+    spend = [
+        {"reference": f"batch-{n}", "kind": SpendKind.FEE, "amount": Decimal("0.0125") * n, "round_id": None}
+        for n in range(5)
+    ]
+    with store.session() as session:
+        assert insert_ignoring_duplicates(session, Spend, spend) == 5
+        assert insert_ignoring_duplicates(session, Spend, spend) == 0
+        with pytest.raises(ValueError, match="must all name the same columns"):
+            insert_ignoring_duplicates(session, Spend, [*spend, {"reference": "x", "kind": "fee", "amount": 1}])
+    with store.session() as session:
+        kept = session.execute(select(Spend.reference, Spend.kind, Spend.amount).order_by(Spend.id)).all()
+    assert [tuple(row) for row in kept] == [(row["reference"], row["kind"], row["amount"]) for row in spend]
     store.close()
 
 
