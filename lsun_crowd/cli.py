@@ -12,7 +12,7 @@ from rich.table import Table
 
 from lsun_crowd import __version__
 from lsun_crowd.certificate import certificates
-from lsun_crowd.config import CONFIG_FILE, DEFAULT_TOML
+from lsun_crowd.config import CONFIG_FILE, DEFAULT_TOML, MAX_SEED
 from lsun_crowd.crowd import CrowdBackend
 from lsun_crowd.downloads import DownloadLimits
 from lsun_crowd.errors import errors, reported_errors
@@ -223,7 +223,7 @@ def plugins(all: Annotated[bool, typer.Option("--all", help="include built-in pl
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="where the demo project goes")] = Path("lsun-crowd-demo"),
-    seed: int = 0,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="the crowd's and the cascade's seed")] = 0,
     compare: Annotated[
         bool, typer.Option(help="run the pool again with fixed redundancy and print both side by side")
     ] = True,
@@ -241,7 +241,7 @@ def simulate(
     categories: Annotated[int, typer.Option(min=1, help="categories (their positives overlap)")] = 1,
     positive_rate: Annotated[float, typer.Option(min=0.0005, max=0.5, help="share of positives per category")] = 0.1,
     dim: Annotated[int, typer.Option(min=2, max=4096, help="embedding dimensions")] = 16,
-    seed: int = 0,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="the pool's, the crowd's and the cascade's seed")] = 0,
     separation: Annotated[float, typer.Option(min=0.0, help="distance between the classes: less is harder")] = 6.0,
     ambiguous: Annotated[float, typer.Option(min=0.0, max=1.0, help="share of images the model cannot tell")] = 0.002,
     rounds: Annotated[int, typer.Option(min=1, help="most rounds per category")] = 10,
@@ -336,7 +336,9 @@ def preview(
 def audit(
     sample: Annotated[int, typer.Option(help="final labels to check, drawn across categories and sources")],
     project: ProjectOption = Path("."),
-    seed: Annotated[int, typer.Option(help="the same sample and seed resume (or reprint) the same audit")] = 0,
+    seed: Annotated[
+        int, typer.Option(min=0, max=MAX_SEED, help="the same sample and seed resume (or reprint) the same audit")
+    ] = 0,
     votes: Annotated[int, typer.Option(help="fresh votes asked per image (a majority of at least three)")] = 5,
     crowd: Annotated[str | None, typer.Option(help="crowd adapter (default: the one the config names)")] = None,
     yes: Annotated[bool, typer.Option("--yes", help="spend real money without asking")] = False,

@@ -22,6 +22,9 @@ class ConfigError(ValueError):
     """The configuration file is missing, is not TOML, or holds a bad value."""
 
 
+MAX_SEED = 2**32 - 1  # a seed's range: one round's training seed is derived from it and must fit torch's 64 bits
+
+
 class _Section(BaseModel):
     # No setting means anything at infinity or NaN (TOML writes them inf and nan): each is refused.
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -41,7 +44,7 @@ class GroupConfig(_Section):
 
 class ProjectConfig(_Section):
     name: str = Field(default="lsun-crowd-project", min_length=1)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)  # numpy's and torch's generators take no negative seed
     categories: list[str] = Field(default_factory=list)
     database_url: str = ""  # empty: a SQLite file inside the project directory
     groups: list[GroupConfig] = Field(default_factory=list)

@@ -93,3 +93,18 @@ def test_config_that_is_not_utf8_names_its_line(tmp_path: Path) -> None:
     message = refused(tmp_path, b'[project]\nname = "caf\xe9"\n')
     assert message == f"{tmp_path / CONFIG_FILE}:2: not UTF-8 text (byte 0xe9)"
     assert "nested too deeply" in refused(tmp_path, "x = " + "[" * 5000 + "]" * 5000 + "\n")
+
+
+@pytest.mark.parametrize(
+    ("seed", "reason"), [("-1", "greater than or equal to 0"), ("4294967296", "less than or equal to")]
+)
+def test_a_seed_the_generators_cannot_take_is_refused(tmp_path: Path, seed: str, reason: str) -> None:
+    """numpy refuses a negative seed and torch one past 64 bits (a round's training seed grows from
+    the project's): the config says so, naming the field, before any round starts."""
+    message = refused(tmp_path, f"[project]\nseed = {seed}\n")
+    assert "project.seed" in message and reason in message
+
+
+def test_a_negative_seed_on_the_command_line_is_refused_by_name() -> None:
+    result = runner.invoke(app, ["simulate", "--seed", "-1"])
+    assert result.exit_code == 2 and "--seed" in result.output
