@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from lsun_crowd.crash_harness import same_identity
+from lsun_crowd.crash_harness import snapshot  # the tables the crash harness compares, ids left out
 
 from .conftest import make_digits_project
 
@@ -59,51 +59,6 @@ def finish(directory: Path) -> None:
         [sys.executable, "-m", "lsun_crowd.cli", "run", "--project", str(directory)], capture_output=True, timeout=600
     )
     assert result.returncode == 0, result.stderr.decode()
-
-
-def snapshot(directory: Path) -> dict[str, list[tuple[object, ...]]]:
-    """Each table's rows, batch ids read without the project's random identity (the projects
-    compared are two, so their identities differ)."""
-    tables = _snapshot(directory)
-    return {table: [tuple(same_identity(value) for value in row) for row in rows] for table, rows in tables.items()}
-
-
-def _snapshot(directory: Path) -> dict[str, list[tuple[object, ...]]]:
-    with sqlite3.connect(directory / "lsun-crowd.db") as db:
-        return {
-            "hits": db.execute(
-                "SELECT h.batch_id, h.hit_key, h.platform_hit_id, h.state, group_concat(i.sha256) FROM hits h "
-                "JOIN hit_items hi ON hi.hit_id = h.id JOIN items i ON i.id = hi.item_id "
-                "GROUP BY h.id ORDER BY h.batch_id, h.hit_key"
-            ).fetchall(),
-            "assignments": db.execute(
-                "SELECT a.platform_assignment_id, w.platform_worker_id, a.status FROM assignments a "
-                "JOIN workers w ON w.id = a.worker_id ORDER BY 1"
-            ).fetchall(),
-            "votes": db.execute(
-                "SELECT a.platform_assignment_id, i.sha256, c.name, v.answer, v.is_gold FROM votes v "
-                "JOIN assignments a ON a.id = v.assignment_id JOIN items i ON i.id = v.item_id "
-                "JOIN categories c ON c.id = v.category_id ORDER BY 1, 2"
-            ).fetchall(),
-            "labels": db.execute(
-                "SELECT i.sha256, c.name, l.label, l.source, r.number, round(l.confidence, 6), l.votes "
-                "FROM labels l JOIN items i ON i.id = l.item_id JOIN categories c ON c.id = l.category_id "
-                "LEFT JOIN rounds r ON r.id = l.round_id ORDER BY 1, 2"
-            ).fetchall(),
-            "rounds": db.execute(
-                "SELECT c.name, r.number, r.state, r.high_threshold, r.low_threshold FROM rounds r "
-                "JOIN categories c ON c.id = r.category_id ORDER BY 1, 2"
-            ).fetchall(),
-            "spend": db.execute("SELECT reference, kind, amount FROM spend ORDER BY 1, 2").fetchall(),
-            "blocked": db.execute("SELECT platform_worker_id FROM workers WHERE blocked ORDER BY 1").fetchall(),
-            "jobs": db.execute(
-                "SELECT batch_id, kind, sequence, state, assignments_per_hit FROM jobs ORDER BY 1"
-            ).fetchall(),
-            "label_events": db.execute(
-                "SELECT i.sha256, e.category_id, e.label, e.source, e.origin, round(e.confidence, 6), e.votes "
-                "FROM label_events e JOIN items i ON i.id = e.item_id ORDER BY 1, 2, 5"
-            ).fetchall(),
-        }
 
 
 def finish_both_alike(interrupted: Path, reference: Path) -> dict[str, list[tuple[object, ...]]]:
