@@ -46,12 +46,22 @@ class FailedAttempts:
     def retry_after(self, address: str) -> float | None:
         """Seconds until ``address`` may try again, or ``None`` if it is not held back."""
         with self._lock:
+            if address not in self._failures:  # asked of every request: never track an address for it
+                return None
             now = self.clock()
             recent = self._recent(address, now)
+            if not recent:
+                del self._failures[address]
+                return None
             if len(recent) < self.limit:
                 return None
             # Below the limit again once the oldest (len - limit + 1) failures have aged out.
             return recent[len(recent) - self.limit] + self.window - now
+
+    def tracked(self) -> int:
+        """Addresses with failures kept: what the limiter holds in memory."""
+        with self._lock:
+            return len(self._failures)
 
     def _recent(self, address: str, now: float) -> deque[float]:
         failures = self._failures.setdefault(address, deque())

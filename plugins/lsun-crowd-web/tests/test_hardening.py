@@ -394,3 +394,20 @@ def test_the_window_slides() -> None:
     attempts.record("a")
     assert attempts.retry_after("a") == pytest.approx(4)  # now 1004 must age out
     assert attempts.retry_after("b") is None
+
+
+def test_only_addresses_that_failed_are_kept_and_only_while_their_failures_are_recent() -> None:
+    """Every request asks the limiter about its address: that alone must not make the limiter
+    remember the address, or a server seen by many addresses grows without bound."""
+    clock = Clock()
+    clock.now = 1000
+    attempts = FailedAttempts(limit=3, window=10, clock=clock)
+    for number in range(5_000):
+        assert attempts.retry_after(f"10.0.{number // 256}.{number % 256}") is None
+    assert attempts.tracked() == 0
+    attempts.record("a")
+    attempts.record("b")
+    assert attempts.tracked() == 2
+    clock.now = 1011  # both failures aged out: the next question about each forgets it
+    assert attempts.retry_after("a") is None and attempts.retry_after("b") is None
+    assert attempts.tracked() == 0
