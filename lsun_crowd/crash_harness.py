@@ -76,8 +76,9 @@ SNAPSHOT = {
     "votes": "SELECT a.platform_assignment_id, i.sha256, c.name, v.answer, v.is_gold FROM votes v "
     "JOIN assignments a ON a.id = v.assignment_id JOIN items i ON i.id = v.item_id "
     "JOIN categories c ON c.id = v.category_id ORDER BY 1, 2, 3",
-    "labels": "SELECT i.sha256, c.name, l.label, l.source, round(l.confidence, 6), l.votes FROM labels l "
-    "JOIN items i ON i.id = l.item_id JOIN categories c ON c.id = l.category_id ORDER BY 1, 2",
+    "labels": "SELECT i.sha256, c.name, l.label, l.source, round(l.confidence, 6), l.votes, r.number FROM labels l "
+    "JOIN items i ON i.id = l.item_id JOIN categories c ON c.id = l.category_id "
+    "LEFT JOIN rounds r ON r.id = l.round_id ORDER BY 1, 2",
     "label_events": "SELECT i.sha256, e.category_id, e.label, e.source, e.origin, round(e.confidence, 6), e.votes "
     "FROM label_events e JOIN items i ON i.id = e.item_id ORDER BY 1, 2, 5, 3, 4",
     "rounds": "SELECT c.name, r.number, r.state, r.high_threshold, r.low_threshold FROM rounds r "
