@@ -1,57 +1,92 @@
 """Training the round's model on every human label so far and letting it label the pool.
 
-The pool is streamed: scored from the memory-mapped embedding cache and labeled in chunks of
-:data:`lsun_crowd.ledger.CHUNK` images inside the round's one closing transaction, so memory stays
-bounded whatever the pool's size, and a crash leaves either all of the split or none of it.
+The round's head trains on every human label of the category and every gold answer, stopped early
+on held-out labels: each of :data:`FOLDS` cross-fitted heads stops on its own held-out fold and
+scores it, and the head that labels trains on everything for the median of their epochs. Its
+Platt scaling is fitted on those out-of-fold scores, which no head trained on.
 
-Thresholds come from the round's own calibration sample (:mod:`lsun_crowd.guarantee`): drawn at
-random from the pool this round splits, labeled by people alone, never trained on before the
-split, every image counted once, and an image people could not resolve counted against the
-model. The round tests at the share of each side's error budget left by earlier rounds, so the
-guarantee covers every image the model labels in the category. After the split its calibration
-images train the later rounds' models, which are judged on fresh samples of their own.
+The pool is streamed twice from the memory-mapped embedding cache, in chunks of
+:data:`lsun_crowd.ledger.CHUNK` images: once into a histogram of scores, from which
+:mod:`lsun_crowd.thresholds` picks the round's thresholds by point estimates, and once to label,
+inside the round's one closing transaction, so memory stays bounded whatever the pool's size and a
+crash leaves either all of the split or none of it. The labels are provisional until the
+category's certification (:mod:`lsun_crowd.certify`) tests them.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.special import expit
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from lsun_crowd import ledger
-from lsun_crowd.classifier import probability, train_head
+from lsun_crowd.classifier import Head, train_head
+from lsun_crowd.config import ModelConfig
 from lsun_crowd.consensus import MIN_CALIBRATION_LABELS, PlattScaling, fit_platt
 from lsun_crowd.context import DONE, Context, RoundRef, set_state
+from lsun_crowd.crossfit import stratified_folds
 from lsun_crowd.engine import engine_for
-from lsun_crowd.guarantee import (
-    UNRESOLVED,
-    Calibration,
-    SideTest,
-    Walk,
-    certify_negative,
-    certify_positive,
-    decide,
-)
+from lsun_crowd.guarantee import UNRESOLVED, decide
 from lsun_crowd.heap import frozen_heap
 from lsun_crowd.review import human_posterior
-from lsun_crowd.round_plan import budget_left, discard_limit, known_positives_before, pool_base_rate
-from lsun_crowd.schema import (
-    Gold,
-    GuaranteeSide,
-    Item,
-    ItemRole,
-    Label,
-    LabelSource,
-    RoundItem,
-    RoundModel,
-    RoundTest,
-    utc_now,
-)
+from lsun_crowd.schema import Gold, Item, Label, LabelSource, RoundModel, utc_now
+from lsun_crowd.thresholds import PLAN_RECALL_SHARE, Calibrated, Goals, ScoreHistogram, choose, fit_calibration
+
+FOLDS = 5
+
+
+@dataclass(frozen=True)
+class RoundHead:
+    """The head that labels, and its calibration from out-of-fold scores (``None``: too few labels)."""
+
+    head: Head
+    platt: PlattScaling | None  # the model as an annotator (lsun_crowd.consensus)
+    calibrated: Calibrated | None = None  # the probability of positive its thresholds and labels use
+
+
+def fit_round_head(
+    features: NDArray[np.float32],
+    targets: NDArray[np.float64],
+    weights: NDArray[np.float64],
+    gold: tuple[NDArray[np.float32], NDArray[np.float64]],
+    config: ModelConfig,
+    seed: int,
+) -> RoundHead:
+    """Cross-fitted heads for out-of-fold scores and the epochs to train for, then the head on
+    every label. Gold answers always train and are never scored."""
+    labels = (targets >= 0.5).astype(np.int64)
+    folds = min(FOLDS, int(labels.sum()), int((1 - labels).sum()))
+    gold_features, gold_targets = gold
+
+    def train(rows: NDArray[np.bool_], **extra: object) -> Head:
+        return train_head(
+            np.concatenate([features[rows], gold_features]),
+            np.concatenate([targets[rows], gold_targets]),
+            np.concatenate([weights[rows], np.ones(len(gold_targets))]),
+            config,
+            seed=seed,
+            **extra,  # type: ignore[arg-type]
+        )
+
+    everything = np.ones(len(labels), dtype=bool)
+    if folds < 2:
+        return RoundHead(train(everything), None)
+    fold_of = stratified_folds(labels, folds, [seed, 23])
+    scores = np.zeros(len(labels))
+    epochs = []
+    for fold in range(folds):
+        held = fold_of == fold
+        head = train(~held, validation=(features[held], targets[held]))
+        scores[held] = head.logits(features[held])
+        epochs.append(head.epochs)
+    platt = fit_platt(scores, labels, MIN_CALIBRATION_LABELS)
+    calibrated = fit_calibration(scores, labels)
+    return RoundHead(train(everything, epochs=max(1, int(np.median(epochs)))), platt, calibrated)
 
 
 def train_and_split(ctx: Context, ref: RoundRef) -> str:
@@ -60,24 +95,17 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
         with ctx.store.session() as session:
             return set_state(session, ref, DONE, finished_at=utc_now())
     with ctx.store.session() as session:
-        this_calibration = select(RoundItem.item_id).where(
-            RoundItem.round_id == ref.id, RoundItem.role == ItemRole.CALIBRATION
-        )
         training: list[tuple[str, int, float]] = [
             (sha, label, confidence)
             for sha, label, confidence in session.execute(
                 select(Item.sha256, Label.label, Label.confidence)
                 .join(Label, Label.item_id == Item.id)
-                .where(
-                    Label.category_id == ref.category_id,
-                    Label.source == LabelSource.HUMAN,
-                    Item.id.notin_(this_calibration),
-                )
+                .where(Label.category_id == ref.category_id, Label.source == LabelSource.HUMAN)
                 .order_by(Item.id)
             )
         ]
-        training += [
-            (sha, answer, 1.0)
+        gold = [
+            (sha, answer)
             for sha, answer in session.execute(
                 select(Item.sha256, Gold.answer)
                 .join(Gold, Gold.item_id == Item.id)
@@ -85,97 +113,57 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
                 .order_by(Item.id)
             )
         ]
-        # Every image drawn for calibration, labeled or not: people's label, or UNRESOLVED.
-        calibration_rows: list[tuple[int, str, int]] = [
-            (item, sha, label)
-            for item, sha, label in session.execute(
-                select(Item.id, Item.sha256, func.coalesce(Label.label, UNRESOLVED))
-                .join(RoundItem, RoundItem.item_id == Item.id)
-                .outerjoin(
-                    Label,
-                    (Label.item_id == Item.id)
-                    & (Label.category_id == ref.category_id)
-                    & (Label.source == LabelSource.HUMAN),
-                )
-                .where(RoundItem.round_id == ref.id, RoundItem.role == ItemRole.CALIBRATION)
-                .order_by(Item.id)
-            )
-        ]
-        calibration_labels = _consensus_at_the_cap(ctx, session, ref, calibration_rows)
-        budget = budget_left(session, ref.category_id, ref.number, cascade)
-        pool_rate = pool_base_rate(session, ref.category_id, ref.number)
-        # Positives known before this round's calibration labels, and the pool its sample came from.
-        known_positives = known_positives_before(
-            session, ref.category_id, cascade.target_precision, sum(label == 1 for _, _, label in calibration_rows)
-        )
-        pool = ledger.pool_size(session, ref.category_id) + int(
-            session.scalar(select(func.count()).select_from(RoundItem).where(RoundItem.round_id == ref.id)) or 0
-        )
+        known = _known(session, ref.category_id, len([1 for _, answer in gold if answer == 1]))
     targets = np.array([label for _, label, _ in training], dtype=np.float64)
     embeddings = ctx.embeddings()
-    if len(set(targets.tolist())) < 2 or not calibration_rows:
-        note = "no split: training needs both classes and calibration needs images"
+    if len(set(targets.tolist())) < 2:
+        note = "no split: training needs human labels of both classes"
         ctx.progress.message(f"{ref.category}: round {ref.number}: {note}")
         with ctx.store.session() as session:
             return set_state(session, ref, DONE, notes=note, finished_at=utc_now())
     with ctx.stages.timed("train", ref.number):
-        head = train_head(
+        fitted = fit_round_head(
             embeddings.get([sha for sha, _, _ in training]),
             targets,
             np.array([confidence for _, _, confidence in training], dtype=np.float64),
+            (embeddings.get([sha for sha, _ in gold]), np.array([answer for _, answer in gold], dtype=np.float64)),
             ctx.config.model,
             seed=ctx.config.project.seed * 1_000_003 + ref.category_id * 101 + ref.number,
         )
+    head, platt = fitted.head, fitted.platt
+    if platt is None:
+        note = f"no split: fewer than {MIN_CALIBRATION_LABELS} human labels, or one class, to calibrate the model on"
+        ctx.progress.message(f"{ref.category}: round {ref.number}: {note}")
+        with ctx.store.session() as session:
+            return set_state(session, ref, DONE, notes=note, finished_at=utc_now())
+    assert fitted.calibrated is not None
+    calibrated = fitted.calibrated
+    engine = engine_for(ctx.config.model)
+    histogram = ScoreHistogram()
+    with ctx.stages.timed("score", ref.number), ctx.store.session() as session:
+        for _, scores in engine.score(head, embeddings, ledger.iter_pool(session, ref.category_id)):
+            histogram.add(scores)
     with ctx.stages.timed("split", ref.number):
-        calibration = Calibration(
-            head.logits(embeddings.get([sha for _, sha, _ in calibration_rows])), calibration_labels
+        expected_in_pool = histogram.expected_positives(calibrated)
+        positives = known.positives + expected_in_pool
+        lose = (
+            PLAN_RECALL_SHARE * (1 - cascade.target_recall) * positives - known.lost
+            if cascade.target_recall > 0
+            else math.inf
         )
-    delta_positive, delta_negative, recall_slack = budget.positive, budget.negative, budget.recall_slack
-    # How many calibration images each side may expect, from the pool's positive share as the
-    # previous round left it, or the labels the model trained on (never this round's calibration
-    # labels): it plans each side's walk.
-    base_rate = pool_rate if pool_rate is not None else float(targets.mean())
-    with ctx.stages.timed("split", ref.number):
-        positive = certify_positive(
-            calibration,
-            cascade.target_precision,
-            delta_positive,
-            Walk.plan(cascade.target_precision, delta_positive, calibration.size * base_rate),
-        )
-        negative = certify_negative(
-            calibration,
-            cascade.target_npv,
-            delta_negative,
-            recall_slack,
-            below=positive.threshold if positive.threshold is not None else math.inf,
-            walk=Walk.plan(cascade.target_npv, delta_negative, calibration.size * (1 - base_rate)),
-            discard_limit=discard_limit(recall_slack, known_positives, pool, base_rate),
-        )
-    resolved = calibration.labels != UNRESOLVED
-    undecided = decide(calibration.scores, positive.threshold, negative.threshold) < 0
-    # A model label's confidence is its calibrated probability of being right (the audit's PPI++
-    # intervals use it); the raw sigmoid when the calibration is too small to fit.
-    calibrated = fit_platt(calibration.scores[resolved], calibration.labels[resolved], MIN_CALIBRATION_LABELS)
-    # The next round's consensus uses the model on images the split left behind, so it is
-    # calibrated on the calibration images the split would have left behind too, or on all of
-    # them when those are too few.
-    left_behind = resolved & undecided
-    consensus = (
-        fit_platt(calibration.scores[left_behind], calibration.labels[left_behind], MIN_CALIBRATION_LABELS)
-        or calibrated
-    )
-    labeled = {GuaranteeSide.POSITIVE: 0, GuaranteeSide.NEGATIVE: 0}
+        chosen = choose(histogram, calibrated, Goals(cascade.target_precision, cascade.target_npv, max(lose, 0.0)))
+    labeled = {1: 0, 0: 0}
     left = 0
     with frozen_heap(), ctx.store.session() as session:
-        chunks = engine_for(ctx.config.model).score(head, embeddings, ledger.iter_pool(session, ref.category_id))
+        chunks = engine.score(head, embeddings, ledger.iter_pool(session, ref.category_id))
         while True:
             with ctx.stages.timed("score", ref.number):
                 scored = next(chunks, None)
                 if scored is None:
                     break
                 chunk, scores = scored
-                decisions = decide(scores, positive.threshold, negative.threshold)
-                positive_probability = _probability(scores, calibrated)
+                decisions = decide(scores, chosen.high, chosen.low)
+                positive_probability = calibrated.probability(scores)
             with ctx.stages.timed("store writes", ref.number):
                 ledger.record_labels(
                     session,
@@ -188,10 +176,10 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
                     source=LabelSource.MODEL,
                     origin=f"round:{ref.id}:model",
                     round_id=ref.id,
-                    reason=f"round {ref.number} split",
+                    reason=f"round {ref.number} split, to be certified",
                 )
-            labeled[GuaranteeSide.POSITIVE] += int((decisions == 1).sum())
-            labeled[GuaranteeSide.NEGATIVE] += int((decisions == 0).sum())
+            labeled[1] += int((decisions == 1).sum())
+            labeled[0] += int((decisions == 0).sum())
             left += int((decisions < 0).sum())
         with ctx.stages.timed("store writes", ref.number):
             ledger.settle_pool(session, ref.category_id)  # the next round reads what this one left
@@ -199,35 +187,51 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
             RoundModel(
                 round_id=ref.id,
                 head=head.to_bytes(),
-                platt_slope=consensus.slope if consensus else None,
-                platt_intercept=consensus.intercept if consensus else None,
-                base_rate=consensus.base_rate if consensus else None,
-                calibration_size=consensus.size if consensus else int(left_behind.sum()),
+                platt_slope=platt.slope,
+                platt_intercept=platt.intercept,
+                base_rate=platt.base_rate,
+                calibration_size=platt.size,
             )
-        )
-        for test in (positive, negative):
-            session.merge(_row(ref, test, labeled[test.side]))
-        # The sample has calibrated its round; from now on it trains later rounds' models.
-        session.execute(
-            update(RoundItem)
-            .where(RoundItem.round_id == ref.id, RoundItem.role == ItemRole.CALIBRATION)
-            .values(active=False)
         )
         state = set_state(
             session,
             ref,
             DONE,
             finished_at=utc_now(),
-            high_threshold=positive.threshold,
-            low_threshold=negative.threshold,
-            notes=f"calibration {calibration.size}; {positive.describe()}; {negative.describe()}",
+            high_threshold=chosen.high,
+            low_threshold=chosen.low,
+            notes=f"trained on {len(training)} human labels ({head.epochs} epochs); {chosen.describe()}",
         )
     ctx.progress.message(
-        f"{ref.category}: round {ref.number}: model labeled {labeled[GuaranteeSide.POSITIVE]} positive, "
-        f"{labeled[GuaranteeSide.NEGATIVE]} negative; {left} left (calibration {calibration.size}, "
-        f"{calibration.unresolved} unresolved; {positive.describe()}; {negative.describe()})"
+        f"{ref.category}: round {ref.number}: model labeled {labeled[1]} positive, {labeled[0]} negative, "
+        f"to be certified; {left} left ({chosen.describe()})"
     )
     return state
+
+
+@dataclass(frozen=True)
+class Known:
+    positives: float  # positives the category's labels hold or are expected to: people's, gold, the model's
+    lost: float  # positives expected among the model's negatives so far
+
+
+def _known(session: Session, category_id: int, gold_positives: int) -> Known:
+    """What the category's labels say of its positives: people's count, and the model's expected
+    from its labels' calibrated confidences (one aggregate over the labels)."""
+    positives = float(gold_positives)
+    lost = 0.0
+    for label, source, total, count in session.execute(
+        select(Label.label, Label.source, func.sum(Label.confidence), func.count())
+        .where(Label.category_id == category_id)
+        .group_by(Label.label, Label.source)
+    ):
+        if source != LabelSource.MODEL:
+            positives += int(count) if label == 1 else 0
+        elif label == 1:
+            positives += float(total)
+        else:
+            lost += int(count) - float(total)
+    return Known(positives + lost, lost)
 
 
 def _consensus_at_the_cap(
@@ -250,28 +254,3 @@ def _consensus_at_the_cap(
         if label == UNRESOLVED and index is not None and certainty[index] >= bar:
             labels[row] = int(winners[index])
     return labels
-
-
-def _probability(scores: NDArray[np.float64], platt: PlattScaling | None) -> NDArray[np.float64]:
-    if platt is None:
-        return probability(scores)
-    return np.asarray(expit(platt.slope * scores + platt.intercept), dtype=np.float64)
-
-
-def _row(ref: RoundRef, test: SideTest, labeled: int) -> RoundTest:
-    return RoundTest(
-        round_id=ref.id,
-        side=test.side,
-        mode="ltt",
-        threshold=test.threshold,
-        target=test.target,
-        delta=test.delta,
-        recall_slack=test.recall_slack,
-        calibration_size=test.calibration_size,
-        unresolved=test.unresolved,
-        tested=test.tested,
-        errors=test.errors,
-        p_value=test.p_value,
-        bound=test.bound,
-        labeled=labeled,
-    )

@@ -374,6 +374,60 @@ def revise_labels(
     return revised
 
 
+WITHDRAWN = -1  # the label of an event that takes an image's label away, back to the pool
+
+
+def withdraw_labels(
+    session: Session, category_id: int, which: ColumnElement[bool], *, origin: str, reason: str
+) -> dict[int, int]:
+    """Take away the category's current labels that meet ``which`` (a predicate on
+    :class:`~lsun_crowd.schema.Label`), set-based whatever their number: each gets a
+    :data:`WITHDRAWN` event, leaves the labels table and the counts, and its image is open in the
+    pool again. Returns how many of each label value went."""
+    chosen = (Label.category_id == category_id) & which
+    sources = session.execute(
+        select(Label.label, Label.source, func.count()).where(chosen).group_by(Label.label, Label.source)
+    ).all()
+    if not sources:
+        return {}
+    gone: dict[int, int] = {}
+    for label, _, count in sources:
+        gone[int(label)] = gone.get(int(label), 0) + int(count)
+    session.execute(
+        insert(LabelEvent).from_select(
+            ["item_id", "category_id", "label", "source", "origin", "round_id", "confidence", "votes", "reason"],
+            select(
+                Label.item_id,
+                Label.category_id,
+                literal(WITHDRAWN),
+                Label.source,
+                literal(origin),
+                Label.round_id,
+                Label.confidence,
+                Label.votes,
+                literal(reason),
+            ).where(chosen),
+        )
+    )
+    # The images go back to the pool's open rows (those up to its mark are read from there).
+    session.execute(
+        insert(OpenItem).from_select(
+            ["category_id", "item_id"],
+            select(literal(category_id), Label.item_id).where(
+                chosen,
+                Label.item_id <= settled_through(session, category_id),
+                ~select(literal(1))
+                .where(OpenItem.category_id == category_id, OpenItem.item_id == Label.item_id)
+                .exists(),
+            ),
+        )
+    )
+    session.execute(delete(Label).where(chosen))
+    deltas = {(category_id, int(label), str(source)): -int(count) for label, source, count in sources}
+    add_to_counts(session, LabelCount, COUNT_KEYS, deltas)
+    return gone
+
+
 # -- money ------------------------------------------------------------------------------------------
 
 

@@ -12,18 +12,12 @@ from sqlalchemy import select
 
 from lsun_crowd import ledger
 from lsun_crowd.autolabel import train_and_split
+from lsun_crowd.certify import settle
 from lsun_crowd.context import Context, JobRef, RoundRef, rng
 from lsun_crowd.jobs import advance_job
 from lsun_crowd.publish import lay_out_job
 from lsun_crowd.review import label_by_humans
-from lsun_crowd.round_plan import (
-    budget_left,
-    discard_limit,
-    known_positives_before,
-    pool_base_rate,
-    sample_size,
-)
-from lsun_crowd.schema import ItemRole, Job, Round, RoundItem, RoundState
+from lsun_crowd.schema import ItemRole, Job, Round, RoundItem, RoundKind, RoundState
 
 
 def latest_round(ctx: Context, category_id: int) -> Round | None:
@@ -55,6 +49,10 @@ def advance_round(ctx: Context, ref: RoundRef) -> bool:
         with ctx.stages.timed("aggregate", ref.number):
             label_by_humans(ctx, ref)
         return True
+    if state == RoundState.LABELED and ref.round.kind == RoundKind.CERTIFY:
+        with ctx.stages.timed("split", ref.number):
+            settle(ctx, ref)
+        return True
     if state == RoundState.LABELED:
         train_and_split(ctx, ref)  # times its own stages: train, score, split, store writes
         return True
@@ -77,33 +75,14 @@ def _sample_round(ctx: Context, category: str, category_id: int, number: int) ->
         human_only = pool <= cascade.finish_with_humans_below
         # Never more than half the pool: the other half is what the model is there to label.
         size = min(cascade.sample_per_round, pool // 2)
-        if cascade.planned_samples and not human_only:
-            base_rate = pool_base_rate(session, category_id, number)
-            budget = budget_left(session, category_id, number, cascade)
-            discard = None
-            if base_rate is not None:
-                known = known_positives_before(session, category_id, cascade.target_precision, own=0)
-                discard = discard_limit(budget.recall_slack, known, pool, base_rate)
-            size = sample_size(cascade, budget, base_rate, pool, discard)
         generator = rng(ctx.config.project.seed, category_id, number, 1)
         positions = np.arange(pool) if human_only else generator.choice(pool, size=size, replace=False)
         chosen = ledger.pool_at(session, category_id, positions)
-        calibration = np.zeros(len(chosen), dtype=bool)
-        if not human_only:
-            count = round(len(chosen) * cascade.calibration_fraction)
-            calibration[generator.choice(len(chosen), size=count, replace=False)] = True
         round_ = Round(category_id=category_id, number=number, state=RoundState.SAMPLED, human_only=bool(human_only))
         session.add(round_)
         session.flush()
-        for rows in ledger.chunks(list(zip(chosen.tolist(), calibration.tolist(), strict=True))):
-            session.add_all(
-                RoundItem(
-                    round_id=round_.id,
-                    item_id=int(item),
-                    role=ItemRole.CALIBRATION if held else ItemRole.TRAIN,
-                )
-                for item, held in rows
-            )
+        for rows in ledger.chunks(chosen.tolist()):
+            session.add_all(RoundItem(round_id=round_.id, item_id=int(item), role=ItemRole.TRAIN) for item in rows)
         session.flush()
         ref = RoundRef(category, category_id, round_)
         lay_out_job(ctx, session, ref, chosen.tolist(), follow_up=0, assignments=ctx.config.crowd.votes_per_item)

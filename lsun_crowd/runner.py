@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
-from lsun_crowd import ledger
+from lsun_crowd import certify, ledger
 from lsun_crowd.collect import poll, sync_clock
 from lsun_crowd.conflicts import GroupState, advance_group, poll_categories
 from lsun_crowd.context import Context, RoundRef
@@ -24,7 +25,7 @@ from lsun_crowd.jobs import recheck_stopped
 from lsun_crowd.repair import RepairStep
 from lsun_crowd.repair import after_round as repair_after_round
 from lsun_crowd.rounds import advance_round, latest_round, sample_round
-from lsun_crowd.schema import AssignmentRow, Hit, Job, JobState, RoundState
+from lsun_crowd.schema import AssignmentRow, Hit, Job, JobState, Round, RoundKind, RoundState
 from lsun_crowd.store import category_id
 
 
@@ -48,6 +49,13 @@ class CategoryOutcome:
 class Category:
     name: str
     id: int
+
+
+def split_rounds(session: Session, category_id: int) -> int:
+    """The category's rounds that sampled its pool (certifications do not count to the round limit)."""
+    return int(
+        session.scalar(select(func.count()).where(Round.category_id == category_id, Round.kind == RoundKind.SPLIT)) or 0
+    )
 
 
 class Runner:
@@ -134,12 +142,23 @@ class Runner:
                 self.outcomes[category.name] = CategoryOutcome(category.name, latest.number - 1, reason, notes)
                 return moved
             if latest is None or latest.state == RoundState.DONE:
-                done = latest.number if latest else 0
+                number = latest.number if latest else 0
                 with ctx.store.session() as session:
                     remaining = ledger.pool_size(session, category.id)
+                    splits = split_rounds(session, category.id)
+                    uncertified = certify.pending(session, category.id, number + 1)
+                finishing = remaining == 0 or splits >= self.max_rounds
+                if latest is not None and finishing and uncertified:
+                    # The rounds are over: people check a sample of the model's labels, once.
+                    certification = certify.sample_certification(ctx, category.name, category.id, number + 1)
+                    if certification is not None:
+                        latest = certification
+                        moved = True
+                        if not advance_round(ctx, RoundRef(category.name, category.id, latest)):
+                            return moved
+                        continue
                 if latest is not None:
                     # Label-error repair after the round: the category waits for it, the others go on.
-                    finishing = remaining == 0 or done >= self.max_rounds
                     step = repair_after_round(ctx, category.name, category.id, latest, finishing)
                     if step == RepairStep.WAITING:
                         return moved
@@ -147,12 +166,12 @@ class Runner:
                         moved = True
                         continue
                 if remaining == 0:
-                    self.outcomes[category.name] = CategoryOutcome(category.name, done, Outcome.RESOLVED)
+                    self.outcomes[category.name] = CategoryOutcome(category.name, number, Outcome.RESOLVED)
                     return moved
-                if done >= self.max_rounds:
-                    self.outcomes[category.name] = CategoryOutcome(category.name, done, Outcome.ROUND_LIMIT)
+                if splits >= self.max_rounds:
+                    self.outcomes[category.name] = CategoryOutcome(category.name, number, Outcome.ROUND_LIMIT)
                     return moved
-                latest = sample_round(ctx, category.name, category.id, done + 1)
+                latest = sample_round(ctx, category.name, category.id, number + 1)
                 moved = True
             if not advance_round(ctx, RoundRef(category.name, category.id, latest)):
                 return moved

@@ -29,7 +29,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from lsun_crowd.crowd import AssignmentStatus, HitState
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 __all__ = ["AssignmentStatus", "HitState"]  # re-exported: every state the store holds is named here
 
@@ -66,6 +66,11 @@ class JobKind(enum.StrEnum):
     FOLLOW_UP = "follow_up"  # more votes for a round's images still uncertain
     AUDIT = "audit"  # fresh workers check a random sample of final labels
     REPAIR = "repair"  # more votes from new workers for labels that look wrong, or that conflict
+
+
+class RoundKind(enum.StrEnum):
+    SPLIT = "split"  # a sample of the pool labeled by people, then the model trains and splits the pool
+    CERTIFY = "certify"  # a sample of the model's labels checked by people, then the labels are certified
 
 
 class ItemRole(enum.StrEnum):
@@ -139,6 +144,7 @@ class Round(Base):
     number: Mapped[int] = mapped_column(Integer)
     state: Mapped[str] = mapped_column(String(32))
     human_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    kind: Mapped[str] = mapped_column(String(16), default=RoundKind.SPLIT, server_default=RoundKind.SPLIT)
     high_threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
     low_threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
     notes: Mapped[str] = mapped_column(Text, default="")
@@ -183,6 +189,19 @@ class RoundTest(Base):
     p_value: Mapped[float | None] = mapped_column(Float, nullable=True)  # of the certified threshold
     bound: Mapped[float | None] = mapped_column(Float, nullable=True)  # exact bound at 1 - delta
     labeled: Mapped[int] = mapped_column(Integer, default=0)  # pool images the threshold labeled
+
+
+class CertificationItem(Base):
+    """A model label drawn for a certification round (:mod:`lsun_crowd.certify`): the label and
+    confidence the model gave, kept here because the image's label is withdrawn while people
+    check it, and then becomes theirs."""
+
+    __tablename__ = "certification_items"
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"), primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"), primary_key=True)
+    label: Mapped[int] = mapped_column(Integer)  # the model's: 1 positive, 0 negative
+    confidence: Mapped[float] = mapped_column(Float)
+    model_round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"))  # the split that gave it
 
 
 class RoundItem(Base):

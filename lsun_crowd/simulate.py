@@ -11,7 +11,6 @@ leaves behind is a real one: ``status``, ``export`` and ``report`` work on it.
 from __future__ import annotations
 
 import json
-import math
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,27 +24,16 @@ from sqlalchemy import func, select
 from lsun_crowd import toml_writer
 from lsun_crowd.config import CONFIG_FILE, CascadeConfig
 from lsun_crowd.embed import EmbeddingCache
-from lsun_crowd.guarantee import RECALL_SHARE
 from lsun_crowd.loop import Cascade
 from lsun_crowd.progress import Progress
 from lsun_crowd.project import Project
-from lsun_crowd.round_plan import MARGIN, Budget, calibration_needed
 from lsun_crowd.runner import CategoryOutcome
 from lsun_crowd.schema import Category, Gold, Item, Label, LabelCount, Round, RoundState, Vote
 from lsun_crowd.stages import STAGES, StageFigure, Stages, peak_bytes
 from lsun_crowd.synthetic import SyntheticPool, build
 
 RECIPE = "synthetic-pool.json"
-# Four fifths of each sample calibrate its round; a round's model trains on every earlier round's
-# images as well, so the fifth is enough. A rare category's first round is sized for its recall
-# test: at 1% positives, 0.6 sent 12,567 images to people, 0.8 sends 9,425 (a million images at
-# 1%: 43,115 votes, from 67,666).
-CALIBRATION_FRACTION = 0.8
 CHUNK = 100_000
-# A linear head. Its step size is ten times the default: a first round trains on under 2,000
-# labels, two mini-batches, so 100 epochs are 200 steps; at 0.003 they left its direction at a
-# cosine of 0.84 to the truth and 6.9% of a million images between the certified thresholds.
-MODEL: dict[str, Any] = {"hidden_units": 0, "epochs": 100, "learning_rate": 0.03}
 
 
 @dataclass(frozen=True)
@@ -58,7 +46,7 @@ class Settings:
     separation: float = 6.0
     ambiguous: float = 0.002
     rounds: int = 10
-    sample: int = 0  # images a round sends to people; 0 picks from the pool's size
+    sample: int = 0  # images a round sends to people; 0: the default of `lsun-crowd init`
     database_url: str = ""
     target_recall: float | None = None  # None: the cascade's default
 
@@ -75,23 +63,8 @@ class Settings:
         )
 
     def sample_per_round(self) -> int:
-        """The first round's sample (later rounds are planned from what it finds): large enough
-        for the tests its calibration can carry at this positive rate, small next to the pool."""
-        if self.sample:
-            return self.sample
-        cascade = CascadeConfig(calibration_fraction=CALIBRATION_FRACTION, sample_per_round=10**9)
-        if self.target_recall is not None:
-            cascade = cascade.model_copy(update={"target_recall": self.target_recall})
-        first = Budget(
-            (1 - cascade.confidence) / 4,
-            (1 - cascade.confidence) / 4,
-            (1 - cascade.target_recall) * RECALL_SHARE if cascade.target_recall > 0 else 0.0,
-        )
-        needs = calibration_needed(cascade, first, self.positive_rate)
-        if self.positive_rate < 0.05:
-            needs.pop("precision")  # a rare category's positives are certified on the enriched rest
-        wanted = MARGIN * max(needs.values()) / CALIBRATION_FRACTION
-        return min(math.ceil(wanted), max(100, self.items // 10))
+        """Images a round sends to people: ``--sample``, or the default of ``lsun-crowd init``."""
+        return self.sample or CascadeConfig().sample_per_round
 
 
 @dataclass
@@ -187,11 +160,8 @@ def write_config(directory: Path, settings: Settings) -> None:
                 "ambiguous_fraction": settings.ambiguous,
             },
         },
-        "model": MODEL,
         "cascade": {
             "sample_per_round": settings.sample_per_round(),
-            "calibration_fraction": CALIBRATION_FRACTION,
-            "planned_samples": True,
             "budget": 1_000_000,
             "max_rounds": settings.rounds,
             **({"target_recall": settings.target_recall} if settings.target_recall is not None else {}),

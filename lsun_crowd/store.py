@@ -24,6 +24,12 @@ def _add_adaptive_redundancy(session: Session) -> None:
         session.execute(text(f"ALTER TABLE rounds ADD COLUMN {column}"))
 
 
+def _add_round_kind(session: Session) -> None:
+    """Version 10: a round is a split or a certification (the certification table is created
+    with every new table)."""
+    session.execute(text("ALTER TABLE rounds ADD COLUMN kind VARCHAR(16) NOT NULL DEFAULT 'split'"))
+
+
 def _add_item_file_status(session: Session) -> None:
     """Version 6: items keep the size and mtime their file had when ingest hashed it."""
     columns = {column["name"] for column in inspect(session.connection()).get_columns("items")}
@@ -152,6 +158,7 @@ MIGRATIONS: dict[int, Callable[[Session], None]] = {
     6: recount_labels,
     7: _give_project_identity,
     8: _nothing_to_alter,
+    9: _add_round_kind,
 }
 
 

@@ -1,0 +1,187 @@
+"""Certifying a fixed set of auto-labels once, by acceptance sampling: the pure statistics.
+
+After its rounds, a category's model labels are two fixed sets, the auto-positives and the
+auto-negatives. Each set is cut into nested subsets by the model's confidence (strictest first),
+from the labels' confidences alone. A uniform random sample of each set, drawn after the set is
+fixed, goes to people. For a subset holding ``size`` labels of which ``sampled`` were drawn and
+``bad`` turned out wrong (or unresolved), the null hypothesis "the labels of the subset that people
+did not check are wrong more often than allowed" is tested exactly (hypergeometric, finite
+population, conditional on how many of the sample fell in the subset). The subsets are tested in
+their fixed order and the walk stops at the first that fails (Learn-then-Test's fixed sequence:
+no correction for the number of subsets). The loosest subset that passed keeps its model labels;
+the labels looser than it go back to the pool, and the sampled images keep people's labels.
+
+Why the statement is about the *unchecked* labels: a sampled image takes people's label, so what
+stays a model label is the subset less its sample. With ``D0 = floor(allowed * (size - sampled)) +
+1`` wrong labels among the unchecked being the null's least case, the p-value of ``bad`` is
+``P(X <= bad)`` for ``X ~ Hypergeometric(size, D0 + bad, sampled)``: for any true number of wrong
+labels ``E`` in the subset, the event "``E - bad >= D0`` and the test passes" has probability at
+most ``delta`` (the tail ``P(X <= x)`` falls as ``E`` grows). Recall is the same test with
+``D0 = most + 1``: at most ``most`` positives may be left among the unchecked auto-negatives.
+
+See ``docs/guarantees.md`` for the whole statement and its assumptions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.stats import hypergeom
+
+# A walk starts at the smallest subset where this many wrong labels in its sample could still
+# pass, as long as that subset is at most START_SHARE of the set: one crowd slip among the
+# strictest few then does not end the walk before the subsets that carry most of the labels.
+START_ERRORS = 2
+START_SHARE = 0.6
+# Subsets grow by this ratio, from the smallest one tested to the whole set.
+GRID_RATIO = 1.15
+SMALLEST_SHARE = 0.05  # the strictest subset considered holds this share of the set
+
+
+def unchecked_p_value(bad: int, size: int, sampled: int, most_wrong: int) -> float:
+    """p-value of "more than ``most_wrong`` of the subset's unchecked labels are wrong", given
+    ``bad`` of the ``sampled`` checked ones were; 0 where nothing is left unchecked."""
+    if sampled >= size:
+        return 0.0 if bad >= 0 else 1.0
+    wrong = most_wrong + 1 + bad
+    if wrong > size:
+        return 0.0
+    return float(hypergeom.cdf(bad, size, wrong, sampled))
+
+
+def most_wrong_allowed(target: float, unchecked: int) -> int:
+    """Wrong labels an unchecked set of this size may hold and still meet ``target``."""
+    return math.floor((1 - target) * unchecked + 1e-9)
+
+
+@dataclass(frozen=True)
+class Subset:
+    """A subset of one side's labels: those at least ``bound`` confident, ``size`` of them."""
+
+    bound: float
+    size: int
+
+
+def nested_subsets(confidences: NDArray[np.float64], counts: NDArray[np.int64]) -> list[Subset]:
+    """The candidate subsets of a side, strictest first, from a histogram of its labels'
+    confidences (``counts[i]`` labels at or above ``confidences[i]`` and below the previous edge;
+    edges descending): subsets whose sizes grow by :data:`GRID_RATIO` from
+    :data:`SMALLEST_SHARE` of the side, and the whole side last."""
+    total = int(counts.sum())
+    if total == 0:
+        return []
+    cumulative = np.cumsum(counts)
+    chosen: list[Subset] = []
+    wanted = max(1.0, SMALLEST_SHARE * total)
+    for edge, size in zip(confidences.tolist(), cumulative.tolist(), strict=True):
+        if size >= wanted and (not chosen or size > chosen[-1].size):
+            chosen.append(Subset(float(edge), int(size)))
+            wanted = size * GRID_RATIO
+    if chosen[-1].size != total:
+        chosen.append(Subset(float(confidences[-1]), total))
+    return chosen
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What people said of one side's sample: each sampled label's model confidence, and whether
+    it was wrong or unresolved (``bad``)."""
+
+    confidences: NDArray[np.float64]
+    bad: NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class WalkResult:
+    """The loosest subset certified (``None``: none), with its test's figures."""
+
+    subset: Subset | None
+    sampled: int = 0
+    bad: int = 0
+    p_value: float | None = None
+    tested: int = 0  # subsets tested, the failing one included
+
+
+PValue = Callable[[int, int, int], float]  # (bad, size, sampled) -> p-value
+
+
+def walk(subsets: list[Subset], checked: Checked, p_value: PValue, delta: float) -> WalkResult:
+    """Fixed-sequence testing of ``subsets`` (strictest first) at level ``delta``.
+
+    Which subsets are in the sequence, and where it starts, depends on how many sampled images
+    fall in each, never on what people said of them: a subset that could not pass even with no
+    wrong label is left out, and the walk starts at the first subset where
+    :data:`START_ERRORS` wrong labels could pass, if that one holds at most :data:`START_SHARE` of
+    the side (else where fewer could)."""
+    if delta <= 0 or not subsets:
+        return WalkResult(None)
+    sampled = [int((checked.confidences >= subset.bound).sum()) for subset in subsets]
+    start = _start(subsets, sampled, p_value, delta)
+    best = WalkResult(None)
+    tested = 0
+    for subset, count in zip(subsets[start:], sampled[start:], strict=True):
+        if count == 0 or p_value(0, subset.size, count) > delta:
+            continue  # could not pass whatever people say: not in the sequence
+        inside = checked.confidences >= subset.bound
+        bad = int((checked.bad & inside).sum())
+        value = p_value(bad, subset.size, count)
+        tested += 1
+        if value > delta:
+            return WalkResult(best.subset, best.sampled, best.bad, best.p_value, tested)
+        best = WalkResult(subset, count, bad, value, tested)
+    return WalkResult(best.subset, best.sampled, best.bad, best.p_value, tested)
+
+
+def _start(subsets: list[Subset], sampled: list[int], p_value: PValue, delta: float) -> int:
+    """Where the walk starts: the first subset, among those holding at most :data:`START_SHARE`
+    of the side, where :data:`START_ERRORS` (then fewer) wrong labels could pass; else the first
+    where none could."""
+    total = subsets[-1].size
+    for errors in range(START_ERRORS, 0, -1):
+        for index, (subset, count) in enumerate(zip(subsets, sampled, strict=True)):
+            if subset.size > START_SHARE * total:
+                break
+            if count > errors and p_value(errors, subset.size, count) <= delta:
+                return index
+    return 0
+
+
+def sample_needed(size: int, expected_bad: float, p_value: Callable[[int, int], float], delta: float) -> int:
+    """Fewest labels to check, drawn uniformly from a set of ``size``, for the whole set's test to
+    pass when the checked ones hold as many wrong labels as a Poisson count of mean
+    ``expected_bad * n / size`` does four times in five (``p_value(bad, n)``). ``size`` when no
+    sample smaller than the set would do."""
+    if size <= 0:
+        return 0
+
+    def passes(n: int) -> bool:
+        planned = _poisson_quantile(expected_bad * n / size, 0.8)
+        return p_value(planned, n) <= delta
+
+    low, high = 1, 1
+    while high < size and not passes(high):
+        low, high = high + 1, min(size, high * 2)
+    if not passes(high):
+        return size
+    while low < high:
+        middle = (low + high) // 2
+        if passes(middle):
+            high = middle
+        else:
+            low = middle + 1
+    return high
+
+
+def _poisson_quantile(mean: float, share: float) -> int:
+    """The smallest k with P(Poisson(mean) <= k) >= share."""
+    k, term = 0, math.exp(-mean)
+    total = term
+    while total < share and k < 10_000:
+        k += 1
+        term *= mean / k
+        total += term
+    return k

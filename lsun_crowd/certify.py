@@ -1,0 +1,492 @@
+"""A category's certification round: people check a random sample of the model's labels, once.
+
+When a category's rounds are over (its pool is empty or at the round limit), its model labels not
+yet certified are two fixed sets, the auto-positives and the auto-negatives. A certification round
+(a round of kind ``certify``) draws a uniform sample of each set, sized from what its test needs
+(:func:`lsun_crowd.acceptance.sample_needed`: the set's size, the errors its labels' calibrated
+confidences predict, the error budget), withdraws the sampled labels and asks people about those
+images, as calibration images: by people alone, up to ``cascade.calibration_max_votes`` votes.
+Then (:func:`settle`) each side is walked over nested subsets by confidence
+(:func:`lsun_crowd.acceptance.walk`): the loosest subset that passes keeps its model labels, the
+labels looser than it go back to the pool, and the sampled images keep people's labels. The
+category's rounds go on if the pool is not empty and rounds are left, and their new labels get a
+certification of their own, at what is left of the error budget.
+
+The error budget: ``1 - confidence`` for the category, of which a certification spends
+:data:`SPEND_SHARE` of what earlier ones left, split between the two sides where it makes the
+sample smallest; the recall slack ``1 - target_recall`` likewise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from lsun_crowd import ledger
+from lsun_crowd.acceptance import (
+    Checked,
+    Subset,
+    WalkResult,
+    most_wrong_allowed,
+    nested_subsets,
+    sample_needed,
+    unchecked_p_value,
+    walk,
+)
+from lsun_crowd.config import CascadeConfig
+from lsun_crowd.context import DONE, Context, RoundRef, rng, set_state
+from lsun_crowd.guarantee import UNRESOLVED
+from lsun_crowd.publish import lay_out_job
+from lsun_crowd.review import human_posterior
+from lsun_crowd.schema import (
+    CertificationItem,
+    Gold,
+    GuaranteeSide,
+    ItemRole,
+    Label,
+    LabelCount,
+    LabelSource,
+    Round,
+    RoundItem,
+    RoundKind,
+    RoundState,
+    RoundTest,
+    utc_now,
+)
+
+SPEND_SHARE = 0.9  # of the error budget and recall slack left, what one certification spends
+SPLITS = np.linspace(0.1, 0.9, 17)  # shares of a certification's budget the positive side may take
+# Confidence bins: 0.01 apart in -log10(1 - confidence), up to 1 - 1e-16.
+EDGES = 1 - 10 ** -np.arange(0, 16.005, 0.01)
+
+
+def _bins(confidences: NDArray[np.float64]) -> NDArray[np.int64]:
+    return np.clip(np.searchsorted(EDGES, confidences, side="right") - 1, 0, len(EDGES) - 1)
+
+
+@dataclass
+class SideCounts:
+    """One side's model labels to certify: a histogram of their confidences and their expected errors."""
+
+    counts: NDArray[np.int64]
+    expected_wrong: float = 0.0
+
+    @property
+    def size(self) -> int:
+        return int(self.counts.sum())
+
+    def add(self, confidences: NDArray[np.float64]) -> None:
+        self.counts += np.bincount(_bins(confidences), minlength=len(EDGES))
+        self.expected_wrong += float((1 - confidences).sum())
+
+    def subsets(self) -> list[Subset]:
+        return nested_subsets(EDGES[::-1].copy(), self.counts[::-1].copy())
+
+
+def covered_rounds(session: Session, category_id: int, before: int) -> list[int]:
+    """The split rounds a certification numbered ``before`` covers: those since the last earlier
+    certification."""
+    last = session.scalar(
+        select(func.max(Round.number)).where(
+            Round.category_id == category_id, Round.kind == RoundKind.CERTIFY, Round.number < before
+        )
+    )
+    return list(
+        session.scalars(
+            select(Round.id).where(
+                Round.category_id == category_id,
+                Round.kind == RoundKind.SPLIT,
+                Round.number > (last or 0),
+                Round.number < before,
+            )
+        )
+    )
+
+
+def _side_labels(
+    session: Session, category_id: int, rounds: list[int], label: int
+) -> Iterator[list[tuple[int, float]]]:
+    """``(item id, confidence)`` of the side's model labels from ``rounds``, in chunks by id."""
+    after = 0
+    while True:
+        rows = session.execute(
+            select(Label.id, Label.item_id, Label.confidence)
+            .where(
+                Label.category_id == category_id,
+                Label.label == label,
+                Label.source == LabelSource.MODEL,
+                Label.round_id.in_(rounds),
+                Label.id > after,
+            )
+            .order_by(Label.id)
+            .limit(ledger.CHUNK)
+        ).all()
+        if not rows:
+            return
+        yield [(int(item), float(confidence)) for _, item, confidence in rows]
+        after = int(rows[-1][0])
+
+
+def pending(session: Session, category_id: int, before: int) -> int:
+    """Model labels a certification numbered ``before`` would cover."""
+    rounds = covered_rounds(session, category_id, before)
+    if not rounds:
+        return 0
+    return int(
+        session.scalar(
+            select(func.count()).where(
+                Label.category_id == category_id, Label.source == LabelSource.MODEL, Label.round_id.in_(rounds)
+            )
+        )
+        or 0
+    )
+
+
+@dataclass(frozen=True)
+class Budget:
+    delta: float  # this certification's error budget, both sides together
+    recall_share: float  # the share of the category's positives its auto-negatives may lose (0: none tested)
+
+
+def budget(session: Session, category_id: int, cascade: CascadeConfig) -> Budget:
+    spent = float(
+        session.scalar(
+            select(func.coalesce(func.sum(RoundTest.delta), 0.0))
+            .join(Round, Round.id == RoundTest.round_id)
+            .where(Round.category_id == category_id)
+        )
+        or 0.0
+    )
+    used = float(
+        session.scalar(
+            select(func.coalesce(func.sum(RoundTest.recall_slack), 0.0))
+            .join(Round, Round.id == RoundTest.round_id)
+            .where(
+                Round.category_id == category_id,
+                RoundTest.side == GuaranteeSide.NEGATIVE,
+                RoundTest.threshold.is_not(None),
+            )
+        )
+        or 0.0
+    )
+    delta = max(0.0, (1 - cascade.confidence) - spent) * SPEND_SHARE
+    slack = max(0.0, (1 - cascade.target_recall) - used) * SPEND_SHARE if cascade.target_recall > 0 else 0.0
+    return Budget(delta, slack)
+
+
+def known_positives(session: Session, category_id: int, target_precision: float, model_positives: int) -> int:
+    """A lower bound on the category's positives, true whenever every certified precision holds:
+    people's positive labels, gold positives, and ``target_precision`` of the model's."""
+    human = session.scalar(
+        select(LabelCount.count).where(
+            LabelCount.category_id == category_id, LabelCount.label == 1, LabelCount.source == LabelSource.HUMAN
+        )
+    )
+    gold = session.scalar(select(func.count()).where(Gold.category_id == category_id, Gold.answer == 1))
+    return int(human or 0) + int(gold or 0) + math.floor(target_precision * model_positives)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a certification asks people for, per side, and at what budget."""
+
+    positive: int
+    negative: int
+    delta_positive: float
+    delta_negative: float
+    recall_most: int  # positives the auto-negatives may hold, as planned (the test uses the count it finds)
+
+
+def plan(cascade: CascadeConfig, sides: dict[int, SideCounts], money: Budget, positives_known: int) -> Plan:
+    """Sample sizes for both sides, at the split of the budget between them that needs the fewest."""
+    positive, negative = sides[1], sides[0]
+    recall_most = math.floor(money.recall_share * positives_known) if money.recall_share > 0 else -1
+
+    def needed_positive(delta: float) -> int:
+        size = positive.size
+        return sample_needed(
+            size,
+            positive.expected_wrong,
+            lambda bad, n: unchecked_p_value(bad, size, n, most_wrong_allowed(cascade.target_precision, size - n)),
+            delta,
+        )
+
+    def needed_negative(delta: float) -> int:
+        size = negative.size
+
+        def p_value(bad: int, n: int) -> float:
+            npv = unchecked_p_value(bad, size, n, most_wrong_allowed(cascade.target_npv, size - n))
+            if recall_most < 0:
+                return npv
+            return max(npv, unchecked_p_value(bad, size, n, recall_most))
+
+        return sample_needed(size, negative.expected_wrong, p_value, delta)
+
+    best: Plan | None = None
+    shares = [1.0] if negative.size == 0 else [0.0] if positive.size == 0 else SPLITS.tolist()
+    for share in shares:
+        delta_positive, delta_negative = money.delta * share, money.delta * (1 - share)
+        candidate = Plan(
+            needed_positive(delta_positive),
+            needed_negative(delta_negative),
+            delta_positive,
+            delta_negative,
+            recall_most,
+        )
+        if best is None or candidate.positive + candidate.negative < best.positive + best.negative:
+            best = candidate
+    assert best is not None
+    return best
+
+
+def _count_sides(session: Session, category_id: int, rounds: list[int]) -> dict[int, SideCounts]:
+    sides = {label: SideCounts(np.zeros(len(EDGES), dtype=np.int64)) for label in (1, 0)}
+    for label, side in sides.items():
+        for rows in _side_labels(session, category_id, rounds, label):
+            side.add(np.array([confidence for _, confidence in rows]))
+    return sides
+
+
+def sample_certification(ctx: Context, category: str, category_id: int, number: int) -> Round | None:
+    """Round ``number``: a certification of the model labels since the last one, with its sample
+    drawn (from the seed alone), the sampled labels withdrawn and its first job laid out, in one
+    transaction. ``None`` when there is nothing to certify."""
+    cascade = ctx.config.cascade
+    with ctx.stages.timed("sample", number), ctx.store.session() as session:
+        rounds = covered_rounds(session, category_id, number)
+        sides = _count_sides(session, category_id, rounds)
+        if sides[1].size + sides[0].size == 0:
+            return None
+        money = budget(session, category_id, cascade)
+        positives = known_positives(session, category_id, cascade.target_precision, sides[1].size)
+        sizes = plan(cascade, sides, money, positives)
+        round_ = Round(category_id=category_id, number=number, state=RoundState.SAMPLED, kind=RoundKind.CERTIFY)
+        session.add(round_)
+        session.flush()
+        chosen: list[int] = []
+        for label, wanted in ((1, sizes.positive), (0, sizes.negative)):
+            size = sides[label].size
+            generator = rng(ctx.config.project.seed, category_id, number, 29, label)
+            positions = np.sort(generator.choice(size, size=min(wanted, size), replace=False))
+            picked = _pick(session, category_id, rounds, label, positions)
+            session.add_all(
+                CertificationItem(
+                    round_id=round_.id, item_id=item, label=label, confidence=confidence, model_round_id=model_round
+                )
+                for item, confidence, model_round in picked
+            )
+            chosen += [item for item, _, _ in picked]
+        session.add_all(RoundItem(round_id=round_.id, item_id=item, role=ItemRole.CALIBRATION) for item in chosen)
+        session.flush()
+        for batch in ledger.chunks(chosen):
+            ledger.withdraw_labels(
+                session,
+                category_id,
+                Label.item_id.in_(list(batch)) & (Label.source == LabelSource.MODEL),
+                origin=f"certify:{round_.id}:sample",
+                reason=f"drawn for certification round {number}: people check it",
+            )
+        # The tests' budgets are fixed now, before anyone looks: spent from here on.
+        for side, delta, count, slack in (
+            (GuaranteeSide.POSITIVE, sizes.delta_positive, sides[1].size, None),
+            (GuaranteeSide.NEGATIVE, sizes.delta_negative, sides[0].size, money.recall_share or None),
+        ):
+            session.add(
+                RoundTest(
+                    round_id=round_.id,
+                    side=side,
+                    mode="accept",
+                    threshold=None,
+                    target=cascade.target_precision if side == GuaranteeSide.POSITIVE else cascade.target_npv,
+                    delta=delta if count else 0.0,
+                    recall_slack=slack,
+                    calibration_size=0,
+                )
+            )
+        ref = RoundRef(category, category_id, round_)
+        lay_out_job(ctx, session, ref, chosen, follow_up=0, assignments=ctx.config.crowd.votes_per_item)
+    ctx.progress.message(f"{category}: round {number}: certification; {describe_plan(sides, sizes)}")
+    return round_
+
+
+def describe_plan(sides: dict[int, SideCounts], sizes: Plan) -> str:
+    parts = []
+    for name, label, wanted in (("auto-positives", 1, sizes.positive), ("auto-negatives", 0, sizes.negative)):
+        size = sides[label].size
+        if size == 0:
+            continue
+        whole = " (all of them: too few for a sample to prove anything)" if wanted >= size else ""
+        parts.append(f"people check {min(wanted, size):,} of {size:,} {name}{whole}")
+    return "; ".join(parts)
+
+
+def _pick(
+    session: Session, category_id: int, rounds: list[int], label: int, positions: NDArray[np.int64]
+) -> list[tuple[int, float, int]]:
+    """``(item, confidence, round id)`` of the side's labels at sorted ``positions`` of id order."""
+    found: list[tuple[int, float, int]] = []
+    offset = cursor = 0
+    after = 0
+    while cursor < len(positions):
+        rows = session.execute(
+            select(Label.id, Label.item_id, Label.confidence, Label.round_id)
+            .where(
+                Label.category_id == category_id,
+                Label.label == label,
+                Label.source == LabelSource.MODEL,
+                Label.round_id.in_(rounds),
+                Label.id > after,
+            )
+            .order_by(Label.id)
+            .limit(ledger.CHUNK)
+        ).all()
+        if not rows:
+            break
+        end = offset + len(rows)
+        while cursor < len(positions) and positions[cursor] < end:
+            _, item, confidence, round_id = rows[int(positions[cursor]) - offset]
+            found.append((int(item), float(confidence), int(round_id)))
+            cursor += 1
+        offset = end
+        after = int(rows[-1][0])
+    return found
+
+
+def people_labels(ctx: Context, session: Session, ref: RoundRef, items: list[int]) -> dict[int, int]:
+    """People's label for each sampled image: its human label, or for an image that reached its
+    vote cap below the label bar, its votes' consensus if that is at least
+    ``cascade.calibration_consensus`` sure; :data:`UNRESOLVED` otherwise."""
+    labels = {item: UNRESOLVED for item in items}
+    for batch in ledger.chunks(items):
+        for item, label in session.execute(
+            select(Label.item_id, Label.label).where(
+                Label.category_id == ref.category_id,
+                Label.source == LabelSource.HUMAN,
+                Label.item_id.in_(list(batch)),
+            )
+        ):
+            labels[int(item)] = int(label)
+    if all(label != UNRESOLVED for label in labels.values()):
+        return labels
+    posterior = human_posterior(session, ref.category_id, ctx.config.quality)
+    if posterior is None:
+        return labels
+    winners, certainty = posterior.labels(), posterior.confidence()
+    bar = ctx.config.cascade.calibration_consensus
+    for index, item in enumerate(posterior.items):
+        if labels.get(item) == UNRESOLVED and certainty[index] >= bar:
+            labels[item] = int(winners[index])
+    return labels
+
+
+def settle(ctx: Context, ref: RoundRef) -> str:
+    """Test both sides on what people said of the sample, withdraw what fails, record the tests;
+    one transaction."""
+    cascade = ctx.config.cascade
+    with ctx.store.session() as session:
+        rounds = covered_rounds(session, ref.category_id, ref.number)
+        sampled = session.execute(
+            select(CertificationItem.item_id, CertificationItem.label, CertificationItem.confidence).where(
+                CertificationItem.round_id == ref.id
+            )
+        ).all()
+        people = people_labels(ctx, session, ref, [int(item) for item, _, _ in sampled])
+        sides = _count_sides(session, ref.category_id, rounds)
+        planned = {row.side: row for row in session.scalars(select(RoundTest).where(RoundTest.round_id == ref.id))}
+        checked = {}
+        for label in (1, 0):
+            mine = [(float(confidence), people[int(item)]) for item, side, confidence in sampled if side == label]
+            confidences = np.array([confidence for confidence, _ in mine], dtype=np.float64)
+            sides[label].add(confidences)  # the population counts its sample
+            checked[label] = Checked(confidences, np.array([said != label for _, said in mine], dtype=bool))
+        unresolved = {
+            label: sum(people[int(item)] == UNRESOLVED for item, side, _ in sampled if side == label)
+            for label in (1, 0)
+        }
+        counts = {label: len(checked[label].bad) for label in (1, 0)}
+        delta_positive = planned[GuaranteeSide.POSITIVE].delta
+        delta_negative = planned[GuaranteeSide.NEGATIVE].delta
+        recall_share = planned[GuaranteeSide.NEGATIVE].recall_slack or 0.0
+        precision = cascade.target_precision
+
+        def p_positive(bad: int, size: int, n: int) -> float:
+            return unchecked_p_value(bad, size, n, most_wrong_allowed(precision, size - n))
+
+        positive = walk(sides[1].subsets(), checked[1], p_positive, delta_positive)
+        kept_positive = _withdraw_looser(session, ref, rounds, 1, positive)
+        model_positives = int(
+            session.scalar(
+                select(LabelCount.count).where(
+                    LabelCount.category_id == ref.category_id,
+                    LabelCount.label == 1,
+                    LabelCount.source == LabelSource.MODEL,
+                )
+            )
+            or 0
+        )
+        recall_most = (
+            math.floor(recall_share * known_positives(session, ref.category_id, precision, model_positives))
+            if recall_share > 0
+            else -1
+        )
+        npv = cascade.target_npv
+
+        def p_negative(bad: int, size: int, n: int) -> float:
+            value = unchecked_p_value(bad, size, n, most_wrong_allowed(npv, size - n))
+            return value if recall_most < 0 else max(value, unchecked_p_value(bad, size, n, recall_most))
+
+        negative = walk(sides[0].subsets(), checked[0], p_negative, delta_negative)
+        kept_negative = _withdraw_looser(session, ref, rounds, 0, negative)
+        for side, result, delta, kept, target, slack in (
+            (GuaranteeSide.POSITIVE, positive, delta_positive, kept_positive, precision, None),
+            (GuaranteeSide.NEGATIVE, negative, delta_negative, kept_negative, npv, recall_share or None),
+        ):
+            label = 1 if side == GuaranteeSide.POSITIVE else 0
+            tested = counts[label] > 0
+            session.merge(
+                RoundTest(
+                    round_id=ref.id,
+                    side=side,
+                    mode="accept",
+                    threshold=result.subset.bound if result.subset is not None else None,
+                    target=target,
+                    delta=delta if tested else 0.0,
+                    recall_slack=slack,
+                    calibration_size=counts[label],
+                    unresolved=unresolved[label],
+                    tested=result.sampled,
+                    errors=result.bad,
+                    p_value=result.p_value,
+                    bound=None,
+                    labeled=kept,
+                )
+            )
+        note = (
+            f"certified {kept_positive:,} auto-positive(s) ({_describe(positive, counts[1])}) and "
+            f"{kept_negative:,} auto-negative(s) ({_describe(negative, counts[0])})"
+        )
+        state = set_state(session, ref, DONE, finished_at=utc_now(), notes=note)
+    ctx.progress.message(f"{ref.category}: round {ref.number}: {note}")
+    return state
+
+
+def _describe(result: WalkResult, sampled: int) -> str:
+    if result.subset is None:
+        return f"none passed on {sampled} checked"
+    return f"{result.bad} wrong of {result.sampled} checked in the subset, p = {result.p_value:.2g}"
+
+
+def _withdraw_looser(session: Session, ref: RoundRef, rounds: list[int], label: int, result: WalkResult) -> int:
+    """Withdraw the side's model labels from ``rounds`` looser than the certified subset (all of
+    them when none passed); returns how many stay."""
+    side = (Label.label == label) & (Label.source == LabelSource.MODEL) & Label.round_id.in_(rounds)
+    looser = side if result.subset is None else side & (Label.confidence < result.subset.bound)
+    reason = "certification: " + ("no subset passed" if result.subset is None else "looser than the certified subset")
+    ledger.withdraw_labels(session, ref.category_id, looser, origin=f"certify:{ref.id}", reason=reason)
+    return int(session.scalar(select(func.count()).where(Label.category_id == ref.category_id, side)) or 0)
