@@ -32,6 +32,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.stats import hypergeom
 
+UNRESOLVED = -1  # people's answer for a checked image they could not label with confidence
 # A walk starts at the smallest subset where this many wrong labels in its sample could still
 # pass, as long as that subset is at most START_SHARE of the set: one crowd slip among the
 # strictest few then does not end the walk before the subsets that carry most of the labels.

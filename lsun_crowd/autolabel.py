@@ -16,7 +16,6 @@ category's certification (:mod:`lsun_crowd.certify`) tests them.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,11 +30,17 @@ from lsun_crowd.consensus import MIN_CALIBRATION_LABELS, PlattScaling, fit_platt
 from lsun_crowd.context import DONE, Context, RoundRef, set_state
 from lsun_crowd.crossfit import stratified_folds
 from lsun_crowd.engine import engine_for
-from lsun_crowd.guarantee import UNRESOLVED, decide
 from lsun_crowd.heap import frozen_heap
-from lsun_crowd.review import human_posterior
 from lsun_crowd.schema import Gold, Item, Label, LabelSource, RoundModel, utc_now
-from lsun_crowd.thresholds import PLAN_RECALL_SHARE, Calibrated, Goals, ScoreHistogram, choose, fit_calibration
+from lsun_crowd.thresholds import (
+    PLAN_RECALL_SHARE,
+    Calibrated,
+    Goals,
+    ScoreHistogram,
+    choose,
+    decide,
+    fit_calibration,
+)
 
 FOLDS = 5
 
@@ -232,25 +237,3 @@ def _known(session: Session, category_id: int, gold_positives: int) -> Known:
         else:
             lost += int(count) - float(total)
     return Known(positives + lost, lost)
-
-
-def _consensus_at_the_cap(
-    ctx: Context, session: Session, ref: RoundRef, rows: Sequence[tuple[int, str, int]]
-) -> NDArray[np.int8]:
-    """People's label for each calibration image: its human label, or for an image that reached
-    its vote cap below the label bar, the consensus of its votes if that is at least
-    ``cascade.calibration_consensus`` sure; :data:`UNRESOLVED` otherwise."""
-    labels = np.array([label for _, _, label in rows], dtype=np.int8)
-    if not (labels == UNRESOLVED).any():
-        return labels
-    posterior = human_posterior(session, ref.category_id, ctx.config.quality)
-    if posterior is None:
-        return labels
-    position = {item: index for index, item in enumerate(posterior.items)}
-    winners, certainty = posterior.labels(), posterior.confidence()
-    bar = ctx.config.cascade.calibration_consensus
-    for row, (item, _, label) in enumerate(rows):
-        index = position.get(item)
-        if label == UNRESOLVED and index is not None and certainty[index] >= bar:
-            labels[row] = int(winners[index])
-    return labels

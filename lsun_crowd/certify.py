@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from lsun_crowd import ledger
 from lsun_crowd.acceptance import (
+    UNRESOLVED,
     Checked,
     Subset,
     WalkResult,
@@ -41,7 +42,6 @@ from lsun_crowd.acceptance import (
 )
 from lsun_crowd.config import CascadeConfig
 from lsun_crowd.context import DONE, Context, RoundRef, rng, set_state
-from lsun_crowd.guarantee import UNRESOLVED
 from lsun_crowd.publish import lay_out_job
 from lsun_crowd.review import human_posterior
 from lsun_crowd.schema import (
@@ -351,7 +351,7 @@ def _pick(
         end = offset + len(rows)
         while cursor < len(positions) and positions[cursor] < end:
             _, item, confidence, round_id = rows[int(positions[cursor]) - offset]
-            found.append((int(item), float(confidence), int(round_id)))
+            found.append((int(item), float(confidence), int(round_id or 0)))
             cursor += 1
         offset = end
         after = int(rows[-1][0])
@@ -379,8 +379,10 @@ def people_labels(ctx: Context, session: Session, ref: RoundRef, items: list[int
         return labels
     winners, certainty = posterior.labels(), posterior.confidence()
     bar = ctx.config.cascade.calibration_consensus
-    for index, item in enumerate(posterior.items):
-        if labels.get(item) == UNRESOLVED and certainty[index] >= bar:
+    position = {item: index for index, item in enumerate(posterior.items)}
+    for item, label in labels.items():
+        index = position.get(item)
+        if label == UNRESOLVED and index is not None and certainty[index] >= bar:
             labels[item] = int(winners[index])
     return labels
 

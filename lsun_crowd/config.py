@@ -186,6 +186,8 @@ class ModelConfig(_Section):
 
 class CascadeConfig(_Section):
     sample_per_round: int = Field(default=400, ge=10)
+    # No longer used: rounds are not tested one by one, so nothing is held out of them or sized for
+    # a test (the category's certification sizes its own sample). Read so older files still load.
     planned_samples: bool = False
     calibration_fraction: float = Field(default=0.4, gt=0, lt=1)
     calibration_max_votes: int = Field(default=9, ge=1, le=50)
@@ -334,16 +336,13 @@ ray_gpus_per_worker = 0.0     # GPUs each worker holds; 0.25: four workers share
 
 [cascade]
 sample_per_round = 400        # images sent to humans each round, drawn at random from the pool
-planned_samples = false       # true: after the first round, send only what the next split's tests need
-                              # (at most sample_per_round), from the pool's positive share left behind
-calibration_fraction = 0.4    # share of each sample held out to choose thresholds
-calibration_max_votes = 9     # votes a calibration image may take; at the cap it is judged by its votes'
-calibration_consensus = 0.9   #   consensus if that is this sure, and otherwise counts against the model
+calibration_max_votes = 9     # votes an image checked for certification may take; at the cap it is judged
+calibration_consensus = 0.9   #   by its votes' consensus if that is this sure, else counts against the model
 target_precision = 0.97       # the precision all of a category's auto-positives must reach
 target_npv = 0.995            # the negative predictive value all of its auto-negatives must reach
 target_recall = 0.9           # the share of its positives auto-negatives must keep; 0: NPV alone
 confidence = 0.95             # probability that all three hold together, against the crowd's consensus
-                              #   (fixed-sequence tests on each round's calibration: docs/guarantees.md)
+                              #   (one certification of the model's labels by people: docs/guarantees.md)
 max_rounds = 10
 budget = 100.0                # USD, rewards plus platform fees, never exceeded
 finish_with_humans_below = 50 # once the pool is this small, humans label the rest

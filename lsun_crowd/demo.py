@@ -69,11 +69,8 @@ truth_file = "truth.csv"
 [model]
 backbone = "pixels"
 image_size = 8
-hidden_units = 128
-epochs = 150
 
 [cascade]
-sample_per_round = 600
 finish_with_humans_below = {humans_below}
 budget = 500
 """
@@ -269,10 +266,10 @@ def print_guarantees(console: Console, project: Project) -> None:
     if not any(certificate.auto_positive or certificate.auto_negative for certificate in found):
         cascade = project.config.cascade
         console.print(
-            f"the model labeled nothing: {len(found)} categories of about 180 digits each are too few to prove "
-            f"precision {cascade.target_precision:g} or NPV {cascade.target_npv:g} at confidence "
-            f"{cascade.confidence:g} (each round would need more calibration images than the pool holds; "
-            "docs/guarantees.md), so people labeled every image"
+            f"the model labeled nothing: to prove precision {cascade.target_precision:g} and NPV "
+            f"{cascade.target_npv:g} at confidence {cascade.confidence:g}, certification had to check nearly every "
+            "label the model proposed in categories of about 180 digits each, so people labeled them instead "
+            "(it pays from a few thousand images a category: docs/guarantees.md)"
         )
 
 

@@ -165,3 +165,13 @@ def choose(histogram: ScoreHistogram, calibrated: Calibrated, goals: Goals) -> C
         float(below_positive[low_index]) if low_index is not None else 0.0,
         expected_positives,
     )
+
+
+def decide(scores: NDArray[np.float64], high: float | None, low: float | None) -> NDArray[np.int8]:
+    """1 positive (at or above ``high``), 0 negative (at or below ``low``), -1 left for people."""
+    decision = np.full(len(scores), -1, dtype=np.int8)
+    if high is not None:
+        decision[scores >= high] = 1
+    if low is not None:
+        decision[scores <= low] = 0
+    return decision

@@ -1,0 +1,150 @@
+"""Acceptance sampling's tests, walks and sample sizes (lsun_crowd.acceptance), and the point
+estimates rounds choose thresholds with (lsun_crowd.thresholds)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.stats import hypergeom
+
+from lsun_crowd.acceptance import (
+    Checked,
+    Subset,
+    most_wrong_allowed,
+    nested_subsets,
+    sample_needed,
+    unchecked_p_value,
+    walk,
+)
+from lsun_crowd.thresholds import Calibrated, Goals, ScoreHistogram, choose, decide, fit_calibration
+
+
+def test_the_p_value_is_the_hypergeometric_tail_of_the_least_null() -> None:
+    # 1,000 labels, 200 checked, 1 wrong: the null's least case is floor(0.03 * 800) + 1 = 25
+    # wrong among the unchecked, so 26 in the set.
+    assert most_wrong_allowed(0.97, 800) == 24
+    assert unchecked_p_value(1, 1_000, 200, 24) == hypergeom.cdf(1, 1_000, 26, 200)
+    assert 0.02 < unchecked_p_value(1, 1_000, 200, 24) < 0.025
+    # Everything checked: nothing is left to be wrong.
+    assert unchecked_p_value(3, 50, 50, 1) == 0.0
+    # Zero wrong among 122 of a huge set is what precision 0.97 needs at delta 0.025 (0.97**122) ...
+    assert unchecked_p_value(0, 10**7, 122, most_wrong_allowed(0.97, 10**7 - 122)) <= 0.025
+    assert unchecked_p_value(0, 10**7, 121, most_wrong_allowed(0.97, 10**7 - 121)) > 0.025
+    # ... while a small set must be checked nearly whole: its unchecked rest may hold no wrong label.
+    assert unchecked_p_value(0, 180, 150, most_wrong_allowed(0.97, 30)) == 30 / 180
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    size=st.integers(50, 3_000),
+    share=st.floats(0.02, 0.6),
+    excess=st.integers(1, 20),
+    delta=st.sampled_from([0.01, 0.025, 0.05]),
+)
+def test_a_set_that_misses_its_target_passes_at_most_delta_of_the_time(
+    size: int, share: float, excess: int, delta: float
+) -> None:
+    """Exactly, over every possible sample: for a set whose unchecked labels would hold more wrong
+    ones than allowed, the chance the test passes is at most ``delta``."""
+    sampled = max(1, int(size * share))
+    allowed = most_wrong_allowed(0.97, size - sampled)
+    wrong = min(size, allowed + excess)  # wrong labels in the set
+    passing = 0.0
+    for bad in range(0, min(wrong, sampled) + 1):
+        if wrong - bad <= allowed:
+            continue  # the unchecked would meet the target: no error to count
+        if unchecked_p_value(bad, size, sampled, allowed) <= delta:
+            passing += float(hypergeom.pmf(bad, size, wrong, sampled))
+    assert passing <= delta + 1e-9
+
+
+def test_nested_subsets_grow_from_the_strictest_to_the_whole_side() -> None:
+    edges = np.linspace(1.0, 0.5, 101)  # descending confidences
+    counts = np.full(101, 10, dtype=np.int64)
+    subsets = nested_subsets(edges, counts)
+    sizes = [subset.size for subset in subsets]
+    assert sizes[-1] == 1_010 and sizes == sorted(sizes) and len(set(sizes)) == len(sizes)
+    assert sizes[0] >= 0.05 * 1_010
+    assert all(later / earlier <= 1.15 + 10 / earlier for earlier, later in zip(sizes, sizes[1:], strict=False))
+    bounds = [subset.bound for subset in subsets]
+    assert bounds == sorted(bounds, reverse=True)
+
+
+def _p(target: float):  # type: ignore[no-untyped-def]
+    return lambda bad, size, n: unchecked_p_value(bad, size, n, most_wrong_allowed(target, size - n))
+
+
+def test_the_walk_certifies_the_loosest_subset_before_the_first_failure() -> None:
+    # 10,000 labels with confidences spread evenly; the loosest fifth is mostly wrong.
+    generator = np.random.default_rng(0)
+    confidence = generator.uniform(0.5, 1.0, 10_000)
+    wrong = np.where(confidence < 0.6, generator.random(10_000) < 0.3, generator.random(10_000) < 0.002)
+    edges = np.linspace(1.0, 0.5, 501)
+    counts = np.array([int(((confidence >= low) & (confidence < high)).sum()) for high, low in zip(
+        np.concatenate([[np.inf], edges[:-1]]), edges, strict=True)])
+    subsets = nested_subsets(edges, counts)
+    picked = generator.choice(10_000, 1_000, replace=False)
+    result = walk(subsets, Checked(confidence[picked], wrong[picked]), _p(0.97), 0.025)
+    assert result.subset is not None
+    # It stops inside the bad band, where the subset's precision nears the target: what it keeps
+    # unchecked meets 0.97, and it keeps nearly all of the good labels.
+    kept = (confidence >= result.subset.bound) & ~np.isin(np.arange(10_000), picked)
+    assert 1 - wrong[kept].mean() >= 0.97
+    assert 0.5 < result.subset.bound < 0.6 and kept.sum() > 0.75 * 9_000
+    assert result.tested > 1 and result.p_value is not None and result.p_value <= 0.025
+
+
+def test_a_walk_skips_subsets_too_small_to_pass_and_starts_where_a_slip_can_pass() -> None:
+    # Ten subsets of a 100,000-label side; the checked labels of the strictest one hold one slip.
+    subsets = [Subset(1 - 0.01 * index, 10_000 * (index + 1)) for index in range(10)]
+    confidence = np.repeat(1 - 0.01 * np.arange(10) - 0.001, 100)  # 100 checked in each tenth
+    bad = np.zeros(1_000, dtype=bool)
+    bad[0] = True  # one slip among the strictest
+    result = walk(subsets, Checked(confidence, bad), _p(0.97), 0.025)
+    assert result.subset == subsets[-1] and result.bad == 1
+
+
+def test_the_sample_size_is_what_the_test_needs() -> None:
+    def p_value(size: int):  # type: ignore[no-untyped-def]
+        return lambda bad, n: unchecked_p_value(bad, size, n, most_wrong_allowed(0.995, size - n))
+
+    # NPV 0.995 at delta 0.025 with no errors expected: about log(0.025)/log(0.995) = 736.
+    assert 700 <= sample_needed(10**6, 0.0, p_value(10**6), 0.025) <= 740
+    # Errors expected cost more; a set too small for any sample is checked whole.
+    assert sample_needed(10**6, 1_000.0, p_value(10**6), 0.025) > 1_000
+    # 300 labels: 293 checked, since one wrong among the last 7 unchecked would miss 0.995.
+    assert sample_needed(300, 0.0, p_value(300), 0.025) == 293
+    assert sample_needed(300, 0.0, p_value(300), 0.025) >= 300 - 0.025 * 300
+
+
+def test_thresholds_keep_their_estimates_inside_the_targets() -> None:
+    generator = np.random.default_rng(1)
+    logits = np.concatenate([generator.normal(6, 2, 9_000), generator.normal(-6, 2, 91_000)])
+    histogram = ScoreHistogram()
+    histogram.add(logits)
+    assert histogram.total == 100_000
+    calibrated = Calibrated(1.0, 0.0)
+    chosen = choose(histogram, calibrated, Goals(0.97, 0.995, lose_at_most=50.0))
+    assert chosen.high is not None and chosen.low is not None and chosen.low <= chosen.high
+    assert chosen.expected_precision is not None and chosen.expected_precision >= 1 - 0.5 * 0.03
+    assert chosen.expected_npv is not None and chosen.expected_npv >= 1 - 0.5 * 0.005
+    assert chosen.expected_lost <= 50.0
+    decisions = decide(logits, chosen.high, chosen.low)
+    assert int((decisions == 1).sum()) == chosen.positives and int((decisions == 0).sum()) == chosen.negatives
+    # A tight recall allowance moves the low threshold down.
+    stricter = choose(histogram, calibrated, Goals(0.97, 0.995, lose_at_most=5.0))
+    assert stricter.low is not None and stricter.low < chosen.low and stricter.expected_lost <= 5.0
+
+
+def test_calibration_is_not_capped_by_smoothing() -> None:
+    generator = np.random.default_rng(2)
+    labels = (generator.random(400) < 0.1).astype(np.int64)
+    logits = np.where(labels == 1, generator.normal(8, 1.5, 400), generator.normal(-8, 1.5, 400))
+    calibrated = fit_calibration(logits, labels)
+    # 40 positives: Platt's smoothed targets would cap a positive near 41/42; this does not.
+    assert calibrated.probability(np.array([10.0]))[0] > 0.999
+    assert calibrated.probability(np.array([-10.0]))[0] < 0.001
+    assert math.isfinite(calibrated.slope) and calibrated.slope > 0
