@@ -3,6 +3,7 @@ estimates rounds choose thresholds with (lsun_crowd.thresholds)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -68,7 +69,7 @@ def test_nested_subsets_grow_from_the_strictest_to_the_whole_side() -> None:
     sizes = [subset.size for subset in subsets]
     assert sizes[-1] == 1_010 and sizes == sorted(sizes) and len(set(sizes)) == len(sizes)
     assert sizes[0] >= 0.05 * 1_010
-    assert all(later / earlier <= 1.15 + 10 / earlier for earlier, later in zip(sizes, sizes[1:], strict=False))
+    assert all(later / earlier <= 1.15 + 10 / earlier for earlier, later in itertools.pairwise(sizes))
     bounds = [subset.bound for subset in subsets]
     assert bounds == sorted(bounds, reverse=True)
 
@@ -83,8 +84,12 @@ def test_the_walk_certifies_the_loosest_subset_before_the_first_failure() -> Non
     confidence = generator.uniform(0.5, 1.0, 10_000)
     wrong = np.where(confidence < 0.6, generator.random(10_000) < 0.3, generator.random(10_000) < 0.002)
     edges = np.linspace(1.0, 0.5, 501)
-    counts = np.array([int(((confidence >= low) & (confidence < high)).sum()) for high, low in zip(
-        np.concatenate([[np.inf], edges[:-1]]), edges, strict=True)])
+    counts = np.array(
+        [
+            int(((confidence >= low) & (confidence < high)).sum())
+            for high, low in zip(np.concatenate([[np.inf], edges[:-1]]), edges, strict=True)
+        ]
+    )
     subsets = nested_subsets(edges, counts)
     picked = generator.choice(10_000, 1_000, replace=False)
     result = walk(subsets, Checked(confidence[picked], wrong[picked]), _p(0.97), 0.025)
