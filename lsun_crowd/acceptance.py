@@ -34,10 +34,9 @@ from scipy.stats import hypergeom
 
 UNRESOLVED = -1  # people's answer for a checked image they could not label with confidence
 # A walk starts at the smallest subset where this many wrong labels in its sample could still
-# pass, as long as that subset is at most START_SHARE of the set: one crowd slip among the
-# strictest few then does not end the walk before the subsets that carry most of the labels.
+# pass: one crowd slip among the strictest few then does not end the walk before the subsets that
+# carry most of the labels.
 START_ERRORS = 2
-START_SHARE = 0.6
 # Subsets grow by this ratio, from the smallest one tested to the whole set.
 GRID_RATIO = 1.15
 SMALLEST_SHARE = 0.05  # the strictest subset considered holds this share of the set
@@ -138,14 +137,12 @@ def walk(subsets: list[Subset], checked: Checked, p_value: PValue, delta: float)
 
 
 def _start(subsets: list[Subset], sampled: list[int], p_value: PValue, delta: float) -> int:
-    """Where the walk starts: the first subset, among those holding at most :data:`START_SHARE`
-    of the side, where :data:`START_ERRORS` (then fewer) wrong labels could pass; else the first
-    where none could."""
-    total = subsets[-1].size
+    """Where the walk starts: the first subset where :data:`START_ERRORS` (then fewer) wrong
+    labels among its checked ones could pass. A certification's sample is sized for its whole set
+    to pass with the errors it expects, so a walk that started at the first subset able to pass
+    with none would end at the first slip, long before the subsets the sample was sized for."""
     for errors in range(START_ERRORS, 0, -1):
         for index, (subset, count) in enumerate(zip(subsets, sampled, strict=True)):
-            if subset.size > START_SHARE * total:
-                break
             if count > errors and p_value(errors, subset.size, count) <= delta:
                 return index
     return 0
@@ -154,13 +151,14 @@ def _start(subsets: list[Subset], sampled: list[int], p_value: PValue, delta: fl
 def sample_needed(size: int, expected_bad: float, p_value: Callable[[int, int], float], delta: float) -> int:
     """Fewest labels to check, drawn uniformly from a set of ``size``, for the whole set's test to
     pass when the checked ones hold as many wrong labels as a Poisson count of mean
-    ``expected_bad * n / size`` does four times in five (``p_value(bad, n)``). ``size`` when no
-    sample smaller than the set would do."""
+    ``expected_bad * n / size`` does nine times in ten, and at least one (``p_value(bad, n)``):
+    a sample that passes only with none fails on the first crowd slip, and a failed set goes back
+    to the pool whole. ``size`` when no sample smaller than the set would do."""
     if size <= 0:
         return 0
 
     def passes(n: int) -> bool:
-        planned = _poisson_quantile(expected_bad * n / size, 0.8)
+        planned = max(1, _poisson_quantile(expected_bad * n / size, 0.9))
         return p_value(planned, n) <= delta
 
     low, high = 1, 1

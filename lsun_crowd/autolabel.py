@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from lsun_crowd import ledger
-from lsun_crowd.classifier import Head, train_head
+from lsun_crowd.classifier import Head, cross_fit_heads, train_head
 from lsun_crowd.config import ModelConfig
 from lsun_crowd.consensus import MIN_CALIBRATION_LABELS, PlattScaling, fit_platt
 from lsun_crowd.context import DONE, Context, RoundRef, set_state
@@ -43,6 +43,7 @@ from lsun_crowd.thresholds import (
 )
 
 FOLDS = 5
+MIN_CLASS_TO_CALIBRATE = 5  # labels of each class the round's own sample needs to calibrate on alone
 
 
 @dataclass(frozen=True)
@@ -61,37 +62,34 @@ def fit_round_head(
     gold: tuple[NDArray[np.float32], NDArray[np.float64]],
     config: ModelConfig,
     seed: int,
+    calibrate_on: NDArray[np.bool_] | None = None,
 ) -> RoundHead:
     """Cross-fitted heads for out-of-fold scores and the epochs to train for, then the head on
-    every label. Gold answers always train and are never scored."""
+    every label. Gold answers always train and are never scored. The calibration is fitted on the
+    out-of-fold scores of ``calibrate_on`` (the round's own sample, a uniform draw from the pool
+    the head will split), or of every label where those hold too few of a class."""
     labels = (targets >= 0.5).astype(np.int64)
     folds = min(FOLDS, int(labels.sum()), int((1 - labels).sum()))
-    gold_features, gold_targets = gold
 
-    def train(rows: NDArray[np.bool_], **extra: object) -> Head:
+    def final(epochs: int) -> Head:
         return train_head(
-            np.concatenate([features[rows], gold_features]),
-            np.concatenate([targets[rows], gold_targets]),
-            np.concatenate([weights[rows], np.ones(len(gold_targets))]),
+            np.concatenate([features, gold[0]]),
+            np.concatenate([targets, gold[1]]),
+            np.concatenate([weights, np.ones(len(gold[1]))]),
             config,
             seed=seed,
-            **extra,  # type: ignore[arg-type]
+            epochs=epochs,
         )
 
-    everything = np.ones(len(labels), dtype=bool)
     if folds < 2:
-        return RoundHead(train(everything), None)
+        return RoundHead(final(config.epochs), None)
     fold_of = stratified_folds(labels, folds, [seed, 23])
-    scores = np.zeros(len(labels))
-    epochs = []
-    for fold in range(folds):
-        held = fold_of == fold
-        head = train(~held, validation=(features[held], targets[held]))
-        scores[held] = head.logits(features[held])
-        epochs.append(head.epochs)
+    scores, epochs = cross_fit_heads(features, targets, weights, fold_of, gold, config, seed)
     platt = fit_platt(scores, labels, MIN_CALIBRATION_LABELS)
-    calibrated = fit_calibration(scores, labels)
-    return RoundHead(train(everything, epochs=max(1, int(np.median(epochs)))), platt, calibrated)
+    own = calibrate_on if calibrate_on is not None else np.ones(len(labels), dtype=bool)
+    if min(int(labels[own].sum()), int((1 - labels[own]).sum())) < MIN_CLASS_TO_CALIBRATE:
+        own = np.ones(len(labels), dtype=bool)
+    return RoundHead(final(epochs), platt, fit_calibration(scores[own], labels[own]))
 
 
 def train_and_split(ctx: Context, ref: RoundRef) -> str:
@@ -100,10 +98,10 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
         with ctx.store.session() as session:
             return set_state(session, ref, DONE, finished_at=utc_now())
     with ctx.store.session() as session:
-        training: list[tuple[str, int, float]] = [
-            (sha, label, confidence)
-            for sha, label, confidence in session.execute(
-                select(Item.sha256, Label.label, Label.confidence)
+        training: list[tuple[str, int, float, bool]] = [
+            (sha, label, confidence, round_id == ref.id)
+            for sha, label, confidence, round_id in session.execute(
+                select(Item.sha256, Label.label, Label.confidence, Label.round_id)
                 .join(Label, Label.item_id == Item.id)
                 .where(Label.category_id == ref.category_id, Label.source == LabelSource.HUMAN)
                 .order_by(Item.id)
@@ -119,7 +117,7 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
             )
         ]
         known = _known(session, ref.category_id, len([1 for _, answer in gold if answer == 1]))
-    targets = np.array([label for _, label, _ in training], dtype=np.float64)
+    targets = np.array([label for _, label, _, _ in training], dtype=np.float64)
     embeddings = ctx.embeddings()
     if len(set(targets.tolist())) < 2:
         note = "no split: training needs human labels of both classes"
@@ -128,12 +126,13 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
             return set_state(session, ref, DONE, notes=note, finished_at=utc_now())
     with ctx.stages.timed("train", ref.number):
         fitted = fit_round_head(
-            embeddings.get([sha for sha, _, _ in training]),
+            embeddings.get([sha for sha, _, _, _ in training]),
             targets,
-            np.array([confidence for _, _, confidence in training], dtype=np.float64),
+            np.array([confidence for _, _, confidence, _ in training], dtype=np.float64),
             (embeddings.get([sha for sha, _ in gold]), np.array([answer for _, answer in gold], dtype=np.float64)),
             ctx.config.model,
             seed=ctx.config.project.seed * 1_000_003 + ref.category_id * 101 + ref.number,
+            calibrate_on=np.array([own for _, _, _, own in training], dtype=bool),
         )
     head, platt = fitted.head, fitted.platt
     if platt is None:

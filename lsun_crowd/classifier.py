@@ -104,6 +104,110 @@ def mini_batch(count: int) -> int:
     return max(16, min(MINI_BATCH, -(-count // MIN_STEPS_PER_EPOCH)))
 
 
+class _Trainer:
+    """One head being trained: its data (standardized, class-balanced), network and optimizer."""
+
+    def __init__(
+        self,
+        embeddings: NDArray[np.float32],
+        targets: NDArray[np.float64],
+        weights: NDArray[np.float64],
+        config: ModelConfig,
+        seed: int,
+    ) -> None:
+        import torch
+
+        if len(embeddings) != len(targets) or len(targets) != len(weights):
+            raise TrainingError("embeddings, targets and weights differ in length")
+        positives = float((targets * weights).sum())
+        negatives = float(((1 - targets) * weights).sum())
+        if positives <= 0 or negatives <= 0:
+            raise TrainingError("training needs at least one positive and one negative human label")
+        self.device = pick_device(config.device)
+        self.generator = torch.Generator().manual_seed(seed)
+        features = torch.as_tensor(embeddings, dtype=torch.float32)
+        self.mean = features.mean(0)
+        self.scale = features.std(0, unbiased=False).clamp_min(1e-3)
+        self.features = ((features - self.mean) / self.scale).to(self.device)
+        self.target = torch.as_tensor(targets, dtype=torch.float32, device=self.device)
+        # Balance the classes so a rare category is not learned as "always negative".
+        self.rare_positive = positives < negatives
+        self.ratio = negatives / positives if self.rare_positive else positives / negatives
+        weight = torch.as_tensor(weights, dtype=torch.float32, device=self.device) * self.balance(self.target)
+        self.weight = weight / weight.mean()
+        torch.manual_seed(seed)
+        self.network = _network(self.features.shape[1], config.hidden_units).to(self.device)
+        self.optimizer = torch.optim.AdamW(
+            self.network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        )
+        self.loss = torch.nn.BCEWithLogitsLoss(reduction="none")
+        self.batch = mini_batch(len(self.features))
+
+    def balance(self, target: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        if self.rare_positive:
+            return torch.where(target > 0.5, self.ratio, 1.0)
+        return torch.where(target > 0.5, 1.0, self.ratio)
+
+    @property
+    def small(self) -> bool:
+        return self.device.type == "cpu" and sum(p.numel() for p in self.network.parameters()) < SMALL_HEAD
+
+    def epoch(self) -> None:
+        import torch
+
+        self.network.train()
+        order = torch.randperm(len(self.features), generator=self.generator).to(self.device)
+        for start in range(0, len(self.features), self.batch):
+            index = order[start : start + self.batch]
+            logits = self.network(self.features[index]).squeeze(1)
+            loss = (self.loss(logits, self.target[index]) * self.weight[index]).mean()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+
+    def held_out(
+        self, embeddings: NDArray[np.float32], targets: NDArray[np.float64]
+    ) -> tuple[NDArray[np.float64], float]:
+        """Logits of held-out images, and their class-balanced loss (summed)."""
+        import torch
+
+        self.network.eval()
+        with torch.inference_mode():
+            features = ((torch.as_tensor(embeddings, dtype=torch.float32) - self.mean) / self.scale).to(self.device)
+            target = torch.as_tensor(targets, dtype=torch.float32, device=self.device)
+            logits = self.network(features).squeeze(1)
+            loss = float((self.loss(logits, target) * self.balance(target)).sum())
+        return logits.double().cpu().numpy(), loss
+
+    def head(self, epochs: int) -> Head:
+        self.network.eval()
+        return Head(self.network, self.mean.to(self.device), self.scale.to(self.device), self.device, epochs)
+
+
+class _OneThread:
+    """A small head's steps are too short to share between threads: on a busy CPU the threads
+    spin-wait on one another (measured 70 s against 15 s for 3,000 steps with two other jobs)."""
+
+    def __init__(self, small: bool) -> None:
+        self.small = small
+        self.threads = 0
+
+    def __enter__(self) -> None:
+        import torch
+
+        self.threads = torch.get_num_threads()
+        if self.small:
+            torch.set_num_threads(1)
+
+    def __exit__(self, *_: object) -> None:
+        import torch
+
+        if self.small:
+            torch.set_num_threads(self.threads)
+
+
 def train_head(
     embeddings: NDArray[np.float32],
     targets: NDArray[np.float64],
@@ -118,80 +222,67 @@ def train_head(
     With ``validation`` (held-out embeddings and labels), training stops once the held-out loss
     has not improved for :data:`PATIENCE` epochs, and the head is the one of its best epoch
     (:attr:`Head.epochs` records which). Without, it runs ``epochs`` (default ``config.epochs``)."""
-    import torch
-
-    if len(embeddings) != len(targets) or len(targets) != len(weights):
-        raise TrainingError("embeddings, targets and weights differ in length")
-    positives = float((targets * weights).sum())
-    negatives = float(((1 - targets) * weights).sum())
-    if positives <= 0 or negatives <= 0:
-        raise TrainingError("training needs at least one positive and one negative human label")
-    device = pick_device(config.device)
-    generator = torch.Generator().manual_seed(seed)
-    features = torch.as_tensor(embeddings, dtype=torch.float32)
-    mean = features.mean(0)
-    scale = features.std(0, unbiased=False).clamp_min(1e-3)
-    features = ((features - mean) / scale).to(device)
-    target = torch.as_tensor(targets, dtype=torch.float32, device=device)
-    # Balance the classes so a rare category is not learned as "always negative".
-    ratio = negatives / positives if positives < negatives else positives / negatives
-    balance = torch.where(target > 0.5, ratio, 1.0) if positives < negatives else torch.where(target > 0.5, 1.0, ratio)
-    weight = torch.as_tensor(weights, dtype=torch.float32, device=device) * balance
-    weight = weight / weight.mean()
-    held_out = None
-    if validation is not None and len(validation[0]) > 0:
-        held_features = ((torch.as_tensor(validation[0], dtype=torch.float32) - mean) / scale).to(device)
-        held_target = torch.as_tensor(validation[1], dtype=torch.float32, device=device)
-        # The same class balance as training, so the loss it stops on weighs the rare class alike.
-        held_weight = (
-            torch.where(held_target > 0.5, ratio, 1.0)
-            if positives < negatives
-            else torch.where(held_target > 0.5, 1.0, ratio)
-        )
-        held_out = (held_features, held_target, held_weight)
-
-    torch.manual_seed(seed)
-    network = _network(features.shape[1], config.hidden_units).to(device)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    loss_function = torch.nn.BCEWithLogitsLoss(reduction="none")
-    count = len(features)
-    batch = mini_batch(count)
-    # A small head's steps are too short to share between threads: on a busy CPU the threads
-    # spin-wait on one another (measured 70 s against 15 s for 3,000 steps with two other jobs).
-    threads = torch.get_num_threads()
-    small = device.type == "cpu" and sum(p.numel() for p in network.parameters()) < SMALL_HEAD
-    if small:
-        torch.set_num_threads(1)
-    best_loss, best_epoch, best_state = math.inf, 0, None
+    trainer = _Trainer(embeddings, targets, weights, config, seed)
     limit = epochs if epochs is not None else config.epochs
-    try:
+    best_loss, best_epoch, best_state = math.inf, limit, None
+    with _OneThread(trainer.small):
         for epoch in range(1, limit + 1):
-            network.train()
-            order = torch.randperm(count, generator=generator).to(device)
-            for start in range(0, count, batch):
-                index = order[start : start + batch]
-                logits = network(features[index]).squeeze(1)
-                loss = (loss_function(logits, target[index]) * weight[index]).mean()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-            if held_out is None:
+            trainer.epoch()
+            if validation is None or len(validation[0]) == 0:
                 continue
-            network.eval()
-            with torch.inference_mode():
-                held_logits = network(held_out[0]).squeeze(1)
-                held_loss = float((loss_function(held_logits, held_out[1]) * held_out[2]).sum())
-            if held_loss < best_loss - 1e-6:
-                best_loss, best_epoch = held_loss, epoch
-                best_state = {name: tensor.detach().clone() for name, tensor in network.state_dict().items()}
+            _, loss = trainer.held_out(*validation)
+            if loss < best_loss - 1e-6:
+                best_loss, best_epoch = loss, epoch
+                best_state = {name: tensor.detach().clone() for name, tensor in trainer.network.state_dict().items()}
             elif epoch >= MIN_EPOCHS and epoch - best_epoch >= PATIENCE:
                 break
-    finally:
-        if small:
-            torch.set_num_threads(threads)
     if best_state is not None:
-        network.load_state_dict(best_state)
-    else:
-        best_epoch = limit
-    network.eval()
-    return Head(network, mean.to(device), scale.to(device), device, best_epoch)
+        trainer.network.load_state_dict(best_state)
+    return trainer.head(best_epoch)
+
+
+def cross_fit_heads(
+    embeddings: NDArray[np.float32],
+    targets: NDArray[np.float64],
+    weights: NDArray[np.float64],
+    fold_of: NDArray[np.int64],
+    always: tuple[NDArray[np.float32], NDArray[np.float64]],
+    config: ModelConfig,
+    seed: int,
+) -> tuple[NDArray[np.float64], int]:
+    """Out-of-fold logits of every example and the epochs to train for, from one head per fold
+    trained in step: each epoch, every head trains once and scores its held-out fold, and training
+    stops once the held-out loss of all folds together has not improved for :data:`PATIENCE`
+    epochs. One pooled curve picks the epoch: each fold's own is noisy on a rare class (a fold of a
+    first round at 1% positives holds one or two). ``always`` (gold answers) trains every head and
+    is never scored."""
+    extra_features, extra_targets = always
+    trainers = []
+    folds = sorted(set(fold_of.tolist()))
+    for fold in folds:
+        rows = fold_of != fold
+        trainers.append(
+            _Trainer(
+                np.concatenate([embeddings[rows], extra_features]),
+                np.concatenate([targets[rows], extra_targets]),
+                np.concatenate([weights[rows], np.ones(len(extra_targets))]),
+                config,
+                seed + 7919 * (fold + 1),
+            )
+        )
+    logits = np.zeros(len(targets))
+    best_logits = logits.copy()
+    best_loss, best_epoch = math.inf, config.epochs
+    with _OneThread(trainers[0].small):
+        for epoch in range(1, config.epochs + 1):
+            total = 0.0
+            for fold, trainer in zip(folds, trainers, strict=True):
+                trainer.epoch()
+                held = fold_of == fold
+                logits[held], loss = trainer.held_out(embeddings[held], targets[held])
+                total += loss
+            if total < best_loss - 1e-6:
+                best_loss, best_epoch, best_logits = total, epoch, logits.copy()
+            elif epoch >= MIN_EPOCHS and epoch - best_epoch >= PATIENCE:
+                break
+    return best_logits, best_epoch
