@@ -184,12 +184,11 @@ class ModelConfig(_Section):
         return self
 
 
+RETIRED_CASCADE_KEYS = ("planned_samples", "calibration_fraction")
+
+
 class CascadeConfig(_Section):
     sample_per_round: int = Field(default=400, ge=10)
-    # No longer used: rounds are not tested one by one, so nothing is held out of them or sized for
-    # a test (the category's certification sizes its own sample). Read so older files still load.
-    planned_samples: bool = False
-    calibration_fraction: float = Field(default=0.4, gt=0, lt=1)
     calibration_max_votes: int = Field(default=9, ge=1, le=50)
     calibration_consensus: float = Field(default=0.9, gt=0.5, le=1)
     target_precision: float = Field(default=0.97, gt=0.5, lt=1)
@@ -199,6 +198,15 @@ class CascadeConfig(_Section):
     max_rounds: int = Field(default=10, ge=1)
     budget: Decimal = Field(default=Decimal("100"), ge=0)
     finish_with_humans_below: int = Field(default=50, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_retired(cls, data: Any) -> Any:
+        """Settings of the per-round tests that certification replaced (issue 24): rounds hold
+        nothing out and are not sized for a test any more. Older files that set them still load."""
+        if isinstance(data, dict):
+            return {key: value for key, value in data.items() if key not in RETIRED_CASCADE_KEYS}
+        return data
 
 
 class RepairConfig(_Section):

@@ -27,7 +27,8 @@ def _add_adaptive_redundancy(session: Session) -> None:
 def _add_round_kind(session: Session) -> None:
     """Version 10: a round is a split or a certification (the certification table is created
     with every new table)."""
-    session.execute(text("ALTER TABLE rounds ADD COLUMN kind VARCHAR(16) NOT NULL DEFAULT 'split'"))
+    if "kind" not in {column["name"] for column in inspect(session.connection()).get_columns("rounds")}:
+        session.execute(text("ALTER TABLE rounds ADD COLUMN kind VARCHAR(16) NOT NULL DEFAULT 'split'"))
 
 
 def _add_item_file_status(session: Session) -> None:

@@ -404,7 +404,7 @@ def digits_config(
     seed: int = 0,
     digits: range = range(10),
     *,
-    sample_per_round: int = 600,
+    sample_per_round: int | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The values :func:`lsun_crowd.demo.demo_config` writes (a test keeps the two equal), with
@@ -429,8 +429,12 @@ def digits_config(
             "poll_seconds": 0,
             "settings": {"seed": seed, "truth_file": "truth.csv"},
         },
-        "model": {"backbone": "pixels", "image_size": 8, "hidden_units": 128, "epochs": 150},
-        "cascade": {"sample_per_round": sample_per_round, "finish_with_humans_below": 60, "budget": 500},
+        "model": {"backbone": "pixels", "image_size": 8},
+        "cascade": {
+            **({"sample_per_round": sample_per_round} if sample_per_round is not None else {}),
+            "finish_with_humans_below": 60,
+            "budget": 500,
+        },
     }
     return merge_config(demo, overrides)
 
