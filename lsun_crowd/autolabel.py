@@ -16,14 +16,14 @@ category's certification (:mod:`lsun_crowd.certify`) tests them.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import NDArray
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from lsun_crowd import ledger
+from lsun_crowd import certify, ledger
 from lsun_crowd.classifier import Head, cross_fit_heads, train_head
 from lsun_crowd.config import ModelConfig
 from lsun_crowd.consensus import MIN_CALIBRATION_LABELS, PlattScaling, fit_platt
@@ -35,6 +35,7 @@ from lsun_crowd.schema import Gold, Item, Label, LabelSource, RoundModel, utc_no
 from lsun_crowd.thresholds import (
     PLAN_RECALL_SHARE,
     Calibrated,
+    Chosen,
     Goals,
     ScoreHistogram,
     choose,
@@ -156,6 +157,7 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
             else math.inf
         )
         chosen = choose(histogram, calibrated, Goals(cascade.target_precision, cascade.target_npv, max(lose, 0.0)))
+        chosen, dropped = _worth_certifying(ctx, ref, chosen)
     labeled = {1: 0, 0: 0}
     left = 0
     with frozen_heap(), ctx.store.session() as session:
@@ -204,13 +206,36 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
             finished_at=utc_now(),
             high_threshold=chosen.high,
             low_threshold=chosen.low,
-            notes=f"trained on {len(training)} human labels ({head.epochs} epochs); {chosen.describe()}",
+            notes=f"trained on {len(training)} human labels ({head.epochs} epochs); {chosen.describe()}" + dropped,
         )
     ctx.progress.message(
         f"{ref.category}: round {ref.number}: model labeled {labeled[1]} positive, {labeled[0]} negative, "
-        f"to be certified; {left} left ({chosen.describe()})"
+        f"to be certified; {left} left ({chosen.describe()}{dropped})"
     )
     return state
+
+
+def _worth_certifying(ctx: Context, ref: RoundRef, chosen: Chosen) -> tuple[Chosen, str]:
+    """``chosen`` without the sides whose certification would check most of their labels (then
+    people label those images, in later rounds), and what it says of them."""
+    proposed = {
+        1: (chosen.positives, chosen.positives * (1 - (chosen.expected_precision or 1.0))),
+        0: (chosen.negatives, chosen.expected_lost),
+    }
+    with ctx.store.session() as session:
+        dropped = certify.not_worth_certifying(session, ref.category_id, ref.number, ctx.config.cascade, proposed)
+        if 1 in dropped:  # the negative side's recall bound counts on the positives: plan it without them
+            positives = dropped[1]
+            proposed[1] = (0, 0.0)
+            dropped = certify.not_worth_certifying(session, ref.category_id, ref.number, ctx.config.cascade, proposed)
+            dropped[1] = positives
+    if not dropped:
+        return chosen, ""
+    if 1 in dropped:
+        chosen = replace(chosen, high=None, positives=0, expected_precision=None)
+    if 0 in dropped:
+        chosen = replace(chosen, low=None, negatives=0, expected_npv=None, expected_lost=0.0)
+    return chosen, "; the model leaves to people: " + "; ".join(dropped.values())
 
 
 @dataclass(frozen=True)

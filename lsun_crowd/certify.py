@@ -85,6 +85,12 @@ class SideCounts:
         self.counts += np.bincount(_bins(confidences), minlength=len(EDGES))
         self.expected_wrong += float((1 - confidences).sum())
 
+    def add_summary(self, size: int, expected_wrong: float) -> None:
+        """Labels not stored yet (a split's proposal): counted in the loosest bin, which is all a
+        plan reads of them."""
+        self.counts[0] += size
+        self.expected_wrong += expected_wrong
+
     def subsets(self) -> list[Subset]:
         return nested_subsets(EDGES[::-1].copy(), self.counts[::-1].copy())
 
@@ -248,15 +254,20 @@ def plan(cascade: CascadeConfig, sides: dict[int, SideCounts], money: Budget, po
 def crowd_noise(session: Session, category_id: int) -> float:
     """The share of checked labels people will call wrong however right the model is: their own
     errors (one minus the mean confidence of their labels in the category) and the images they
-    leave unresolved (the share of the category's split-round images with no label), which count
-    as wrong. A certification planned on the model's confidences alone failed on two crowd slips."""
+    leave unresolved (the share of the first round's sample with no label), which count as wrong. A certification planned on the model's confidences alone failed on two crowd slips."""
     confidence, labels = session.execute(
         select(func.avg(Label.confidence), func.count()).where(
             Label.category_id == category_id, Label.source == LabelSource.HUMAN
         )
     ).one()
-    asked = select(RoundItem.item_id).join(Round, Round.id == RoundItem.round_id)
-    asked = asked.where(Round.category_id == category_id, Round.kind == RoundKind.SPLIT, Round.state == RoundState.DONE)
+    # The first round's sample is a uniform draw of the pool; later rounds draw from the hard rest.
+    first = session.scalar(
+        select(Round.id)
+        .where(Round.category_id == category_id, Round.kind == RoundKind.SPLIT, Round.state == RoundState.DONE)
+        .order_by(Round.number)
+        .limit(1)
+    )
+    asked = select(RoundItem.item_id).where(RoundItem.round_id == first)
     sent = int(session.scalar(select(func.count()).select_from(asked.subquery())) or 0)
     answered = int(
         session.scalar(
@@ -274,11 +285,46 @@ def crowd_noise(session: Session, category_id: int) -> float:
 
 
 def _count_sides(session: Session, category_id: int, rounds: list[int]) -> dict[int, SideCounts]:
-    sides = {label: SideCounts(np.zeros(len(EDGES), dtype=np.int64)) for label in (1, 0)}
+    sides = _empty_sides()
     for label, side in sides.items():
         for rows in _side_labels(session, category_id, rounds, label):
             side.add(np.array([confidence for _, confidence in rows]))
     return sides
+
+
+WORTH = 0.5  # a side whose certification would check this share of its labels is left to people
+
+
+def not_worth_certifying(
+    session: Session, category_id: int, number: int, cascade: CascadeConfig, proposed: dict[int, tuple[int, float]]
+) -> dict[int, str]:
+    """The sides of round ``number``'s proposed split (label -> count and expected wrong) whose
+    certification, with the category's labels still uncertified, would have people check at least
+    :data:`WORTH` of them: the model should leave those to people. Each with the reason, which
+    names the labels certification would need."""
+    rounds = covered_rounds(session, category_id, number + 1)
+    sides = _count_sides(session, category_id, rounds) if rounds else _empty_sides()
+    noise = crowd_noise(session, category_id)
+    for label, (size, wrong) in proposed.items():
+        sides[label].add_summary(size, wrong)
+    for counted in sides.values():
+        counted.expected_wrong += noise * counted.size
+    sizes = plan(
+        cascade,
+        sides,
+        budget(session, category_id, cascade),
+        known_positives(session, category_id, cascade.target_precision, sides[1].size),
+    )
+    found = {}
+    for label, name, needed in ((1, "auto-positives", sizes.positive), (0, "auto-negatives", sizes.negative)):
+        size = sides[label].size
+        if proposed.get(label, (0, 0.0))[0] and needed >= WORTH * size:
+            found[label] = f"certifying {size:,} {name} would need people to check {min(needed, size):,} of them"
+    return found
+
+
+def _empty_sides() -> dict[int, SideCounts]:
+    return {label: SideCounts(np.zeros(len(EDGES), dtype=np.int64)) for label in (1, 0)}
 
 
 def sample_certification(ctx: Context, category: str, category_id: int, number: int) -> Round | None:

@@ -40,7 +40,7 @@ class Outcome(StrEnum):
 @dataclass(frozen=True)
 class CategoryOutcome:
     category: str
-    rounds: int
+    rounds: int  # rounds that sampled the pool (certification rounds aside)
     reason: str  # an Outcome
     detail: str = ""  # why a category stopped for money, in the words its round recorded
 
@@ -126,8 +126,8 @@ class Runner:
         found = self.outcomes.get(category.name)
         if found is not None:
             return found
-        latest = latest_round(self.context, category.id)
-        return CategoryOutcome(category.name, latest.number if latest else 0, Outcome.RUNNING)
+        with self.context.store.session() as session:
+            return CategoryOutcome(category.name, split_rounds(session, category.id), Outcome.RUNNING)
 
     def _advance_category(self, category: Category) -> bool:
         """Move the category's current round on until it waits on the crowd or the category is
@@ -139,7 +139,9 @@ class Runner:
             if latest is not None and latest.state == RoundState.STOPPED:
                 notes = latest.notes or "budget"
                 reason = notes.split(":")[0]
-                self.outcomes[category.name] = CategoryOutcome(category.name, latest.number - 1, reason, notes)
+                with ctx.store.session() as session:
+                    done = split_rounds(session, category.id) - (latest.kind == RoundKind.SPLIT)
+                self.outcomes[category.name] = CategoryOutcome(category.name, done, reason, notes)
                 return moved
             if latest is None or latest.state == RoundState.DONE:
                 number = latest.number if latest else 0
@@ -166,10 +168,10 @@ class Runner:
                         moved = True
                         continue
                 if remaining == 0:
-                    self.outcomes[category.name] = CategoryOutcome(category.name, number, Outcome.RESOLVED)
+                    self.outcomes[category.name] = CategoryOutcome(category.name, splits, Outcome.RESOLVED)
                     return moved
                 if splits >= self.max_rounds:
-                    self.outcomes[category.name] = CategoryOutcome(category.name, number, Outcome.ROUND_LIMIT)
+                    self.outcomes[category.name] = CategoryOutcome(category.name, splits, Outcome.ROUND_LIMIT)
                     return moved
                 latest = sample_round(ctx, category.name, category.id, number + 1)
                 moved = True
