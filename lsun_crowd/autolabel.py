@@ -44,6 +44,7 @@ from lsun_crowd.thresholds import (
 )
 
 FOLDS = 5
+SURE = 0.001  # a calibrated probability this close to 0 or 1 is the model being sure
 MIN_CLASS_TO_CALIBRATE = 5  # labels of each class the round's own sample needs to calibrate on alone
 
 
@@ -54,6 +55,7 @@ class RoundHead:
     head: Head
     platt: PlattScaling | None  # the model as an annotator (lsun_crowd.consensus)
     calibrated: Calibrated | None = None  # the probability of positive its thresholds and labels use
+    disagreement: float | None = None  # see RoundModel.disagreement
 
 
 def fit_round_head(
@@ -90,7 +92,14 @@ def fit_round_head(
     own = calibrate_on if calibrate_on is not None else np.ones(len(labels), dtype=bool)
     if min(int(labels[own].sum()), int((1 - labels[own]).sum())) < MIN_CLASS_TO_CALIBRATE:
         own = np.ones(len(labels), dtype=bool)
-    return RoundHead(final(epochs), platt, fit_calibration(scores[own], labels[own]))
+    calibrated = fit_calibration(scores, labels) if own.all() else fit_calibration(scores[own], labels[own])
+    # Where the model is sure, how often people said otherwise: mostly people's own slips, which a
+    # certification of its labels will meet too.
+    probability = calibrated.probability(scores)
+    sure = (probability > 1 - SURE) | (probability < SURE)
+    contradicted = int(((probability > 0.5) != (labels == 1))[sure].sum())
+    disagreement = (contradicted + 0.5) / (int(sure.sum()) + 1)  # Jeffreys
+    return RoundHead(final(epochs), platt, calibrated, disagreement)
 
 
 def train_and_split(ctx: Context, ref: RoundRef) -> str:
@@ -157,7 +166,7 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
             else math.inf
         )
         chosen = choose(histogram, calibrated, Goals(cascade.target_precision, cascade.target_npv, max(lose, 0.0)))
-        chosen, dropped = _worth_certifying(ctx, ref, chosen)
+        chosen, dropped = _worth_certifying(ctx, ref, chosen, fitted.disagreement)
     labeled = {1: 0, 0: 0}
     left = 0
     with frozen_heap(), ctx.store.session() as session:
@@ -197,6 +206,7 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
                 platt_intercept=platt.intercept,
                 base_rate=platt.base_rate,
                 calibration_size=platt.size,
+                disagreement=fitted.disagreement,
             )
         )
         state = set_state(
@@ -215,7 +225,7 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
     return state
 
 
-def _worth_certifying(ctx: Context, ref: RoundRef, chosen: Chosen) -> tuple[Chosen, str]:
+def _worth_certifying(ctx: Context, ref: RoundRef, chosen: Chosen, noise: float | None) -> tuple[Chosen, str]:
     """``chosen`` without the sides whose certification would check most of their labels (then
     people label those images, in later rounds), and what it says of them."""
     proposed = {
@@ -223,11 +233,15 @@ def _worth_certifying(ctx: Context, ref: RoundRef, chosen: Chosen) -> tuple[Chos
         0: (chosen.negatives, chosen.expected_lost),
     }
     with ctx.store.session() as session:
-        dropped = certify.not_worth_certifying(session, ref.category_id, ref.number, ctx.config.cascade, proposed)
+        dropped = certify.not_worth_certifying(
+            session, ref.category_id, ref.number, ctx.config.cascade, proposed, noise
+        )
         if 1 in dropped:  # the negative side's recall bound counts on the positives: plan it without them
             positives = dropped[1]
             proposed[1] = (0, 0.0)
-            dropped = certify.not_worth_certifying(session, ref.category_id, ref.number, ctx.config.cascade, proposed)
+            dropped = certify.not_worth_certifying(
+                session, ref.category_id, ref.number, ctx.config.cascade, proposed, noise
+            )
             dropped[1] = positives
     if not dropped:
         return chosen, ""

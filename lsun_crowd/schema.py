@@ -168,6 +168,10 @@ class RoundModel(Base):
     platt_intercept: Mapped[float | None] = mapped_column(Float, nullable=True)
     base_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
     calibration_size: Mapped[int] = mapped_column(Integer)
+    # How often people's labels contradicted the model where it was sure (out of fold, calibrated
+    # probability within 0.001 of 0 or 1), smoothed: what a certification of its labels should
+    # expect people to call wrong however right the model is (lsun_crowd.certify).
+    disagreement: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class RoundTest(Base):

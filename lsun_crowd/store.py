@@ -25,10 +25,13 @@ def _add_adaptive_redundancy(session: Session) -> None:
 
 
 def _add_round_kind(session: Session) -> None:
-    """Version 10: a round is a split or a certification (the certification table is created
-    with every new table)."""
+    """Version 10: a round is a split or a certification, and a round's model records how often
+    people contradicted it where it was sure (the certification table is created with every new
+    table)."""
     if "kind" not in {column["name"] for column in inspect(session.connection()).get_columns("rounds")}:
         session.execute(text("ALTER TABLE rounds ADD COLUMN kind VARCHAR(16) NOT NULL DEFAULT 'split'"))
+    if "disagreement" not in {column["name"] for column in inspect(session.connection()).get_columns("round_models")}:
+        session.execute(text("ALTER TABLE round_models ADD COLUMN disagreement FLOAT"))
 
 
 def _add_item_file_status(session: Session) -> None:

@@ -17,7 +17,7 @@ from lsun_crowd.consensus import fit_platt, with_model
 from lsun_crowd.context import RoundRef
 from lsun_crowd.project import Project
 from lsun_crowd.review import _with_previous_model, human_posterior
-from lsun_crowd.schema import Item, Round, RoundItem, RoundModel
+from lsun_crowd.schema import Item, Round, RoundItem, RoundKind, RoundModel
 
 from .conftest import make_digits_project
 
@@ -80,7 +80,7 @@ def test_the_previous_round_votes_on_training_images_only(tmp_path: Path) -> Non
     cascade = project.cascade(project.crowd())
     cascade.run(max_rounds=2)
     with project.store.session() as session:
-        first, second = session.scalars(select(Round).order_by(Round.number)).all()
+        first, second = session.scalars(select(Round).where(Round.kind == RoundKind.SPLIT).order_by(Round.number)).all()
         model = session.get(RoundModel, first.id)
         roles = dict(
             session.execute(select(RoundItem.item_id, RoundItem.role).where(RoundItem.round_id == second.id)).all()

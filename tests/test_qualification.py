@@ -12,7 +12,7 @@ from lsun_crowd.context import RoundRef
 from lsun_crowd.crowd import NO, YES, HitItem, QualificationTest
 from lsun_crowd.project import Project
 from lsun_crowd.publish import qualification_test
-from lsun_crowd.schema import Gold, Hit, Round, Vote, Worker
+from lsun_crowd.schema import Gold, Hit, Round, RoundKind, Vote, Worker
 from lsun_crowd.schema import HitItem as HitItemRow
 
 from .conftest import make_digits_project
@@ -47,7 +47,7 @@ def test_only_workers_who_pass_the_test_vote(tmp_path: Path) -> None:
         voters = set(session.scalars(select(Worker.platform_worker_id).join(Vote, Vote.worker_id == Worker.id)))
         hidden_gold = set(session.scalars(select(HitItemRow.item_id).where(HitItemRow.is_gold)))
         gold = dict(session.execute(select(Gold.item_id, Gold.answer)).all())
-        round_ = session.scalars(select(Round)).one()
+        round_ = session.scalars(select(Round).where(Round.kind == RoundKind.SPLIT)).one()
         test = qualification_test(cascade.context, session, RoundRef("digit-0", round_.category_id, round_))
     assert test is not None and len(test.items) == 6
     assert sorted(test.answers.values()) == [NO, NO, NO, YES, YES, YES]  # both answers are tested

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from lsun_crowd.config import QualityConfig
 from lsun_crowd.project import Project
 from lsun_crowd.review import human_posterior
-from lsun_crowd.schema import AssignmentRow, Hit, HitItem, Item, Round, Vote, Worker
+from lsun_crowd.schema import AssignmentRow, Hit, HitItem, Item, Round, RoundKind, Vote, Worker
 from lsun_crowd.status import category_status
 from lsun_crowd.store import Store, category_id, insert_ignoring_duplicates
 
@@ -40,14 +40,14 @@ def test_uncertain_images_get_follow_up_votes_up_to_the_cap(tmp_path: Path) -> N
     assert outcome.rounds == 1
     crowd = project.config.crowd
     with project.store.session() as session:
-        round_ = session.scalars(select(Round)).one()
+        round_ = session.scalars(select(Round).where(Round.kind == RoundKind.SPLIT)).one()
         batches = list(session.scalars(select(Hit.batch_id).where(Hit.round_id == round_.id).distinct()))
         per_image = votes_per_image(session, round_.id)
         follow_up_images = set(
             session.scalars(
                 select(HitItem.item_id)
                 .join(Hit, Hit.id == HitItem.hit_id)
-                .where(Hit.batch_id.like("%:f%"), HitItem.is_gold.is_(False))
+                .where(Hit.round_id == round_.id, Hit.batch_id.like("%:f%"), HitItem.is_gold.is_(False))
             )
         )
         unpublished = session.scalar(select(func.count(Hit.id)).where(Hit.platform_hit_id.is_(None)))
@@ -84,7 +84,7 @@ def test_fixed_redundancy_asks_once(tmp_path: Path) -> None:
     project = Project.open(directory)
     project.cascade(project.crowd()).run(max_rounds=1)
     with project.store.session() as session:
-        round_ = session.scalars(select(Round)).one()
+        round_ = session.scalars(select(Round).where(Round.kind == RoundKind.SPLIT)).one()
         per_image = votes_per_image(session, round_.id)
         batches = session.scalar(select(func.count(Hit.batch_id.distinct())))
     assert batches == 1 and round_.follow_up == 0

@@ -217,7 +217,9 @@ def test_repair_in_the_cascade_flags_and_fixes_wrong_human_labels(repaired: tupl
         kinds = set(session.scalars(select(Job.kind).where(Job.id.in_([job for _, _, job in events]))))
     project.close()
     print(score, repairs)
-    assert score.wrong_before >= 5  # the noisy crowd made mistakes to find
+    # The noisy crowd made mistakes to find (fewer than before issue 24: the model now labels part
+    # of the pool, so people label less of it).
+    assert score.wrong_before >= 4
     assert score.flagged_share >= 0.7
     assert score.wrong_after * 2 <= score.wrong_before
     assert score.changed_right > score.changed_wrong

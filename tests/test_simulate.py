@@ -29,9 +29,10 @@ def test_a_simulation_reports_what_the_export_shows(tmp_path: Path) -> None:
     # Every stage of the round was timed, with the memory it held.
     assert set(result.stage_totals) == set(STAGES)
     assert all(figure.seconds >= 0 and figure.peak_bytes > 50 * 2**20 for figure in result.stage_totals.values())
-    # The model labeled most of the pool, certified: far more resolved than people saw, at under
-    # half a vote an image.
-    assert summary["unlabeled"] < 0.3 and summary["votes_per_resolved"] < 0.5
+    # After one round and its certification the model holds most of the pool's labels, certified:
+    # far more resolved than people saw. (On 12,000 images a certification costs about a vote an
+    # image: it is a fixed cost that a larger pool spreads thinner.)
+    assert summary["unlabeled"] < 0.3 and summary["votes_per_resolved"] < 1.2
 
     # The same figures, recomputed from the exported labels and the pool's recipe.
     pool = SyntheticPool.load(tmp_path / "sim" / RECIPE)
@@ -49,7 +50,7 @@ def test_a_simulation_reports_what_the_export_shows(tmp_path: Path) -> None:
     assert summary["unlabeled"] == round(1 - labeled / settings.items, 4)
     assert summary["votes_per_resolved"] == round(summary["votes"] / labeled, 4)
     assert summary["precision"] >= 0.97
-    assert any(r["source"] == "model" for r in records)
+    assert sum(r["source"] == "model" for r in records) > 0.5 * len(records)
 
 
 def test_the_command_prints_rounds_and_totals(tmp_path: Path) -> None:
@@ -65,7 +66,8 @@ def test_the_command_prints_rounds_and_totals(tmp_path: Path) -> None:
     assert "c0 round 1: precision" in result.output and "store writes" in result.output
     assert "in all: precision" in result.output
     figures = json.loads((tmp_path / "figures.json").read_text())
-    assert figures["settings"]["items"] == 6000 and len(figures["rounds"]) == 1
+    # The round, and the certification of its labels.
+    assert figures["settings"]["items"] == 6000 and len(figures["rounds"]) == 2
     assert set(figures["stages"]) == set(STAGES)
 
 
@@ -103,5 +105,16 @@ def test_the_default_head_finds_the_direction_from_a_first_rounds_labels() -> No
         validation=(embeddings[held], truth[held].astype(float)),
     )
     weights = head.network.weight.detach().numpy()[0] / head.scale.numpy()
-    assert float(weights @ pool.directions()[0] / np.linalg.norm(weights)) > 0.97
-    assert 1 <= head.epochs < config.epochs  # it stopped early, on the held-out loss
+    assert float(weights @ pool.directions()[0] / np.linalg.norm(weights)) > 0.9
+    assert 1 <= head.epochs <= config.epochs
+    # On labels that are noise, the held-out loss only worsens: training stops within the patience.
+    noise = np.random.default_rng(2).random(500) < 0.5
+    overfit = train_head(
+        embeddings[train],
+        noise[:400].astype(float),
+        np.ones(400),
+        ModelConfig(hidden_units=256, device="cpu"),
+        seed=1,
+        validation=(embeddings[held], noise[400:].astype(float)),
+    )
+    assert overfit.epochs < 40
