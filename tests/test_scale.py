@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 from lsun_crowd_mock import CrowdMix, SimulatedCrowd
 from sqlalchemy import func, select
 
