@@ -129,6 +129,19 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
         known = _known(session, ref.category_id, len([1 for _, answer in gold if answer == 1]))
     targets = np.array([label for _, label, _, _ in training], dtype=np.float64)
     embeddings = ctx.embeddings()
+    with ctx.store.session() as session:
+        # Even if the model labeled the whole pool with no error on either side, would certifying
+        # it pay? On a small pool it would not: then no model is trained at all.
+        # The pool holds about as many positives as people's labels show: twice that, at most.
+        pool = ledger.pool_size(session, ref.category_id)
+        share = (float(targets.sum()) + 1) / (len(targets) + 2)
+        best = {1: (min(pool, math.ceil(2 * share * pool)), 0.0), 0: (pool, 0.0)}
+        hopeless = certify.not_worth_certifying(session, ref.category_id, ref.number, cascade, best, noise=0.0)
+    if len(hopeless) == 2:
+        note = f"no split: the pool of {pool:,} is too small for certification to pay ({'; '.join(hopeless.values())})"
+        ctx.progress.message(f"{ref.category}: round {ref.number}: {note}")
+        with ctx.store.session() as session:
+            return set_state(session, ref, DONE, notes=note, finished_at=utc_now())
     if len(set(targets.tolist())) < 2:
         note = "no split: training needs human labels of both classes"
         ctx.progress.message(f"{ref.category}: round {ref.number}: {note}")

@@ -95,7 +95,7 @@ class Chosen:
                 f"{self.negatives:,} below logit {self.low:.2f} (expected NPV {self.expected_npv:.4f}, "
                 f"{self.expected_lost:.1f} positives)"
             )
-        return "; ".join(parts) if parts else "no threshold: the estimates met no target"
+        return "; ".join(parts) if parts else "no threshold"
 
 
 PRIOR_STRENGTH = 1.0  # a Gaussian prior on the calibration's slope and intercept, around the head's own
