@@ -42,11 +42,11 @@ from sqlalchemy.orm import Session
 
 from lsun_crowd import ledger
 from lsun_crowd.aggregate import Posterior
-from lsun_crowd.classifier import TrainingError, probability, train_head
+from lsun_crowd.classifier import TrainingError, cross_fit_heads, probability
 from lsun_crowd.confident_learning import binary_probabilities, find_label_issues
 from lsun_crowd.consensus import MIN_CALIBRATION_LABELS, fit_platt
 from lsun_crowd.context import Context, JobRef, job_refs, rng
-from lsun_crowd.crossfit import cross_fit, stratified_folds
+from lsun_crowd.crossfit import stratified_folds
 from lsun_crowd.jobs import advance_job
 from lsun_crowd.publish import lay_out_fresh_job
 from lsun_crowd.review import human_posterior
@@ -126,19 +126,17 @@ def score_labels(ctx: Context, category_id: int, salt: int = 0) -> ScoredLabels 
     gold_features = embeddings.get([sha for sha, _ in gold])
     gold_targets = np.array([float(answer) for _, answer in gold], dtype=np.float64)
     seed = ctx.config.project.seed
-
-    def fit(training: NDArray[np.int64]) -> Callable[[NDArray[np.int64]], NDArray[np.float64]]:
-        head = train_head(
-            np.concatenate([features[training], gold_features]),
-            np.concatenate([labels[training].astype(np.float64), gold_targets]),
-            np.concatenate([weights[training], np.ones(len(gold_targets))]),
-            ctx.config.model,
-            seed=seed * 1_000_003 + category_id * 101 + salt * 7 + 5,
-        )
-        return lambda held_out: head.logits(features[held_out])
-
     folds = stratified_folds(labels, settings.folds, [seed, category_id, salt, 17])
-    logits = cross_fit(folds, fit)
+    # The fold heads train in step and stop on their pooled held-out loss (classifier.cross_fit_heads).
+    logits, _ = cross_fit_heads(
+        features,
+        labels.astype(np.float64),
+        weights,
+        folds,
+        (gold_features, gold_targets),
+        ctx.config.model,
+        seed * 1_000_003 + category_id * 101 + salt * 7 + 5,
+    )
     return ScoredLabels(np.array([int(row.id) for row in rows], dtype=np.int64), labels, logits)
 
 
