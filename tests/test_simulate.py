@@ -50,7 +50,7 @@ def test_a_simulation_reports_what_the_export_shows(tmp_path: Path) -> None:
     assert summary["unlabeled"] == round(1 - labeled / settings.items, 4)
     assert summary["votes_per_resolved"] == round(summary["votes"] / labeled, 4)
     assert summary["precision"] >= 0.97
-    assert sum(r["source"] == "model" for r in records) > 0.5 * len(records)
+    assert sum(r["source"] == "model" for r in records) > 0.4 * len(records)
 
 
 def test_the_command_prints_rounds_and_totals(tmp_path: Path) -> None:
