@@ -40,6 +40,7 @@ START_ERRORS = 2
 # A certification's sample is planned to pass with at least this many wrong labels: people slip
 # (on the simulated crowd, 2 of 171 checked positives the model had right).
 PLANNED_SLIPS = 2
+SAMPLE_MARGIN = 1.15  # a certification checks this many times the fewest labels its plan needs
 # Subsets grow by this ratio, from the smallest one tested to the whole set.
 GRID_RATIO = 1.15
 SMALLEST_SHARE = 0.05  # the strictest subset considered holds this share of the set
@@ -175,7 +176,9 @@ def sample_needed(size: int, expected_bad: float, p_value: Callable[[int, int], 
             high = middle
         else:
             low = middle + 1
-    return high
+    # A margin: at the fewest that pass, the p-value sits at delta itself, and one slip more than
+    # planned ends the walk at the first subset (a set of 1,901 failed at p = 0.0045 > 0.0045).
+    return min(size, math.ceil(high * SAMPLE_MARGIN))
 
 
 def _poisson_quantile(mean: float, share: float) -> int:

@@ -55,7 +55,7 @@ class RoundHead:
     head: Head
     platt: PlattScaling | None  # the model as an annotator (lsun_crowd.consensus)
     calibrated: Calibrated | None = None  # the probability of positive its thresholds and labels use
-    disagreement: float | None = None  # see RoundModel.disagreement
+    disagreement: tuple[float, float] | None = None  # see RoundModel.disagreement: (negatives, positives)
 
 
 def fit_round_head(
@@ -96,9 +96,11 @@ def fit_round_head(
     # Where the model is sure, how often people said otherwise: mostly people's own slips, which a
     # certification of its labels will meet too.
     probability = calibrated.probability(scores)
-    sure = (probability > 1 - SURE) | (probability < SURE)
-    contradicted = int(((probability > 0.5) != (labels == 1))[sure].sum())
-    disagreement = (contradicted + 0.5) / (int(sure.sum()) + 1)  # Jeffreys
+    rates = []
+    for sure in (probability < SURE, probability > 1 - SURE):  # sure of a negative, of a positive
+        contradicted = int(((probability > 0.5) != (labels == 1))[sure].sum())
+        rates.append(contradicted / max(int(sure.sum()), 1))
+    disagreement = (rates[0], rates[1])
     return RoundHead(final(epochs), platt, calibrated, disagreement)
 
 
@@ -136,7 +138,7 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
         pool = ledger.pool_size(session, ref.category_id)
         share = (float(targets.sum()) + 1) / (len(targets) + 2)
         best = {1: (min(pool, math.ceil(2 * share * pool)), 0.0), 0: (pool, 0.0)}
-        hopeless = certify.not_worth_certifying(session, ref.category_id, ref.number, cascade, best, noise=0.0)
+        hopeless = certify.not_worth_certifying(session, ref.category_id, ref.number, cascade, best, (0.0, 0.0))
     if len(hopeless) == 2:
         note = f"no split: the pool of {pool:,} is too small for certification to pay ({'; '.join(hopeless.values())})"
         ctx.progress.message(f"{ref.category}: round {ref.number}: {note}")
@@ -219,7 +221,8 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
                 platt_intercept=platt.intercept,
                 base_rate=platt.base_rate,
                 calibration_size=platt.size,
-                disagreement=fitted.disagreement,
+                disagreement=fitted.disagreement[0] if fitted.disagreement else None,
+                disagreement_positive=fitted.disagreement[1] if fitted.disagreement else None,
             )
         )
         state = set_state(
@@ -238,7 +241,9 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
     return state
 
 
-def _worth_certifying(ctx: Context, ref: RoundRef, chosen: Chosen, noise: float | None) -> tuple[Chosen, str]:
+def _worth_certifying(
+    ctx: Context, ref: RoundRef, chosen: Chosen, noise: tuple[float, float] | None
+) -> tuple[Chosen, str]:
     """``chosen`` without the sides whose certification would check most of their labels (then
     people label those images, in later rounds), and what it says of them."""
     proposed = {

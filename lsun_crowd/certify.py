@@ -252,21 +252,27 @@ def plan(cascade: CascadeConfig, sides: dict[int, SideCounts], money: Budget, po
     return best
 
 
-def crowd_noise(session: Session, category_id: int) -> float:
-    """The share of checked labels people's consensus will contradict however right the model is:
-    how often they contradicted the latest model where it was sure (out of fold;
-    :attr:`lsun_crowd.schema.RoundModel.disagreement`). A certification planned on the model's
-    confidences alone failed on two crowd slips among 171 checked positives, and a failed set goes
-    back to the pool whole. (The posteriors of people's own labels put their error at 0.07% there,
-    against 1.2% measured: Dawid-Skene cannot see images that every worker finds hard.)"""
-    found = session.scalar(
-        select(RoundModel.disagreement)
+def crowd_noise(session: Session, category_id: int) -> tuple[float, float]:
+    """The shares of checked negatives and positives people's consensus will contradict however
+    right the model is: how often they contradicted the latest model where it was sure of each
+    (out of fold; :attr:`lsun_crowd.schema.RoundModel.disagreement`). A certification planned on
+    the model's confidences alone failed on two crowd slips among 171 checked positives, and a
+    failed set goes back to the pool whole. People slip more on positives than on negatives."""
+    found = session.execute(
+        select(RoundModel.disagreement, RoundModel.disagreement_positive)
         .join(Round, Round.id == RoundModel.round_id)
         .where(Round.category_id == category_id, RoundModel.disagreement.is_not(None))
         .order_by(Round.number.desc())
         .limit(1)
-    )
-    return float(found) if found is not None else 0.0
+    ).first()
+    if found is None:
+        return (0.0, 0.0)
+    return (float(found[0] or 0.0), float(found[1] or 0.0))
+
+
+def _add_noise(sides: dict[int, SideCounts], noise: tuple[float, float]) -> None:
+    for label, counted in sides.items():
+        counted.expected_wrong += noise[label] * counted.size
 
 
 def _count_sides(session: Session, category_id: int, rounds: list[int]) -> dict[int, SideCounts]:
@@ -286,7 +292,7 @@ def not_worth_certifying(
     number: int,
     cascade: CascadeConfig,
     proposed: dict[int, tuple[int, float]],
-    noise: float | None = None,
+    noise: tuple[float, float] | None = None,
 ) -> dict[int, str]:
     """The sides of round ``number``'s proposed split (label -> count and expected wrong) whose
     certification, with the category's labels still uncertified, would have people check at least
@@ -296,9 +302,7 @@ def not_worth_certifying(
     sides = _count_sides(session, category_id, rounds) if rounds else _empty_sides()
     for label, (size, wrong) in proposed.items():
         sides[label].add_summary(size, wrong)
-    noise = crowd_noise(session, category_id) if noise is None else noise
-    for counted in sides.values():
-        counted.expected_wrong += noise * counted.size
+    _add_noise(sides, crowd_noise(session, category_id) if noise is None else noise)
     sizes = plan(
         cascade,
         sides,
@@ -327,9 +331,7 @@ def sample_certification(ctx: Context, category: str, category_id: int, number: 
         sides = _count_sides(session, category_id, rounds)
         if sides[1].size + sides[0].size == 0:
             return None
-        noise = crowd_noise(session, category_id)
-        for counted in sides.values():
-            counted.expected_wrong += noise * counted.size
+        _add_noise(sides, crowd_noise(session, category_id))
         money = budget(session, category_id, cascade)
         positives = known_positives(session, category_id, cascade.target_precision, sides[1].size)
         sizes = plan(cascade, sides, money, positives)

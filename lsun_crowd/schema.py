@@ -169,9 +169,10 @@ class RoundModel(Base):
     base_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
     calibration_size: Mapped[int] = mapped_column(Integer)
     # How often people's labels contradicted the model where it was sure (out of fold, calibrated
-    # probability within 0.001 of 0 or 1), smoothed: what a certification of its labels should
+    # probability within 0.001 of 0 or 1): what a certification of its labels should
     # expect people to call wrong however right the model is (lsun_crowd.certify).
-    disagreement: Mapped[float | None] = mapped_column(Float, nullable=True)
+    disagreement: Mapped[float | None] = mapped_column(Float, nullable=True)  # where it was sure of a negative
+    disagreement_positive: Mapped[float | None] = mapped_column(Float, nullable=True)  # ... of a positive
 
 
 class RoundTest(Base):

@@ -30,8 +30,10 @@ def _add_round_kind(session: Session) -> None:
     table)."""
     if "kind" not in {column["name"] for column in inspect(session.connection()).get_columns("rounds")}:
         session.execute(text("ALTER TABLE rounds ADD COLUMN kind VARCHAR(16) NOT NULL DEFAULT 'split'"))
-    if "disagreement" not in {column["name"] for column in inspect(session.connection()).get_columns("round_models")}:
-        session.execute(text("ALTER TABLE round_models ADD COLUMN disagreement FLOAT"))
+    present = {column["name"] for column in inspect(session.connection()).get_columns("round_models")}
+    for column in ("disagreement", "disagreement_positive"):
+        if column not in present:
+            session.execute(text(f"ALTER TABLE round_models ADD COLUMN {column} FLOAT"))
 
 
 def _add_item_file_status(session: Session) -> None:

@@ -116,9 +116,9 @@ def test_the_sample_size_is_what_the_test_needs() -> None:
     def p_value(size: int):  # type: ignore[no-untyped-def]
         return lambda bad, n: unchecked_p_value(bad, size, n, most_wrong_allowed(0.995, size - n))
 
-    # NPV 0.995 at delta 0.025 with no errors expected, planned to pass with two slips: about 1,450
-    # (log(0.025)/log(0.995) = 736 would pass only with none).
-    assert 1_300 <= sample_needed(10**6, 0.0, p_value(10**6), 0.025) <= 1_600
+    # NPV 0.995 at delta 0.025 with no errors expected, planned to pass with two slips (about 1,450),
+    # and 15% more (log(0.025)/log(0.995) = 736 would pass only with none).
+    assert 1_500 <= sample_needed(10**6, 0.0, p_value(10**6), 0.025) <= 1_850
     # Errors expected cost more; a set too small for any sample is checked whole.
     assert sample_needed(10**6, 1_000.0, p_value(10**6), 0.025) > 1_000
     assert sample_needed(300, 0.0, p_value(300), 0.025) >= 295
