@@ -153,7 +153,10 @@ def make_project(directory: Path, *, limit: int, digits: int, sample: int, round
 
     directory.mkdir(parents=True, exist_ok=True)
     write_pool(directory, 0, limit, range(digits))
-    overrides = {"cascade": {"max_rounds": rounds}, "crowd": {"settings": {"balance": str(BALANCE)}}}
+    # Loose targets, so that a pool this small pays for certification: the model trains, labels and
+    # is certified, and every stage of that can be killed too.
+    cascade = {"max_rounds": rounds, "confidence": 0.5, "target_precision": 0.9, "target_npv": 0.9, "target_recall": 0}
+    overrides = {"cascade": cascade, "crowd": {"settings": {"balance": str(BALANCE)}}}
     config = digits_config(0, range(digits), sample_per_round=sample, overrides=overrides)
     write_project(directory, config)
 
