@@ -118,12 +118,13 @@ def covered_rounds(session: Session, category_id: int, before: int) -> list[int]
 
 def _side_labels(
     session: Session, category_id: int, rounds: list[int], label: int
-) -> Iterator[list[tuple[int, float]]]:
-    """``(item id, confidence)`` of the side's model labels from ``rounds``, in chunks by id."""
+) -> Iterator[list[tuple[int, float, int]]]:
+    """``(item id, confidence, round id)`` of the side's model labels from ``rounds``, in chunks in
+    id order."""
     after = 0
     while True:
         rows = session.execute(
-            select(Label.id, Label.item_id, Label.confidence)
+            select(Label.id, Label.item_id, Label.confidence, Label.round_id)
             .where(
                 Label.category_id == category_id,
                 Label.label == label,
@@ -136,7 +137,7 @@ def _side_labels(
         ).all()
         if not rows:
             return
-        yield [(int(item), float(confidence)) for _, item, confidence in rows]
+        yield [(int(item), float(confidence), int(round_id or 0)) for _, item, confidence, round_id in rows]
         after = int(rows[-1][0])
 
 
@@ -279,7 +280,7 @@ def _count_sides(session: Session, category_id: int, rounds: list[int]) -> dict[
     sides = _empty_sides()
     for label, side in sides.items():
         for rows in _side_labels(session, category_id, rounds, label):
-            side.add(np.array([confidence for _, confidence in rows]))
+            side.add(np.array([confidence for _, confidence, _ in rows]))
     return sides
 
 
@@ -414,29 +415,14 @@ def _pick(
     """``(item, confidence, round id)`` of the side's labels at sorted ``positions`` of id order."""
     found: list[tuple[int, float, int]] = []
     offset = cursor = 0
-    after = 0
-    while cursor < len(positions):
-        rows = session.execute(
-            select(Label.id, Label.item_id, Label.confidence, Label.round_id)
-            .where(
-                Label.category_id == category_id,
-                Label.label == label,
-                Label.source == LabelSource.MODEL,
-                Label.round_id.in_(rounds),
-                Label.id > after,
-            )
-            .order_by(Label.id)
-            .limit(ledger.CHUNK)
-        ).all()
-        if not rows:
+    for rows in _side_labels(session, category_id, rounds, label):
+        if cursor == len(positions):
             break
         end = offset + len(rows)
         while cursor < len(positions) and positions[cursor] < end:
-            _, item, confidence, round_id = rows[int(positions[cursor]) - offset]
-            found.append((int(item), float(confidence), int(round_id or 0)))
+            found.append(rows[int(positions[cursor]) - offset])
             cursor += 1
         offset = end
-        after = int(rows[-1][0])
     return found
 
 
