@@ -87,6 +87,12 @@ class Votes:
         )
 
 
+# A clear majority of an image's votes, which no label may go against: all of two or more, or
+# this share of this many or more.
+CLEAR_SHARE = 0.8
+CLEAR_VOTES = 5
+
+
 @dataclass(frozen=True)
 class Posterior:
     items: tuple[Hashable, ...]
@@ -95,6 +101,19 @@ class Posterior:
     worker_accuracy: dict[Hashable, float]
     vote_counts: NDArray[np.int64]
     confusion: NDArray[np.float64] | None = None  # workers × true class × answer, where fitted
+    answer_counts: NDArray[np.float64] | None = None  # items × classes: the votes for each answer
+
+    def clear_majority(self) -> NDArray[np.int64]:
+        """Per item, the answer a clear majority of its votes gave (unanimous with two or more, or
+        :data:`CLEAR_SHARE` of :data:`CLEAR_VOTES` or more), and -1 where there is none."""
+        if self.answer_counts is None:
+            raise ValueError("this posterior does not keep its vote counts")
+        counts = self.answer_counts
+        totals = counts.sum(axis=1)
+        top = np.argmax(counts, axis=1)
+        share = counts[np.arange(len(counts)), top] / np.maximum(totals, 1)
+        clear = ((share >= 1.0) & (totals >= 2)) | ((share >= CLEAR_SHARE) & (totals >= CLEAR_VOTES))
+        return np.where(clear, top, -1).astype(np.int64)
 
     def labels(self) -> NDArray[np.int64]:
         """The most probable class per item; ties go to the lowest class index."""
@@ -117,4 +136,6 @@ def majority_vote(votes: Votes) -> Posterior:
     accuracy = {
         worker: float(per_worker_agreed[i] / max(per_worker_votes[i], 1)) for i, worker in enumerate(votes.workers)
     }
-    return Posterior(votes.items, votes.classes, probabilities, accuracy, totals[:, 0].astype(np.int64))
+    return Posterior(
+        votes.items, votes.classes, probabilities, accuracy, totals[:, 0].astype(np.int64), answer_counts=counts
+    )

@@ -1,7 +1,8 @@
 """Built-in backbones, registered through the same hook a third-party plugin would use.
 
-Torchvision backbones load pretrained weights only from disk: the user's torch hub cache (where
-torchvision itself keeps downloads) or a weights file named in the config. Nothing is downloaded.
+Torchvision backbones load pretrained weights as torchvision does: from the torch hub cache,
+downloaded and checked there the first time (:mod:`lsun_crowd.weights`; never with
+``[model] offline``), or from a weights file named in the config.
 This module is loaded with every plugin manager, so torch and torchvision are imported only when
 a torchvision backbone is built.
 
@@ -12,7 +13,6 @@ is how current GPUs run convolutions fastest; on the CPU it runs channels-last i
 from __future__ import annotations
 
 import contextlib
-import os
 import urllib.parse
 import warnings
 from collections.abc import Callable, Sequence
@@ -23,6 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
+from lsun_crowd import weights as weights_module
 from lsun_crowd.config import ModelConfig
 from lsun_crowd.embed import EmbeddingError, EmbeddingModel, PixelBackbone, pick_device
 from lsun_crowd.hookspecs import hookimpl
@@ -40,37 +41,41 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def hub_checkpoint_path(weights: torchvision.models.WeightsEnum) -> Path:
     """Where ``torch.hub`` keeps a downloaded copy of these weights."""
-    import torch
-
-    filename = os.path.basename(urllib.parse.urlparse(str(weights.url)).path)
-    hub: str = torch.hub.get_dir()
-    return Path(hub) / "checkpoints" / filename
+    return weights_module.cache_path(weights_url(weights))
 
 
-def load_state_dict(architecture: str, weights_setting: str) -> tuple[dict[str, Any] | None, str]:
-    """The state dict named by the config, and a description of where it came from."""
-    import torch
+def weights_url(weights: torchvision.models.WeightsEnum) -> str:
+    """Where torchvision publishes these weights."""
+    return str(weights.url)
+
+
+def load_state_dict(
+    architecture: str, weights_setting: str, offline: bool = False
+) -> tuple[dict[str, Any] | None, str]:
+    """The state dict named by the config, and a description of where it came from. A torchvision
+    weights name or an http(s) URL is downloaded into torch's cache the first time, unless
+    ``offline``."""
     import torchvision
 
     if weights_setting.lower() == "none":
         return None, "random initialisation"
+    if urllib.parse.urlparse(weights_setting).scheme in ("http", "https"):
+        path = weights_module.fetch(weights_setting, offline_setting=offline)
+        return weights_module.load(path), str(path)
     candidate = Path(weights_setting).expanduser()
     if candidate.suffix in {".pth", ".pt"} or candidate.is_file():
         if not candidate.is_file():
             raise EmbeddingError(f"model.weights: file {candidate} does not exist")
-        return torch.load(candidate, map_location="cpu", weights_only=True), str(candidate)
+        return weights_module.load(candidate), str(candidate)
     try:
         weights = torchvision.models.get_model_weights(architecture)[weights_setting]
     except KeyError:
         names = ", ".join(["DEFAULT", *(w.name for w in torchvision.models.get_model_weights(architecture))])
-        raise EmbeddingError(f"model.weights: {weights_setting!r} is not a weights file or one of {names}") from None
-    path = hub_checkpoint_path(weights)
-    if not path.is_file():
         raise EmbeddingError(
-            f"model.weights: {weights} is not in the local torch cache ({path}). lsun-crowd never "
-            'downloads: copy the file there, name a local .pth file, or set weights = "none"'
-        )
-    return torch.load(path, map_location="cpu", weights_only=True), str(path)
+            f"model.weights: {weights_setting!r} is not a weights file, a URL or one of {names}"
+        ) from None
+    path = weights_module.fetch(weights_url(weights), offline_setting=offline, what=f"model.weights ({weights})")
+    return weights_module.load(path), str(path)
 
 
 class TorchvisionBackbone:
@@ -83,7 +88,7 @@ class TorchvisionBackbone:
 
         self.device = pick_device(config.device)
         network = torchvision.models.get_model(architecture, weights=None)
-        state_dict, self.weights_source = load_state_dict(architecture, config.weights)
+        state_dict, self.weights_source = load_state_dict(architecture, config.weights, config.offline)
         if state_dict is not None:
             network.load_state_dict(state_dict)
         else:

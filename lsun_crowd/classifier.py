@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 
 from lsun_crowd.config import ModelConfig
 from lsun_crowd.embed import pick_device
+from lsun_crowd.thresholds import fit_calibration
 
 if TYPE_CHECKING:
     import torch
@@ -241,6 +242,13 @@ def train_head(
     return trainer.head(best_epoch)
 
 
+def calibrated_loss(logits: NDArray[np.float64], labels: NDArray[np.int64]) -> float:
+    """Log loss of ``logits`` on ``labels`` after their logistic calibration (summed, in nats)."""
+    calibrated = fit_calibration(logits, labels)
+    z = calibrated.slope * logits + calibrated.intercept
+    return float((np.logaddexp(0, z) - labels * z).sum())
+
+
 def cross_fit_heads(
     embeddings: NDArray[np.float32],
     targets: NDArray[np.float64],
@@ -255,7 +263,12 @@ def cross_fit_heads(
     stops once the held-out loss of all folds together has not improved for :data:`PATIENCE`
     epochs. One pooled curve picks the epoch: each fold's own is noisy on a rare class (a fold of a
     first round at 1% positives holds one or two). ``always`` (gold answers) trains every head and
-    is never scored."""
+    is never scored.
+
+    The curve is of the held-out loss *after* the logistic calibration the split refits on these
+    scores (:func:`lsun_crowd.thresholds.fit_calibration`), so it measures how well the head ranks,
+    not how sure it is. The raw loss rewards timid logits and stopped a first round of 375 digit
+    labels at epoch 2, where its ranking of the pool had an AUC of 0.945 against 0.975 from epoch 10 on."""
     extra_features, extra_targets = always
     trainers = []
     folds = sorted(set(fold_of.tolist()))
@@ -270,17 +283,17 @@ def cross_fit_heads(
                 seed + 7919 * (fold + 1),
             )
         )
+    labels = (targets >= 0.5).astype(np.int64)
     logits = np.zeros(len(targets))
     best_logits = logits.copy()
     best_loss, best_epoch = math.inf, config.epochs
     with _OneThread(trainers[0].small):
         for epoch in range(1, config.epochs + 1):
-            total = 0.0
             for fold, trainer in zip(folds, trainers, strict=True):
                 trainer.epoch()
                 held = fold_of == fold
-                logits[held], loss = trainer.held_out(embeddings[held], targets[held])
-                total += loss
+                logits[held], _ = trainer.held_out(embeddings[held], targets[held])
+            total = calibrated_loss(logits, labels)
             if total < best_loss - 1e-6:
                 best_loss, best_epoch, best_logits = total, epoch, logits.copy()
             elif epoch >= MIN_EPOCHS and epoch - best_epoch >= PATIENCE:

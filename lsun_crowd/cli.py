@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.table import Table
 
@@ -22,17 +23,29 @@ from lsun_crowd.ingest import ingest_gold
 from lsun_crowd.lock import current_holder
 from lsun_crowd.methods import DEFAULT_METHOD, METHODS
 from lsun_crowd.multilabel import multilabel_status
+from lsun_crowd.outputs import write_text
 from lsun_crowd.plugins import Plugins
 from lsun_crowd.preview import render_preview, sample_hit
 from lsun_crowd.project import INGEST_REPORT, Project
 from lsun_crowd.redact import redact_logging
-from lsun_crowd.status import category_status
+from lsun_crowd.status import category_status, gold_warning, spent_in_all, without_gold
 
 app = typer.Typer(
     help="Build large, trustworthy image datasets with crowd votes and a classifier cascade.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,  # help is plain text: "[repair]" and "[crowd]" are config sections, not markup
 )
+_display_type = typer.core.TyperOption.display_type_rich
+
+
+def _no_type_for_flags(self: typer.core.TyperOption, ctx: Any) -> str | None:
+    """Typer's help shows ``<bool>`` beside every on/off flag (``--yes``, ``--help``), which takes
+    no value; a flag shows no type."""
+    return None if self.is_flag else _display_type(self, ctx)
+
+
+typer.core.TyperOption.display_type_rich = _no_type_for_flags  # type: ignore[method-assign]
 console = Console(soft_wrap=True)
 ProjectOption = Annotated[Path, typer.Option("--project", "-p", help="project directory")]
 
@@ -103,9 +116,12 @@ def run(
     with reported_errors():
         opened = Project.open(project)
         backend = crowd_that_may_spend(opened, crowd, yes)
-        from lsun_crowd.running import exit_code, run_project
+        from lsun_crowd.running import EXIT_INTERRUPTED, exit_code, run_project
 
-        outcomes = run_project(opened, backend, console, categories=category or None, rounds=rounds, once=once)
+        try:
+            outcomes = run_project(opened, backend, console, categories=category or None, rounds=rounds, once=once)
+        except KeyboardInterrupt:
+            raise typer.Exit(EXIT_INTERRUPTED) from None  # run_project said what is finished
     code = exit_code(outcomes)
     if code:
         raise typer.Exit(code)
@@ -134,7 +150,8 @@ def status(
             "votes saved",
             "spent (USD)",
         )
-        for row in category_status(opened.store, opened.config.project.categories):
+        rows = category_status(opened.store, opened.config.project.categories)
+        for row in rows:
             table.add_row(
                 row.category,
                 str(row.rounds),
@@ -147,7 +164,15 @@ def status(
                 str(row.votes_saved),
                 f"{row.spent:.2f}",
             )
+        total = spent_in_all(opened.store)  # rounds, audits, repairs, multi-label jobs: every spend row
+        table.add_section()
+        table.add_row(
+            "in all", "", "", "", "", "", "", str(sum(row.votes for row in rows)), "", f"{total:.2f}", style="bold"
+        )
         console.print(table)
+        missing = without_gold(opened.store, opened.config.project.categories)
+        if missing:
+            console.print(f"[yellow]warning:[/] {gold_warning(missing)}", highlight=False)
         with opened.store.session() as session:
             for certificate in certificates(session, opened.config.project.categories):
                 console.print(f"guarantee: {certificate.describe()}")
@@ -306,11 +331,16 @@ def report(
         console.print(f"wrote {written.index} with {written.figures} figure(s)")
 
 
-@app.callback()
-def _root(version: Annotated[bool, typer.Option("--version", help="print the version")] = False) -> None:
+@app.callback(invoke_without_command=True)
+def _root(
+    ctx: typer.Context, version: Annotated[bool, typer.Option("--version", help="print the version")] = False
+) -> None:
     if version:
         console.print(__version__)
         raise typer.Exit()
+    if ctx.invoked_subcommand is None:
+        console.print(ctx.get_help())
+        raise typer.Exit(2)
 
 
 @app.command()
@@ -324,7 +354,7 @@ def preview(
         opened = Project.open(project)
         batch = sample_hit(opened, category)
         shown = render_preview(opened.crowd(), batch, opened.directory)
-        out.write_text(shown.html, encoding="utf-8")
+        write_text(out, shown.html)
         size = shown.size if shown.size is not None else len(shown.html)
         limit = f" of at most {shown.limit:,}" if shown.limit is not None else ""
         note = f" ({shown.note})" if shown.note else ""

@@ -159,7 +159,8 @@ class QualityConfig(_Section):
 
 class ModelConfig(_Section):
     backbone: str = "resnet18"
-    weights: str = "DEFAULT"  # a torchvision weights name, a local file, or "none"
+    weights: str = "DEFAULT"  # a torchvision weights name, a local file, an http(s) URL, or "none"
+    offline: bool = False  # never download weights (LSUN_CROWD_OFFLINE=1 too)
     image_size: int = Field(default=224, ge=8, le=1024)
     batch_size: int = Field(default=64, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -198,6 +199,7 @@ class CascadeConfig(_Section):
     max_rounds: int = Field(default=10, ge=1)
     budget: Decimal = Field(default=Decimal("100"), ge=0)
     finish_with_humans_below: int = Field(default=50, ge=0)
+    min_class_labels: int = Field(default=20, ge=2)
 
     @model_validator(mode="before")
     @classmethod
@@ -325,7 +327,10 @@ qualification_pass = 0.8      #   of a category, and the share they must get rig
 
 [model]
 backbone = "resnet18"         # `pixels` for tiny images; any registered backbone
-weights = "DEFAULT"           # torchvision weights name (from the local cache), a .pth file, or "none"
+weights = "DEFAULT"           # torchvision weights name (downloaded once into torch's cache, checksum
+                              #   verified), a .pth file, an http(s) URL, or "none"
+offline = false               # never download weights (or set LSUN_CROWD_OFFLINE=1); a missing file is an
+                              #   error naming what to copy where
 image_size = 224
 batch_size = 64
 device = "auto"               # auto: CUDA when available, else CPU
@@ -354,6 +359,8 @@ confidence = 0.95             # probability that all three hold together, agains
 max_rounds = 10
 budget = 100.0                # USD, rewards plus platform fees, never exceeded
 finish_with_humans_below = 50 # once the pool is this small, humans label the rest
+min_class_labels = 20         # people's labels of each class a model needs before it splits the pool
+                              #   (its calibration on fewer is a guess)
 
 [repair]
 enabled = true                # look for wrong human labels and send them back to people

@@ -8,6 +8,10 @@ exactly this population. Taking the model and the workers as independent given t
 the model's evidence is a likelihood ratio, its calibrated odds over the calibration set's base
 odds, and adds to the crowd's log-odds. An image with two agreeing votes that the model also
 backs can then be confident enough to need no third vote; one the model doubts gets more votes.
+
+The model's evidence is bounded by what one good worker's vote carries (:func:`evidence_bound`),
+so it can tip a close call but never outvote people, and each label records its part in it
+(:func:`model_share`).
 """
 
 from __future__ import annotations
@@ -77,13 +81,45 @@ def fit_platt(scores: NDArray[np.float64], labels: NDArray[np.int_], min_size: i
     return PlattScaling(float(theta[0]), float(theta[1]), base, len(x))
 
 
-def with_model(posterior: Posterior, evidence: NDArray[np.float64]) -> Posterior:
+# The accuracy of the good worker whose vote bounds the model's evidence, when the crowd's own
+# estimates cannot say (no workers measured): what the simulated crowd's honest workers average.
+GOOD_WORKER = 0.95
+GOOD_WORKER_CAP = 0.99  # no estimate makes one vote, or the model, worth more than this accuracy
+
+
+def evidence_bound(posterior: Posterior) -> float:
+    """The most evidence, in nats, the model may add to an image's log-odds: what one good
+    worker's vote carries, the logit of the median accuracy of the workers the crowd's fit
+    measured (CROWDLAB weighs the model as one annotator among the workers the same way). A
+    model's calibrated evidence has no bound of its own: on an image unlike any it trained on
+    it extrapolates, and two unanimous "yes" votes became a human negative at confidence 1.0."""
+    accuracies = [value for value in posterior.worker_accuracy.values() if np.isfinite(value)]
+    accuracy = float(np.median(accuracies)) if accuracies else GOOD_WORKER
+    accuracy = min(max(accuracy, 0.5), GOOD_WORKER_CAP)
+    return math.log(accuracy / (1 - accuracy))
+
+
+def model_share(posterior: Posterior, evidence: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Per item, the model's part in the log-odds of the label ``posterior`` (which includes the
+    ``evidence``) gives it: the evidence toward that label over the label's whole log-odds, in
+    [-1, 1]; negative where the model argued against the label, 0 where it had no say."""
+    p = np.clip(posterior.probabilities[:, 1], 1e-300, 1.0)
+    q = np.clip(posterior.probabilities[:, 0], 1e-300, 1.0)
+    log_odds = np.log(p) - np.log(q)
+    toward = np.where(log_odds >= 0, evidence, -evidence)
+    share = np.divide(toward, np.abs(log_odds), out=np.zeros(len(evidence)), where=np.abs(log_odds) > 0)
+    return np.asarray(np.clip(share, -1.0, 1.0), dtype=np.float64)
+
+
+def with_model(posterior: Posterior, evidence: NDArray[np.float64], bound: float = math.inf) -> Posterior:
     """The crowd's binary posterior with the model's log-likelihood ratio for class 1 added to each
-    item's log-odds (0 where the model has nothing to say). Worker estimates are the crowd's."""
+    item's log-odds (0 where the model has nothing to say), each clipped to ``bound`` nats (see
+    :func:`evidence_bound`). Worker estimates are the crowd's."""
     if len(posterior.classes) != 2:
         raise ValueError("model-aware consensus needs a binary posterior")
     if len(evidence) != len(posterior.items):
         raise ValueError("one log-likelihood ratio per item is needed")
+    evidence = np.clip(np.asarray(evidence, dtype=np.float64), -bound, bound)
     rows = np.flatnonzero(evidence)
     probabilities = posterior.probabilities.copy()
     p = np.clip(probabilities[rows, 1], 1e-300, 1.0)

@@ -155,7 +155,14 @@ def make_project(directory: Path, *, limit: int, digits: int, sample: int, round
     write_pool(directory, 0, limit, range(digits))
     # Loose targets, so that a pool this small pays for certification: the model trains, labels and
     # is certified, and every stage of that can be killed too.
-    cascade = {"max_rounds": rounds, "confidence": 0.5, "target_precision": 0.9, "target_npv": 0.9, "target_recall": 0}
+    cascade = {
+        "max_rounds": rounds,
+        "confidence": 0.5,
+        "target_precision": 0.9,
+        "target_npv": 0.9,
+        "target_recall": 0,
+        "min_class_labels": 2,  # its first round holds a handful of each digit
+    }
     overrides = {"cascade": cascade, "crowd": {"settings": {"balance": str(BALANCE)}}}
     config = digits_config(0, range(digits), sample_per_round=sample, overrides=overrides)
     write_project(directory, config)

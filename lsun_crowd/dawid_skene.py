@@ -120,6 +120,7 @@ class _Fit:
             },
             self.counts.sum(axis=1).astype(np.int64),
             None if confusion is None else confusion.double().cpu().numpy(),
+            np.asarray(self.counts, dtype=np.float64),
         )
 
 

@@ -98,6 +98,7 @@ def dawid_skene_cpu(
         {worker: float(value) for worker, value in zip(votes.workers, accuracy.tolist(), strict=True)},
         counts.sum(axis=1).astype(np.int64),
         confusion,
+        np.asarray(counts, dtype=np.float64),
     )
 
 

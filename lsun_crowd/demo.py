@@ -20,13 +20,14 @@ from rich.table import Table
 from sklearn.datasets import load_digits
 from sqlalchemy import func, select
 
+from lsun_crowd import ledger
 from lsun_crowd.certificate import certificates
 from lsun_crowd.config import CONFIG_FILE
 from lsun_crowd.export import export_labels
 from lsun_crowd.ingest import ingest, ingest_gold
 from lsun_crowd.progress import RichCascadeProgress, progress_bars
 from lsun_crowd.project import Project
-from lsun_crowd.schema import Category, Gold, Item, Label, LabelSource, Spend, Vote
+from lsun_crowd.schema import Category, Gold, Item, Label, LabelSource, Vote
 from lsun_crowd.store import Store
 
 GOLD_PER_CLASS = 10
@@ -286,7 +287,7 @@ def score_human_labeling(store: Store, targets: np.ndarray) -> HumanLabeling:
         items = session.scalar(select(func.count(Item.id)).where(Item.problem.is_(None))) or 0
         gold = session.scalar(select(func.count(Gold.id))) or 0
         votes = session.scalar(select(func.count(Vote.id)).where(Vote.is_gold.is_(False))) or 0
-        spent = session.scalar(select(func.coalesce(func.sum(Spend.amount), 0)))
+        spent = ledger.spent(session)
     wrong = sum(shows_digit(targets, uri, category) != bool(label) for uri, category, label in labels)
     return HumanLabeling(items * categories - gold, len(labels), wrong, votes, Decimal(spent or 0))
 

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from lsun_crowd.config import GroupConfig
 from lsun_crowd.ledger import CHUNK
 from lsun_crowd.multilabel import ExportSummary, conflicted_items, export_multilabel
+from lsun_crowd.outputs import atomic_file
 from lsun_crowd.schema import Category, Gold, Item, Label, LabelSource, Round
 from lsun_crowd.store import Store
 
@@ -111,8 +112,7 @@ def export_labels(store: Store, out: Path, fmt: str = "jsonl", groups: Sequence[
         raise ValueError(f"--format must be jsonl, csv or {MULTILABEL}, not {fmt!r}")
     summary = ExportSummary(held_back={group.name: 0 for group in groups})
     count = 0
-    temporary = out.with_name(out.name + ".partial")
-    with temporary.open("w", encoding="utf-8", newline="") as handle:
+    with atomic_file(out, newline="") as handle:
         writer = csv.DictWriter(handle, FIELDS) if fmt == "csv" else None
         if writer is not None:
             writer.writeheader()
@@ -122,6 +122,5 @@ def export_labels(store: Store, out: Path, fmt: str = "jsonl", groups: Sequence[
             else:
                 handle.write(json.dumps(record) + "\n")
             count += 1
-    temporary.replace(out)
     summary.records = count
     return summary

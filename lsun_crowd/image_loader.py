@@ -32,6 +32,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from lsun_crowd.embedding_cache import EmbeddingError
+from lsun_crowd.image_errors import image_problem
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 PREFETCH_BATCHES = 4  # batches each worker decodes ahead of the network
@@ -54,7 +55,7 @@ def read_checked(image: ImageFile, check: bool = True) -> bytes:
             status = os.fstat(handle.fileno())  # before reading: a write during the read changes the mtime
             data = handle.read()
     except Exception as error:
-        raise EmbeddingError(f"{image.uri}: cannot read image: {type(error).__name__}: {error}") from error
+        raise EmbeddingError(f"{image.uri}: cannot read image: {image_problem(error)}") from error
     unchanged = image.size is not None and image.mtime_ns is not None
     unchanged = unchanged and status.st_size == image.size and status.st_mtime_ns == image.mtime_ns
     if check and not unchanged and hashlib.sha256(data).hexdigest() != image.sha256:
@@ -68,7 +69,7 @@ def decode(uri: str, data: bytes) -> Image.Image:
         with Image.open(io.BytesIO(data)) as image:
             return image.convert("RGB")
     except Exception as error:
-        raise EmbeddingError(f"{uri}: cannot read image: {type(error).__name__}: {error}") from error
+        raise EmbeddingError(f"{uri}: cannot read image: {image_problem(error)}") from error
 
 
 @dataclass(frozen=True)

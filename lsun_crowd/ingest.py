@@ -24,6 +24,7 @@ from sqlalchemy import select
 
 from lsun_crowd import crashpoints
 from lsun_crowd.downloads import DownloadLimits, DownloadRejected, download
+from lsun_crowd.image_errors import image_problem
 from lsun_crowd.manifests import IMAGE_SUFFIXES as IMAGE_SUFFIXES
 from lsun_crowd.manifests import MANIFEST_SUFFIXES as MANIFEST_SUFFIXES
 from lsun_crowd.manifests import Candidate as Candidate
@@ -98,7 +99,7 @@ def ingest(
                 report.rejected.append(Rejected(candidate.origin, str(error)))
                 continue
             except Exception as error:  # any failure to read or decode is reported, never fatal
-                report.rejected.append(Rejected(candidate.origin, f"{type(error).__name__}: {error}"))
+                report.rejected.append(Rejected(candidate.origin, image_problem(error)))
                 continue
             digest = hashlib.sha256(data).hexdigest()
             if digest in pending or _stored(store, digest):

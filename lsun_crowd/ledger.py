@@ -218,6 +218,7 @@ class NewLabel:
     label: int  # 1 positive, 0 negative
     confidence: float
     votes: int = 0
+    model_share: float = 0.0  # the model's part in a human label (lsun_crowd.consensus.model_share)
 
 
 @dataclass(frozen=True)
@@ -287,6 +288,7 @@ def _write_labels(
                 "label": label.label,
                 "confidence": label.confidence,
                 "votes": label.votes,
+                "model_share": label.model_share,
                 "origin": origin,
                 "job_id": job_id,
                 "reason": reason,
@@ -299,7 +301,13 @@ def _write_labels(
         Label,
         [
             common
-            | {"item_id": label.item_id, "label": label.label, "confidence": label.confidence, "votes": label.votes}
+            | {
+                "item_id": label.item_id,
+                "label": label.label,
+                "confidence": label.confidence,
+                "votes": label.votes,
+                "model_share": label.model_share,
+            }
             for label in batch
         ],
         Label.label,
@@ -344,6 +352,7 @@ def revise_labels(
                     "job_id": job_id,
                     "confidence": label.confidence,
                     "votes": label.votes,
+                    "model_share": label.model_share,
                     "reason": reason,
                 }
                 for label in batch
@@ -359,7 +368,13 @@ def revise_labels(
         }
         counts: dict[tuple[int, int, str], int] = {}
         for label in batch:
-            values = {"label": label.label, "source": source, "confidence": label.confidence, "votes": label.votes}
+            values = {
+                "label": label.label,
+                "source": source,
+                "confidence": label.confidence,
+                "votes": label.votes,
+                "model_share": label.model_share,
+            }
             if label.item_id in current:
                 row_id, old_label, old_source = current[label.item_id]
                 session.execute(update(Label).where(Label.id == row_id).values(round_id=None, **values))
@@ -431,8 +446,44 @@ def withdraw_labels(
 # -- money ------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Spending:
+    """Money booked (rewards, fees, bonuses), by category and kind of job: the one reading of the
+    spend rows that ``status``, ``run``, the report, the demo and the API all print."""
+
+    by_kind: dict[tuple[int | None, str], Decimal]  # (category id, job kind) -> amount
+
+    @property
+    def total(self) -> Decimal:
+        return sum(self.by_kind.values(), Decimal(0))
+
+    def category(self, category_id: int) -> Decimal:
+        return sum((amount for (owner, _), amount in self.by_kind.items() if owner == category_id), Decimal(0))
+
+
+def spending(session: Session, jobs: Sequence[int] | Select[Any] | None = None) -> Spending:
+    """What the spend rows (of ``jobs`` only, where given) add up to, by category and job kind. A
+    row from before jobs existed counts for its round's category, as kind ``round``."""
+    owner = func.coalesce(Job.category_id, Round.category_id)
+    query = (
+        select(owner, Job.kind, func.sum(Spend.amount))
+        .select_from(Spend)
+        .outerjoin(Job, Job.id == Spend.job_id)
+        .outerjoin(Round, Round.id == Spend.round_id)
+        .group_by(owner, Job.kind)
+    )
+    if jobs is not None:
+        query = query.where(Spend.job_id.in_(jobs if isinstance(jobs, Select) else list(jobs)))
+    found: dict[tuple[int | None, str], Decimal] = {}
+    for category, kind, amount in session.execute(query):
+        key = (None if category is None else int(category), str(kind) if kind is not None else "round")
+        found[key] = found.get(key, Decimal(0)) + Decimal(amount or 0)
+    return Spending(found)
+
+
 def spent(session: Session) -> Decimal:
-    return Decimal(session.scalar(select(func.coalesce(func.sum(Spend.amount), 0))) or 0)
+    """All the money booked so far."""
+    return spending(session).total
 
 
 def reserved(session: Session) -> Decimal:

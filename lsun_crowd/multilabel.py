@@ -24,6 +24,7 @@ from sqlalchemy import ColumnElement, Select, and_, func, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from lsun_crowd.config import GroupConfig
+from lsun_crowd.outputs import atomic_file
 from lsun_crowd.schema import Category, Gold, Item, Label, LabelSource, Round
 from lsun_crowd.store import Store
 
@@ -159,9 +160,8 @@ def export_multilabel(store: Store, out: Path, groups: Sequence[GroupConfig] = (
     categories. CSV where ``out`` ends in ``.csv`` (one column per category, then its source and
     confidence), JSONL otherwise. Images in conflict in a group are held back and counted."""
     summary = ExportSummary(held_back={group.name: 0 for group in groups})
-    temporary = out.with_name(out.name + ".partial")
     as_csv = out.suffix.lower() == ".csv"
-    with temporary.open("w", encoding="utf-8", newline="") as handle:
+    with atomic_file(out, newline="") as handle:
         write = _csv_writer(store, handle) if as_csv else _jsonl_writer(handle)
         for image in iter_images(store, page):
             conflicts = image.conflicts(groups)
@@ -171,7 +171,6 @@ def export_multilabel(store: Store, out: Path, groups: Sequence[GroupConfig] = (
                 continue
             write(image)
             summary.records += 1
-    temporary.replace(out)
     return summary
 
 

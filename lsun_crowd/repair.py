@@ -44,7 +44,7 @@ from lsun_crowd import ledger
 from lsun_crowd.aggregate import Posterior
 from lsun_crowd.classifier import TrainingError, cross_fit_heads, probability
 from lsun_crowd.confident_learning import binary_probabilities, find_label_issues
-from lsun_crowd.consensus import MIN_CALIBRATION_LABELS, fit_platt
+from lsun_crowd.consensus import MIN_CALIBRATION_LABELS, evidence_bound, fit_platt
 from lsun_crowd.context import Context, JobRef, job_refs, rng
 from lsun_crowd.crossfit import stratified_folds
 from lsun_crowd.jobs import advance_job
@@ -70,7 +70,6 @@ from lsun_crowd.schema import (
     RepairState,
     Round,
     RoundItem,
-    Spend,
     Vote,
     Worker,
 )
@@ -367,11 +366,14 @@ def settle(ctx: Context, pass_id: int, ref: JobRef) -> None:
                 )
             ).all()
         )
+        # The model is one annotator among the workers: worth one good worker's vote at most.
+        bound = evidence_bound(posterior) if posterior is not None else 0.0
         again: list[int] = []
         changed = kept = unresolved = 0
         for row in rows:
             people, votes = fresh.get(row.item_id, (0.0, 0))
-            log_odds = prior + people + (row.model_evidence or 0.0)
+            model = float(np.clip(row.model_evidence or 0.0, -bound, bound))
+            log_odds = prior + people + model
             positive = float(expit(log_odds))
             winner = int(positive > 0.5)
             certainty = positive if winner else 1 - positive
@@ -399,7 +401,7 @@ def settle(ctx: Context, pass_id: int, ref: JobRef) -> None:
                 reason=(
                     f"repair: out-of-fold score {row.score:.2f} disagreed with human label {row.given_label}; "
                     f"{votes} new vote(s) of {asked} asked; now {winner} with posterior {certainty:.3f}"
-                    + (f" and the model ({row.model_evidence:+.1f} nats)" if row.model_evidence is not None else "")
+                    + (f" and the model ({model:+.1f} nats)" if row.model_evidence is not None else "")
                 ),
             )
         job = lay_out_job(ctx, session, ref.category, ref.category_id, pass_id, stage + 1, again)
@@ -512,7 +514,7 @@ def summary(session: Session, category: str) -> RepairSummary:
         .join(Hit, Hit.id == AssignmentRow.hit_id)
         .where(Hit.job_id.in_(jobs), Vote.is_gold.is_(False))
     )
-    spent = session.scalar(select(func.coalesce(func.sum(Spend.amount), 0)).where(Spend.job_id.in_(jobs)))
+    spent = ledger.spending(session, jobs).total
     sent = sum(int(count) for state, count in states.items() if state != RepairState.FLAGGED)
     return RepairSummary(
         category,
@@ -633,7 +635,7 @@ def score_against_truth(session: Session, truth: Callable[[str, str], bool]) -> 
     assignments = session.scalar(
         select(func.count(AssignmentRow.id)).join(Hit, Hit.id == AssignmentRow.hit_id).where(Hit.job_id.in_(jobs))
     )
-    spent = session.scalar(select(func.coalesce(func.sum(Spend.amount), 0)).where(Spend.job_id.in_(jobs)))
+    spent = ledger.spending(session, jobs).total
     return RepairScore(
         human_labels=len(first),
         wrong_before=len(wrong),

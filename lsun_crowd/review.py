@@ -4,9 +4,11 @@ reject each assignment through the crowd; then turn a round's votes into human l
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable
+from collections.abc import Collection, Hashable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
@@ -14,7 +16,7 @@ from lsun_crowd import crashpoints, ledger
 from lsun_crowd.aggregate import Posterior, Votes
 from lsun_crowd.classifier import Head
 from lsun_crowd.config import QualityConfig
-from lsun_crowd.consensus import PlattScaling, with_model
+from lsun_crowd.consensus import PlattScaling, evidence_bound, model_share, with_model
 from lsun_crowd.context import LABELED, SAMPLED, Context, JobRef, RoundRef, set_job_state, set_state
 from lsun_crowd.crowd import AlreadyApproved, AssignmentStatus
 from lsun_crowd.dawid_skene import dawid_skene
@@ -23,6 +25,7 @@ from lsun_crowd.publish import lay_out_job
 from lsun_crowd.quality import assess
 from lsun_crowd.schema import (
     AssignmentRow,
+    CertificationItem,
     Gold,
     Hit,
     Item,
@@ -43,6 +46,13 @@ log = logging.getLogger(__name__)
 # seeds, 10 gave 11 wrong human labels in all against 15 unscaled and 20 before categories ran side
 # by side, with 13-15% fewer votes (docs/benchmarks.md).
 GOLD_ELSEWHERE_WEIGHT = 10.0
+# Votes a certification's image needs before people's label may contradict the model's. Against
+# the base rate, two votes make a confident label, and two honest workers both slip on about 0.1%
+# of clear images; three, on about 0.005%. Asked only where people contradict the model, so it
+# costs a vote on a few images. It does not help on ambiguous images, where even honest workers
+# split: on the simulated crowd, 2 of 341 checked auto-positives were true positives that got
+# three "no" votes first (docs/guarantees.md, people's slips).
+CONFIRM_VOTES = 3
 REJECTION_FEEDBACK = "Your answers on our check images were too often wrong, so this work was not accepted."
 
 
@@ -118,21 +128,26 @@ def label_by_humans(ctx: Context, ref: RoundRef) -> str:
     Adaptive redundancy: the round's images still below ``min_label_confidence`` go out again in a
     follow-up batch (state ``sampled``) for ``follow_up_votes`` more votes each, as long as that
     keeps the votes asked for them within ``max_votes_per_item``. Images still uncertain then go
-    back to the pool. Calibration images may go on to ``cascade.calibration_max_votes``: one still
-    unresolved then counts against the model. With ``max_votes_per_item == votes_per_item`` this is
-    fixed redundancy (for training images). The
+    back to the pool. Calibration images (a certification's sample) may go on to
+    ``cascade.calibration_max_votes``, and their votes may contradict the model's label only with
+    at least :data:`CONFIRM_VOTES` of them (see :func:`lsun_crowd.certify.people_labels` for one
+    still unresolved at the cap). No image is labeled against a clear majority of its own votes
+    (:func:`decide_labels`): it gets more votes, or goes back to the pool at the cap. With
+    ``max_votes_per_item == votes_per_item`` this is fixed redundancy (for training images). The
     round's images are few (one sample), so the lists here grow with the sample, not the pool.
 
-    With ``model_consensus``, the previous round's model votes too on the round's training images
-    (see :mod:`lsun_crowd.consensus`); calibration images keep labels from people alone, since
-    they are what the models are judged on.
+    With ``model_consensus``, the previous round's model votes too on the round's training images,
+    worth at most one good worker's vote (see :mod:`lsun_crowd.consensus`), and each label records
+    the model's share in it; calibration images keep labels from people alone, since they are what
+    the models are judged on.
     """
     crowd = ctx.config.crowd
     quality = ctx.config.quality
     with ctx.store.session() as session:
         posterior = human_posterior(session, ref.category_id, quality)
+        evidence = None
         if posterior is not None and quality.model_consensus:
-            posterior = _with_previous_model(ctx, ref, posterior)
+            posterior, evidence = _with_previous_model(ctx, ref, posterior)
         # Votes asked for each of the round's images so far; the cap bounds these, so the money
         # an image can cost is known before the round starts.
         asked: dict[int, int] = {
@@ -151,17 +166,23 @@ def label_by_humans(ctx: Context, ref: RoundRef) -> str:
                 .where(Label.category_id == ref.category_id)
             )
         )
-        confidence = dict.fromkeys(asked, 0.0)  # an image without a single vote is uncertain too
-        labels: list[ledger.NewLabel] = []
-        if posterior is not None:
-            winners, certainty = posterior.labels(), posterior.confidence()
-            for index, item in enumerate(posterior.items):
-                if item not in asked or item in labeled:
-                    continue  # not this round's, or labeled in an earlier pass
-                confidence[item] = float(certainty[index])
-                count = int(posterior.vote_counts[index])
-                if certainty[index] >= quality.min_label_confidence and count >= crowd.min_votes_per_item:
-                    labels.append(ledger.NewLabel(item, int(winners[index]), float(certainty[index]), count))
+        # A certification's images, with the model label each is checked against.
+        checked = dict(
+            session.execute(
+                select(CertificationItem.item_id, CertificationItem.label).where(CertificationItem.round_id == ref.id)
+            ).all()
+        )
+        decided = decide_labels(
+            posterior,
+            set(asked) - labeled,
+            quality.min_label_confidence,
+            crowd.min_votes_per_item,
+            checked,
+            evidence,
+        )
+        # An image without a single vote, or held back, is uncertain too.
+        confidence = dict.fromkeys(asked, 0.0) | decided.confidence
+        labels = decided.labels
         follow_up = int(session.scalar(select(Round.follow_up).where(Round.id == ref.id)) or 0)
         ledger.record_labels(
             session,
@@ -172,7 +193,7 @@ def label_by_humans(ctx: Context, ref: RoundRef) -> str:
             round_id=ref.id,
             reason=f"crowd votes, labeling pass {follow_up + 1} of round {ref.number}",
         )
-        # A calibration image may take more votes: one left unresolved counts against the model.
+        # A calibration image may take more votes.
         calibration = set(
             session.scalars(
                 select(RoundItem.item_id).where(RoundItem.round_id == ref.id, RoundItem.role == ItemRole.CALIBRATION)
@@ -206,9 +227,55 @@ def label_by_humans(ctx: Context, ref: RoundRef) -> str:
     return state
 
 
-def _with_previous_model(ctx: Context, ref: RoundRef, posterior: Posterior) -> Posterior:
+@dataclass(frozen=True)
+class Decided:
+    labels: list[ledger.NewLabel]
+    confidence: dict[int, float]  # each image considered: its posterior, 0 where it is held back
+
+
+def decide_labels(
+    posterior: Posterior | None,
+    wanted: Collection[int],
+    min_confidence: float,
+    min_votes: int,
+    checked: Mapping[int, int],
+    evidence: NDArray[np.float64] | None = None,
+) -> Decided:
+    """Which of the ``wanted`` images the posterior labels: those at least ``min_confidence`` sure
+    on at least ``min_votes`` votes. Held back for more votes, whatever the posterior says: an
+    image whose label would go against a clear majority of its own votes
+    (:meth:`lsun_crowd.aggregate.Posterior.clear_majority`), and a certification's image
+    (``checked``: its model label) whose votes contradict the model on fewer than
+    :data:`CONFIRM_VOTES`. ``evidence``: the model's, where it voted, for each label's share."""
+    if posterior is None:
+        return Decided([], {})
+    winners, certainty = posterior.labels(), posterior.confidence()
+    majority = posterior.clear_majority()
+    shares = model_share(posterior, evidence) if evidence is not None else np.zeros(len(posterior.items))
+    labels: list[ledger.NewLabel] = []
+    confidence: dict[int, float] = {}
+    for index, item in enumerate(posterior.items):
+        if item not in wanted:
+            continue
+        key = int(item)  # type: ignore[call-overload]
+        count, winner = int(posterior.vote_counts[index]), int(winners[index])
+        confidence[key] = 0.0
+        if majority[index] >= 0 and winner != majority[index]:
+            continue  # never against a clear majority of its own votes
+        if key in checked and winner != checked[key] and count < CONFIRM_VOTES:
+            continue  # a contradiction of the model waits for one more person
+        confidence[key] = float(certainty[index])
+        if certainty[index] >= min_confidence and count >= min_votes:
+            labels.append(ledger.NewLabel(key, winner, float(certainty[index]), count, float(shares[index])))
+    return Decided(labels, confidence)
+
+
+def _with_previous_model(
+    ctx: Context, ref: RoundRef, posterior: Posterior
+) -> tuple[Posterior, NDArray[np.float64] | None]:
     """``posterior`` with the latest earlier round's calibrated model as one more annotator on this
-    round's training images; unchanged when no earlier round left a calibrated model."""
+    round's training images, its evidence bounded by one good worker's vote, and that evidence;
+    unchanged (and ``None``) when no earlier round left a calibrated model."""
     with ctx.store.session() as session:
         model = session.execute(
             select(RoundModel)
@@ -222,7 +289,7 @@ def _with_previous_model(ctx: Context, ref: RoundRef, posterior: Posterior) -> P
             .limit(1)
         ).scalar_one_or_none()
         if model is None:
-            return posterior
+            return posterior, None
         training: dict[Hashable, str] = dict(
             session.execute(
                 select(RoundItem.item_id, Item.sha256)
@@ -236,8 +303,9 @@ def _with_previous_model(ctx: Context, ref: RoundRef, posterior: Posterior) -> P
     head = Head.from_bytes(model.head, pick_device(ctx.config.model.device))
     scores = head.logits(ctx.embeddings().get([training[posterior.items[index]] for index in rows]))
     evidence = np.zeros(len(posterior.items))
-    evidence[rows] = platt.log_likelihood_ratio(scores)
-    return with_model(posterior, evidence)
+    bound = evidence_bound(posterior)
+    evidence[rows] = np.clip(platt.log_likelihood_ratio(scores), -bound, bound)
+    return with_model(posterior, evidence), evidence
 
 
 def human_posterior(session: Session, category_id: int, quality: QualityConfig) -> Posterior | None:

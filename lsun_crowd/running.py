@@ -14,9 +14,11 @@ from lsun_crowd.progress import RichCascadeProgress, progress_bars
 from lsun_crowd.project import Project
 from lsun_crowd.publish import spent_so_far
 from lsun_crowd.runner import CategoryOutcome, Outcome
+from lsun_crowd.status import category_status, gold_warning, without_gold
 
 MONEY = (Outcome.BUDGET, Outcome.BALANCE)
 EXIT_STOPPED_FOR_MONEY = 3  # 1 is left to Python and Click, 2 to errors (lsun_crowd.errors)
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports a process ended by SIGINT
 
 
 def confirm_spend(project: Project, crowd: CrowdBackend, yes: bool, ask: Callable[[str], bool]) -> str | None:
@@ -46,10 +48,17 @@ def run_project(
 ) -> list[CategoryOutcome]:
     """Run (or resume) the project under its run lock, drawing progress bars on ``console``; prints
     one closing line per category."""
+    missing = without_gold(project.store, categories or project.config.project.categories)
+    if missing:
+        console.print(f"[yellow]warning:[/] {gold_warning(missing)}", markup=True, highlight=False)
     guard = RunLockGuard(project.store)
-    with guard, progress_bars(console) as bars:
-        cascade = project.cascade(crowd, RichCascadeProgress(bars), bars)
-        outcomes = cascade.runner(categories or None, rounds).run(once=once, on_pass=guard.heartbeat)
+    try:
+        with guard, progress_bars(console) as bars:
+            cascade = project.cascade(crowd, RichCascadeProgress(bars), bars)
+            outcomes = cascade.runner(categories or None, rounds).run(once=once, on_pass=guard.heartbeat)
+    except KeyboardInterrupt:
+        console.print(interrupted(project), markup=False, highlight=False)
+        raise
     for outcome in outcomes:
         if outcome.reason == Outcome.RUNNING:
             console.print(f"{outcome.category}: round {outcome.rounds} in progress")
@@ -58,6 +67,16 @@ def run_project(
         else:
             console.print(f"{outcome.category}: {outcome.reason} after {outcome.rounds} round(s)")
     return outcomes
+
+
+def interrupted(project: Project) -> str:
+    """What ``run`` says when Ctrl-C stops it: what is finished, and how to go on."""
+    rows = category_status(project.store, project.config.project.categories)
+    done = "; ".join(f"{row.category}: round {row.rounds} ({row.state}), {row.unlabeled:,} unlabeled" for row in rows)
+    return (
+        f"interrupted: {done}. Every finished step is stored; nothing is lost, and nothing will be "
+        f"asked or paid twice. Resume with: lsun-crowd run --project {project.directory}"
+    )
 
 
 def exit_code(outcomes: list[CategoryOutcome]) -> int:

@@ -29,7 +29,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from lsun_crowd.crowd import AssignmentStatus, HitState
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 
 __all__ = ["AssignmentStatus", "HitState"]  # re-exported: every state the store holds is named here
 
@@ -340,6 +340,9 @@ class Label(Base):
     round_id: Mapped[int | None] = mapped_column(ForeignKey("rounds.id"), nullable=True)
     confidence: Mapped[float] = mapped_column(Float)
     votes: Mapped[int] = mapped_column(Integer, default=0)
+    # The model's part of a human label's log-odds (see lsun_crowd.consensus.model_share): 0 where
+    # people's votes alone decided; negative where the model argued against the label.
+    model_share: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
 
 
 class LabelCount(Base):
@@ -396,6 +399,7 @@ class LabelEvent(Base):
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"), nullable=True)
     confidence: Mapped[float] = mapped_column(Float)
     votes: Mapped[int] = mapped_column(Integer, default=0)
+    model_share: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     reason: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
 

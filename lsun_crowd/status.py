@@ -7,7 +7,8 @@ from decimal import Decimal
 
 from sqlalchemy import func, select
 
-from lsun_crowd.schema import Category, Gold, Item, LabelCount, LabelSource, Round, Spend, Vote
+from lsun_crowd import ledger
+from lsun_crowd.schema import Category, Gold, Item, LabelCount, LabelSource, Round, Vote
 from lsun_crowd.store import Store
 
 
@@ -29,6 +30,7 @@ def category_status(store: Store, categories: list[str]) -> list[CategoryStatus]
     with store.session() as session:
         known = dict(session.execute(select(Category.name, Category.id)).all())
         pool = int(session.scalar(select(func.count(Item.id))) or 0)
+        money = ledger.spending(session)
         result = []
         for name in sorted(set(categories) | set(known)):
             cat_id = known.get(name)
@@ -55,11 +57,7 @@ def category_status(store: Store, categories: list[str]) -> list[CategoryStatus]
                 ).all()
             )
             votes = session.scalar(select(func.count(Vote.id)).where(Vote.category_id == cat_id))
-            spent = session.scalar(
-                select(func.coalesce(func.sum(Spend.amount), 0))
-                .join(Round, Round.id == Spend.round_id)
-                .where(Round.category_id == cat_id)
-            )
+            spent = money.category(cat_id)  # every job of the category: rounds, audits, repairs
             asked, fixed = session.execute(
                 select(
                     func.coalesce(func.sum(Round.votes_requested), 0), func.coalesce(func.sum(Round.votes_fixed), 0)
@@ -82,3 +80,28 @@ def category_status(store: Store, categories: list[str]) -> list[CategoryStatus]
                 )
             )
     return result
+
+
+def without_gold(store: Store, categories: list[str]) -> list[str]:
+    """The categories with no gold answer: their HITs carry no check images."""
+    with store.session() as session:
+        having = set(
+            session.scalars(select(Category.name).join(Gold, Gold.category_id == Category.id).group_by(Category.name))
+        )
+    return [name for name in categories if name not in having]
+
+
+def gold_warning(categories: list[str]) -> str:
+    """What ``run`` and ``status`` say, once, of categories without gold."""
+    return (
+        f"no gold answers for {', '.join(categories)}: their HITs carry no check images, so careless "
+        "workers are never measured, blocked or rejected, and the report has no worker plot. Add a few "
+        "dozen known answers of each class with `lsun-crowd ingest --gold gold.csv IMAGES` (columns "
+        "uri,category,label)"
+    )
+
+
+def spent_in_all(store: Store) -> Decimal:
+    """Every USD booked: the status table's total, the report's and the store's."""
+    with store.session() as session:
+        return ledger.spent(session)

@@ -36,6 +36,13 @@ def _add_round_kind(session: Session) -> None:
             session.execute(text(f"ALTER TABLE round_models ADD COLUMN {column} FLOAT"))
 
 
+def _add_model_share(session: Session) -> None:
+    """Version 11: a label records the model's part in it (0 for every label made before)."""
+    for table in ("labels", "label_events"):
+        if "model_share" not in {column["name"] for column in inspect(session.connection()).get_columns(table)}:
+            session.execute(text(f"ALTER TABLE {table} ADD COLUMN model_share FLOAT NOT NULL DEFAULT 0"))
+
+
 def _add_item_file_status(session: Session) -> None:
     """Version 6: items keep the size and mtime their file had when ingest hashed it."""
     columns = {column["name"] for column in inspect(session.connection()).get_columns("items")}
@@ -165,6 +172,7 @@ MIGRATIONS: dict[int, Callable[[Session], None]] = {
     7: _give_project_identity,
     8: _nothing_to_alter,
     9: _add_round_kind,
+    10: _add_model_share,
 }
 
 

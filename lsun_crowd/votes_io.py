@@ -30,7 +30,7 @@ import logging
 import re
 from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -39,6 +39,7 @@ import pyarrow.csv as arrow_csv
 from numpy.typing import NDArray
 
 from lsun_crowd.aggregate import Posterior, Votes
+from lsun_crowd.outputs import atomic_file
 from lsun_crowd.worker_ids import normal_worker_id
 
 VOTE_COLUMNS = ("question", "worker", "answer")
@@ -371,20 +372,13 @@ def write_labels(path: Path, posterior: Posterior) -> int:
     class_names = pa.array([str(label) for label in posterior.classes], pa.string())
     header = io.StringIO()
     csv.writer(header).writerow(["question", "label", "confidence", *(f"p_{label}" for label in posterior.classes)])
-    if path.is_dir():
-        raise VotesFileError(f"{path}: is a folder; name the labels CSV to write")
-    temporary = path.with_name(path.name + ".partial")
-    try:
-        _write_rows(temporary, header.getvalue(), posterior, labels, confidence, class_names)
-        temporary.replace(path)
-    except OSError as error:
-        temporary.unlink(missing_ok=True)
-        raise VotesFileError(f"{path}: cannot write: {error.strerror or error}") from None
+    with atomic_file(path, "wb") as handle:
+        _write_rows(handle, header.getvalue(), posterior, labels, confidence, class_names)
     return len(posterior.items)
 
 
 def _write_rows(
-    temporary: Path,
+    handle: IO[bytes],
     header: str,
     posterior: Posterior,
     labels: NDArray[np.int64],
@@ -392,17 +386,16 @@ def _write_rows(
     class_names: pa.StringArray,
 ) -> None:
     rows_per_batch = max(1, CELLS_PER_BATCH // (len(posterior.classes) + 3))
-    with temporary.open("wb") as handle:
-        handle.write(header.encode("utf-8"))
-        for start in range(0, len(posterior.items), rows_per_batch):
-            rows = slice(start, start + rows_per_batch)
-            cells = [
-                _quoted(_text(posterior.items[rows])),
-                _quoted(class_names.take(labels[rows])),
-                _six_decimals(confidence[rows]),
-                *(_six_decimals(posterior.probabilities[rows, index]) for index in range(len(posterior.classes))),
-            ]
-            handle.write(_lines(cells))
+    handle.write(header.encode("utf-8"))
+    for start in range(0, len(posterior.items), rows_per_batch):
+        rows = slice(start, start + rows_per_batch)
+        cells = [
+            _quoted(_text(posterior.items[rows])),
+            _quoted(class_names.take(labels[rows])),
+            _six_decimals(confidence[rows]),
+            *(_six_decimals(posterior.probabilities[rows, index]) for index in range(len(posterior.classes))),
+        ]
+        handle.write(_lines(cells))
 
 
 def _text(values: Sequence[Hashable]) -> pa.StringArray:

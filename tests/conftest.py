@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -12,13 +13,23 @@ from lsun_crowd.testing import merge_config
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
+# No test touches the network: pretrained weights are never downloaded here, and a test missing
+# them fails with the error that names the file (tests/test_weights.py serves its own, locally).
+os.environ["LSUN_CROWD_OFFLINE"] = "1"
+
 
 # What the tests of the cascade's mechanics run on a few hundred digits: targets loose enough for
 # the model to label part of them (the defaults need more calibration images than such a pool
 # holds: tests/test_guarantee_cascade.py runs them on a pool large enough), and no label-error repair
 # unless a test asks for it (tests/test_repair.py).
 SMALL_PROJECT = {
-    "cascade": {"confidence": 0.5, "target_npv": 0.95, "target_recall": 0, "calibration_fraction": 0.5},
+    "cascade": {
+        "confidence": 0.5,
+        "target_npv": 0.95,
+        "target_recall": 0,
+        "calibration_fraction": 0.5,
+        "min_class_labels": 5,  # a first round of 100 digits holds about 10 of a category
+    },
     "repair": {"enabled": False},
 }
 

@@ -112,6 +112,23 @@ def test_a_walk_skips_subsets_too_small_to_pass_and_starts_where_a_slip_can_pass
     assert result.subset == subsets[-1] and result.bad == 1
 
 
+def test_a_walk_starts_where_the_errors_the_plan_expects_can_pass() -> None:
+    # People contradict 0.2% of a side's labels at every confidence (on digit scans, the model's
+    # own tail errors): 6,000 checked of 12,000, against NPV 0.995. Started where two errors can
+    # pass, the walk meets four in its third subset and certifies nothing; started where the
+    # plan's 0.2% can pass, it certifies the whole side.
+    size, checked = 12_000, 6_000
+    subsets = [Subset(1 - 0.001 * (index + 1), size * (index + 1) // 10) for index in range(10)]
+    confidence = np.repeat(1 - 0.001 * np.arange(10) - 0.0001, checked // 10)
+    bad = np.zeros(checked, dtype=bool)
+    bad[::500] = True  # 12 wrong, evenly spread
+    npv = _p(0.995)
+    assert walk(subsets, Checked(confidence, bad), npv, 0.03).subset is None
+    result = walk(subsets, Checked(confidence, bad), npv, 0.03, rate=0.002)
+    assert result.subset == subsets[-1] and result.bad == 12
+    assert result.tested == 6  # from the fifth subset on, where 6 errors in 3,000 checked pass
+
+
 def test_the_sample_size_is_what_the_test_needs() -> None:
     def p_value(size: int):  # type: ignore[no-untyped-def]
         return lambda bad, n: unchecked_p_value(bad, size, n, most_wrong_allowed(0.995, size - n))

@@ -4,7 +4,9 @@ import csv
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -142,3 +144,153 @@ def test_demo_meets_its_numbers(tmp_path: Path) -> None:
     # adaptive from 5 to 4 on this seed) and the few left are ambiguous images where honest workers
     # split, so the two counts are within noise of each other (docs/benchmarks.md, three seeds).
     assert adaptive.wrong <= max(fixed.wrong, 5)
+
+
+def test_a_project_without_gold_is_told_once_what_gold_buys(tmp_path: Path) -> None:
+    invoke("init", str(tmp_path))
+    config = tmp_path / CONFIG_FILE
+    config.write_text(config.read_text().replace("categories = []", 'categories = ["red"]', 1))
+    images = tmp_path / "pool"
+    images.mkdir()
+    from PIL import Image
+
+    for index, colour in enumerate(("red", "blue", "green")):
+        Image.new("RGB", (8, 8), colour).save(images / f"{index}.png")
+    assert invoke("ingest", "--project", str(tmp_path), str(images))[0] == 0
+    code, output = invoke("status", "--project", str(tmp_path))
+    flat = " ".join(output.split())
+    assert code == 0 and flat.count("no gold answers for red") == 1
+    assert "careless workers are never measured" in flat and "lsun-crowd ingest --gold gold.csv" in flat
+    (tmp_path / "gold.csv").write_text(f"uri,category,label\n{images / '0.png'},red,1\n{images / '1.png'},red,0\n")
+    assert invoke("ingest", "--project", str(tmp_path), "--gold", str(tmp_path / "gold.csv"), str(images))[0] == 0
+    assert "no gold answers" not in invoke("status", "--project", str(tmp_path))[1]
+
+
+def test_ctrl_c_says_what_is_finished_and_how_to_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    directory = tmp_path / "p"
+    make_digits_project(directory, limit=120, digits=range(1), sample=40)
+    from lsun_crowd.runner import Runner
+
+    def interrupted(self: Runner, **_: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Runner, "run", interrupted)
+    code, output = invoke("run", "--project", str(directory))
+    flat = " ".join(output.split())
+    assert code == 130
+    assert "interrupted: digit-0: round 0 (not started)" in flat and "nothing is lost" in flat
+    assert f"Resume with: lsun-crowd run --project {directory}" in flat and "Traceback" not in output
+
+
+def _commands(group: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    for name, command in group.commands.items():
+        yield (*path, name), command
+        if hasattr(command, "commands"):  # a group of its own (lsun-crowd mturk ...)
+            yield from _commands(command, (*path, name))
+
+
+def test_every_help_keeps_its_bracketed_text_shows_no_type_for_flags_and_version_answers() -> None:
+    import re
+
+    import typer
+
+    from lsun_crowd import __version__
+    from lsun_crowd.plugins import Plugins
+
+    Plugins().add_commands(app)  # the installed plugins' commands too (lsun-crowd mturk ...)
+    seen = 0
+    for path, command in _commands(typer.main.get_command(app)):
+        result = runner.invoke(app, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output)
+        flat = " ".join(result.output.split())
+        texts = [command.help or ""] + [getattr(param, "help", None) or "" for param in command.params]
+        for bracketed in re.findall(r"\[[a-z][a-z_.]*\]", " ".join(texts)):
+            assert bracketed in flat, (path, bracketed)
+            seen += 1
+        assert "<bool>" not in result.output, path
+    assert seen >= 1  # "[repair]": a config section that the help used to lose
+    version = runner.invoke(app, ["--version"])
+    assert version.exit_code == 0 and version.output.strip() == __version__
+
+
+def test_every_command_the_readme_shows_exists_with_its_flags() -> None:
+    import re
+
+    import typer
+
+    from lsun_crowd.plugins import Plugins
+
+    Plugins().add_commands(app)
+    commands = {path: command for path, command in _commands(typer.main.get_command(app))}
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    shown = re.findall(r"lsun-crowd ((?:[a-z][a-z-]*)(?: [^`\n#<]*)?)", readme)
+    checked = 0
+    for line in shown:
+        words = line.split()
+        path: tuple[str, ...] = ()
+        while words and (*path, words[0]) in commands:
+            path = (*path, words.pop(0))
+        if not path:
+            continue  # prose ("lsun-crowd adds ..."), not a command
+        flags = set()
+        for param in commands[path].params:
+            flags.update(getattr(param, "opts", []))
+            flags.update(getattr(param, "secondary_opts", []))
+        for word in words:
+            flag = word.strip("[]").split("=")[0]
+            if flag.startswith("--"):
+                assert flag in flags, f"README: lsun-crowd {' '.join(path)} has no {flag}"
+        checked += 1
+    assert checked >= 20
+
+
+def _small_project(root: Path) -> Path:
+    from PIL import Image
+
+    invoke("init", str(root))
+    config = root / CONFIG_FILE
+    config.write_text(config.read_text().replace("categories = []", 'categories = ["red"]', 1))
+    images = root / "pool"
+    images.mkdir()
+    for index, colour in enumerate(("red", "blue")):
+        Image.new("RGB", (8, 8), colour).save(images / f"{index}.png")
+    assert invoke("ingest", "--project", str(root), str(images))[0] == 0
+    (root / "votes.csv").write_text("question,worker,answer\nq1,w1,yes\nq1,w2,yes\nq2,w1,no\n")
+    return root
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("export", "--out", "{target}"),
+        ("export", "--format", "multilabel", "--out", "{target}"),
+        ("aggregate", "{root}/votes.csv", "--out", "{target}"),
+        ("report", "--out", "{target}"),
+    ],
+    ids=["export", "multilabel", "aggregate", "report"],
+)
+def test_every_file_a_command_writes_is_named_when_it_cannot_be(tmp_path: Path, command: tuple[str, ...]) -> None:
+    root = _small_project(tmp_path / "p")
+    with_project = command[0] != "aggregate"
+
+    def run(target: Path) -> tuple[int, str]:
+        args = [part.format(target=target, root=root) for part in command]
+        return invoke(*args, *(["--project", str(root)] if with_project else []))
+
+    # A missing parent folder is made.
+    made = tmp_path / "no" / "such" / ("report" if command[0] == "report" else "labels.out")
+    code, output = run(made)
+    assert code == 0, output
+    assert made.exists()
+    writes_a_file = command[0] != "report"
+    targets = [tmp_path / "a-folder", Path("/proc/lsun-crowd-cannot-write-here/labels.out")]
+    (tmp_path / "a-folder").mkdir()
+    if not writes_a_file:
+        (tmp_path / "a-file").write_text("not a folder")
+        targets[0] = tmp_path / "a-file"
+    for target in targets:  # an existing folder (a file, for a folder's command); a place no one may write
+        code, output = run(target)
+        lines = [line for line in output.splitlines() if line.strip()]
+        assert code == 2, output
+        assert len(lines) == 1 and str(target) in lines[0] and "Traceback" not in output, output
+    assert not [path for path in tmp_path.rglob("*partial*")]

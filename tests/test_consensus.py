@@ -13,7 +13,7 @@ from sqlalchemy import select
 from lsun_crowd.aggregate import Posterior
 from lsun_crowd.classifier import Head, train_head
 from lsun_crowd.config import ModelConfig
-from lsun_crowd.consensus import fit_platt, with_model
+from lsun_crowd.consensus import evidence_bound, fit_platt, with_model
 from lsun_crowd.context import RoundRef
 from lsun_crowd.project import Project
 from lsun_crowd.review import _with_previous_model, human_posterior
@@ -75,7 +75,8 @@ def test_a_stored_head_scores_exactly_as_trained(hidden: int) -> None:
 
 def test_the_previous_round_votes_on_training_images_only(tmp_path: Path) -> None:
     directory = tmp_path / "p"
-    targets = make_digits_project(directory, limit=600, digits=range(1), sample=150)
+    # 400 a round: enough zeros for a first split (cascade.min_class_labels).
+    targets = make_digits_project(directory, limit=900, digits=range(1), sample=400)
     project = Project.open(directory)
     cascade = project.cascade(project.crowd())
     cascade.run(max_rounds=2)
@@ -90,8 +91,14 @@ def test_the_previous_round_votes_on_training_images_only(tmp_path: Path) -> Non
     assert model is not None and model.platt_slope is not None and model.platt_slope > 0
     assert model.calibration_size >= 30
     assert crowd_only is not None
-    combined = _with_previous_model(cascade.context, RoundRef("digit-0", first.category_id, second), crowd_only)
+    combined, evidence = _with_previous_model(
+        cascade.context, RoundRef("digit-0", first.category_id, second), crowd_only
+    )
+    assert evidence is not None
     moved = np.abs(combined.probabilities[:, 1] - crowd_only.probabilities[:, 1]) > 0
+    # Never by more than one good worker's vote, however sure the model.
+    bound = evidence_bound(crowd_only)
+    assert np.abs(evidence).max() <= bound + 1e-12 and (np.abs(evidence) > bound - 1e-9).any()
     role = np.array([roles.get(item, "") for item in crowd_only.items])
     assert moved[role == "train"].mean() > 0.95  # the model has a say on (nearly) every training image
     assert not moved[role != "train"].any()  # and none on calibration images or earlier rounds' images

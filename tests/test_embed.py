@@ -327,7 +327,7 @@ def test_loader_workers_give_the_pixel_backbone_the_same_numbers(tmp_path: Path)
         settled: list[int] = []
         report = embed_items(backbone, cache, [*items[:70], bad, *items[70:]], 32, settled.append, workers=workers)
         assert report.computed == 150 and list(report.failed) == [bad[0]] and sum(settled) == 151
-        assert "bad.png: cannot read image: UnidentifiedImageError" in report.failed[bad[0]]
+        assert "bad.png: cannot read image: not an image" in report.failed[bad[0]]
         np.testing.assert_array_equal(
             EmbeddingCache(cache.directory, backbone.dim).get([sha for sha, _ in items]), expected
         )
@@ -366,8 +366,8 @@ def test_torchvision_weights_enum_from_the_local_hub_cache(
     tmp_path: Path, resnet_weights: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
-    config = ModelConfig(weights="IMAGENET1K_V1", image_size=32, device="cpu")
-    with pytest.raises(EmbeddingError, match="not in the local torch cache.*never downloads"):
+    config = ModelConfig(weights="IMAGENET1K_V1", image_size=32, device="cpu", offline=True)
+    with pytest.raises(EmbeddingError, match="not in the local torch cache and downloads are off.*copy https://"):
         TorchvisionBackbone("resnet18", config)
     target = hub_checkpoint_path(torchvision.models.ResNet18_Weights.IMAGENET1K_V1)
     assert target.is_relative_to(tmp_path / "torch-home")
@@ -379,7 +379,8 @@ def test_torchvision_weights_enum_from_the_local_hub_cache(
 
 
 def test_bad_weights_setting_is_explained(tmp_path: Path) -> None:
-    with pytest.raises(EmbeddingError, match="'IMAGENET9K' is not a weights file or one of DEFAULT, IMAGENET1K_V1"):
+    named = "'IMAGENET9K' is not a weights file, a URL or one of DEFAULT, IMAGENET1K_V1"
+    with pytest.raises(EmbeddingError, match=named):
         TorchvisionBackbone("resnet18", ModelConfig(weights="IMAGENET9K", device="cpu"))
     with pytest.raises(EmbeddingError, match="missing.pth does not exist"):
         TorchvisionBackbone("resnet18", ModelConfig(weights=str(tmp_path / "missing.pth"), device="cpu"))

@@ -8,10 +8,11 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from typer.testing import CliRunner
 
 from lsun_crowd.cli import app
@@ -23,11 +24,13 @@ from lsun_crowd.schema import (
     Audit,
     AuditResult,
     Category,
+    Job,
     LabelEvent,
     Repair,
     RepairPass,
     Round,
     RoundTest,
+    Spend,
     Worker,
 )
 from lsun_crowd.testing import digits_config, update_project, write_project
@@ -230,3 +233,27 @@ def test_the_report_opens_in_a_browser_with_every_image_loaded(annotated: Path) 
         page.screenshot(path=str(screenshot), full_page=True)
         browser.close()
     assert screenshot.stat().st_size > 20_000
+
+
+def test_status_the_report_and_the_store_agree_on_money_to_the_cent(finished: Path, tmp_path: Path) -> None:
+    # A finished project (its rounds, a certification and a repair pass) and then an audit.
+    directory = tmp_path / "audited"
+    shutil.copytree(finished, directory)
+    result = runner.invoke(app, ["audit", "--project", str(directory), "--sample", "20"])
+    assert result.exit_code == 0, result.output
+    project = Project.open(directory)
+    with project.store.session() as session:
+        kinds = set(session.scalars(select(Job.kind).join(Spend, Spend.job_id == Job.id)))
+        store = session.scalar(select(func.sum(Spend.amount)))
+    project.close()
+    assert {"round", "repair", "audit"} <= kinds
+    status = runner.invoke(app, ["status", "--project", str(directory)])
+    total = re.search(r"in all\W.*?(\d+)\D+?([\d.]+)\W*$", status.output, re.MULTILINE)
+    assert total is not None, status.output
+    report = runner.invoke(app, ["report", "--project", str(directory), "--out", str(tmp_path / "report")])
+    assert report.exit_code == 0, report.output
+    page = (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
+    in_all = re.search(r"In all: \d+ votes, ([\d.]+) USD", page)
+    assert in_all is not None
+    cents = Decimal(store).quantize(Decimal("0.01"))
+    assert Decimal(total.group(2)) == Decimal(in_all.group(1)) == cents

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
+from lsun_crowd import ledger
 from lsun_crowd.ledger import WorkerRecord, worker_records
 from lsun_crowd.schema import (
     AssignmentRow,
@@ -138,6 +139,7 @@ class ReportData:
     repairs: RepairSummary
     audit: AuditSummary
     images: int  # readable images in the pool
+    spent: Decimal = Decimal(0)  # every spend row: what status and the store add up to (ledger.spending)
 
 
 def gather(store: Store, configured_categories: list[str]) -> ReportData:
@@ -154,6 +156,7 @@ def gather(store: Store, configured_categories: list[str]) -> ReportData:
             repairs=_repairs(session, names),
             audit=_audit(session, names),
             images=images,
+            spent=ledger.spending(session).total,
         )
 
 

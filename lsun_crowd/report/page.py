@@ -252,8 +252,10 @@ def _work(data: ReportData, figures: Figures) -> str:
             )
         )
     votes = sum(r.votes for r in data.rounds) + sum(w.votes for w in data.other_work)
-    money = sum((r.spend for r in data.rounds), Decimal(0)) + sum((w.spend for w in data.other_work), Decimal(0))
-    parts.append(f'<p class="note">In all: {votes} votes, {money:.2f} USD.</p>')
+    shown = sum((r.spend for r in data.rounds), Decimal(0)) + sum((w.spend for w in data.other_work), Decimal(0))
+    elsewhere = data.spent - shown
+    rest = f" ({elsewhere:.2f} USD of it in work of categories not configured now)" if elsewhere else ""
+    parts.append(f'<p class="note">In all: {votes} votes, {data.spent:.2f} USD{rest}.</p>')
     return "".join(parts)
 
 

@@ -19,7 +19,9 @@ from lsun_crowd.render import Renderer
 from lsun_crowd_mturk import MTurkCrowd, open_crowd, parse_settings
 
 mturk = typer.Typer(
-    help="Amazon Mechanical Turk: balance, HIT preview, cleanup, workers, live runs.", no_args_is_help=True
+    help="Amazon Mechanical Turk: balance, HIT preview, cleanup, workers, live runs.",
+    no_args_is_help=True,
+    rich_markup_mode=None,  # plain help text, as the main command's
 )
 console = Console(soft_wrap=True)
 ProjectOption = Annotated[Path, typer.Option("--project", "-p", help="project directory")]
