@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -46,7 +48,10 @@ def _no_type_for_flags(self: typer.core.TyperOption, ctx: Any) -> str | None:
 
 
 typer.core.TyperOption.display_type_rich = _no_type_for_flags  # type: ignore[method-assign]
-console = Console(soft_wrap=True)
+# Piped into a file or another program, a table keeps whole headers and cells: Rich would lay it
+# out for 80 columns and cut "redundancy" to "redundan…".
+PIPE_WIDTH = 200
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else PIPE_WIDTH)
 ProjectOption = Annotated[Path, typer.Option("--project", "-p", help="project directory")]
 
 
@@ -180,7 +185,10 @@ def status(
         if several.positive_in_several is not None:
             console.print(f"images positive in two or more categories: {several.positive_in_several}")
         for group, count in several.conflicts.items():
-            console.print(f"group {group}: {count} image(s) in conflict, held back from the export")
+            console.print(
+                f"group {group}: {count} image(s) in conflict (counted as labeled above), exported as unlabeled "
+                "with reason conflict until `lsun-crowd conflicts` settles them"
+            )
         holder = current_holder(opened.store)
         if holder is not None:
             console.print(f"a run is working on this project: {holder.describe()}")
@@ -195,7 +203,9 @@ def export(
     ] = "jsonl",
 ) -> None:
     """Write the final labels, one record per image and category (or per image, with every
-    category). Images in conflict in a single-label group are held back."""
+    category). Every image is in it: an unlabeled record says why (not yet sampled, unresolved,
+    or conflict: in conflict in a single-label group). Gold answers are exported as human labels
+    of round 0; a label set by a repair or a conflict's resolution has no round."""
     with reported_errors():
         opened = Project.open(project)
         summary = export_labels(opened.store, out, format, opened.config.project.groups)

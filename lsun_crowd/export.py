@@ -10,16 +10,26 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from lsun_crowd.config import GroupConfig
 from lsun_crowd.ledger import CHUNK
-from lsun_crowd.multilabel import ExportSummary, conflicted_items, export_multilabel
+from lsun_crowd.multilabel import (
+    CONFLICT,
+    LABEL_NAMES,
+    NOT_YET_SAMPLED,
+    UNLABELED,
+    UNRESOLVED,
+    ExportSummary,
+    conflicted_items,
+    export_multilabel,
+)
 from lsun_crowd.outputs import atomic_file
-from lsun_crowd.schema import Category, Gold, Item, Label, LabelSource, Round
+from lsun_crowd.schema import Category, Gold, Item, Label, LabelSource, Round, Vote
 from lsun_crowd.store import Store
 
-FIELDS = ("uri", "sha256", "category", "label", "source", "round", "confidence", "votes")
-LABEL_NAMES = {1: "positive", 0: "negative"}
+FIELDS = ("uri", "sha256", "category", "label", "source", "round", "confidence", "votes", "reason")
+
 MULTILABEL = "multilabel"
 
 
@@ -27,8 +37,10 @@ def records(
     store: Store, groups: Sequence[GroupConfig] = (), summary: ExportSummary | None = None
 ) -> Iterator[dict[str, Any]]:
     """Every (image, category) record, categories by name and images by id, read in keyset chunks
-    so that memory stays bounded whatever the pool's size. The records of an image in conflict in
-    a single-label group are held back for the group's categories, and counted in ``summary``."""
+    so that memory stays bounded whatever the pool's size. An image in conflict in a single-label
+    group is held back: exported as unlabeled for the group's categories, with its reason, and
+    counted in ``summary``. Every unlabeled record says why (:data:`CONFLICT`,
+    :data:`UNRESOLVED`, :data:`NOT_YET_SAMPLED`)."""
     with store.session() as session:
         categories = session.execute(select(Category.id, Category.name).order_by(Category.name)).all()
     group_of = {name: group for group in groups for name in group.categories}
@@ -65,13 +77,17 @@ def records(
                     held = set(conflicted_items(session, group, after, through=rows[-1][0]))
                 if counting and summary is not None:
                     summary.held_back[group.name] = summary.held_back.get(group.name, 0) + len(held)
+            with store.session() as session:
+                asked = voted_on(session, cat_id, after, through=rows[-1][0])
             after = rows[-1][0]
             for item_id, uri, sha256, gold, label, source, number, confidence, votes in rows:
                 if item_id in held:
-                    continue
-                yield {"uri": uri, "sha256": sha256, "category": category} | _label_fields(
-                    gold, label, source, number, confidence, votes
-                )
+                    fields = _label_fields(None, None, None, None, None, 0) | {"reason": CONFLICT}
+                else:
+                    fields = _label_fields(gold, label, source, number, confidence, votes)
+                    if fields["label"] == UNLABELED:
+                        fields["reason"] = UNRESOLVED if item_id in asked else NOT_YET_SAMPLED
+                yield {"uri": uri, "sha256": sha256, "category": category} | fields
 
 
 def _label_fields(
@@ -84,6 +100,7 @@ def _label_fields(
             "round": 0,
             "confidence": 1.0,
             "votes": 0,
+            "reason": None,
         }
     if label is not None:
         return {
@@ -93,8 +110,26 @@ def _label_fields(
             "round": number,
             "confidence": round(float(confidence or 0.0), 6),
             "votes": votes,
+            "reason": None,
         }
-    return {"label": "unlabeled", "source": None, "round": None, "confidence": None, "votes": 0}
+    return {"label": UNLABELED, "source": None, "round": None, "confidence": None, "votes": 0, "reason": None}
+
+
+def voted_on(session: Session, category_id: int, after: int, through: int) -> set[int]:
+    """Images with ids in ``(after, through]`` that people have voted on for the category (gold
+    answers aside): one index range read of the votes."""
+    return set(
+        session.scalars(
+            select(Vote.item_id)
+            .where(
+                Vote.item_id > after,
+                Vote.item_id <= through,
+                Vote.category_id == category_id,
+                Vote.is_gold.is_(False),
+            )
+            .distinct()
+        )
+    )
 
 
 def export(store: Store, out: Path, fmt: str = "jsonl", groups: Sequence[GroupConfig] = ()) -> int:

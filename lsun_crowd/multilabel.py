@@ -25,12 +25,16 @@ from sqlalchemy.orm import Session
 
 from lsun_crowd.config import GroupConfig
 from lsun_crowd.outputs import atomic_file
-from lsun_crowd.schema import Category, Gold, Item, Label, LabelSource, Round
+from lsun_crowd.schema import Category, Gold, Item, Label, LabelSource, Round, Vote
 from lsun_crowd.store import Store
 
 PAGE = 2_000  # images per page of the export
 LABEL_NAMES = {1: "positive", 0: "negative"}
 UNLABELED = "unlabeled"
+# Why an exported record is unlabeled (its ``reason``; labeled records have none).
+CONFLICT = "conflict"  # labeled, but in conflict in a single-label group: `lsun-crowd conflicts` asks people
+UNRESOLVED = "unresolved"  # people were asked and could not settle it (it stays in the pool)
+NOT_YET_SAMPLED = "not yet sampled"  # in the pool, never asked
 POSITIVE_SEPARATOR = ";"  # between category names in the CSV's ``positive`` column
 
 
@@ -43,6 +47,7 @@ class CategoryLabel:
     confidence: float | None = None
     round: int | None = None
     votes: int = 0
+    reason: str | None = None  # why it is unlabeled: see lsun_crowd.export's CONFLICT and the others
 
     def as_record(self) -> dict[str, Any]:
         return {
@@ -51,6 +56,7 @@ class CategoryLabel:
             "confidence": self.confidence,
             "round": self.round,
             "votes": self.votes,
+            "reason": self.reason,
         }
 
 
@@ -69,7 +75,7 @@ def conflict(group: GroupConfig, labels: Mapping[str, int | None]) -> str | None
 @dataclass
 class ExportSummary:
     records: int = 0  # lines (or rows) written
-    held_back: dict[str, int] = field(default_factory=dict)  # group → conflicted images left out
+    held_back: dict[str, int] = field(default_factory=dict)  # group → conflicted images exported unlabeled
 
     @property
     def held_back_total(self) -> int:
@@ -79,7 +85,10 @@ class ExportSummary:
         if not self.held_back_total:
             return ""
         parts = ", ".join(f"{count} in {group}" for group, count in self.held_back.items() if count)
-        return f"held back {self.held_back_total} conflicted image(s) ({parts}): `lsun-crowd conflicts` asks people"
+        return (
+            f"{self.held_back_total} conflicted image(s) ({parts}) exported as unlabeled in their group, reason "
+            f'"{CONFLICT}": `lsun-crowd conflicts` asks people'
+        )
 
 
 @dataclass(frozen=True)
@@ -137,6 +146,13 @@ def iter_images(store: Store, page: int = PAGE) -> Iterator[ImageLabels]:
             gold = session.execute(
                 select(Gold.item_id, Gold.category_id, Gold.answer).where(Gold.item_id >= first, Gold.item_id <= last)
             ).all()
+            asked = set(
+                session.execute(
+                    select(Vote.item_id, Vote.category_id)
+                    .where(Vote.item_id >= first, Vote.item_id <= last, Vote.is_gold.is_(False))
+                    .distinct()
+                ).all()
+            )
         found: dict[int, dict[str, CategoryLabel]] = {}
         for item, cat_id, label, source, confidence, number, votes in labels:
             # Gold and people both count as human in the export; the model is the model.
@@ -150,7 +166,11 @@ def iter_images(store: Store, page: int = PAGE) -> Iterator[ImageLabels]:
             )
         for item_id, uri, sha256 in items:
             known = found.get(int(item_id), {})
-            labels_by_name = {name: known.get(name, CategoryLabel(None)) for _, name in categories}
+            labels_by_name = {
+                name: known.get(name)
+                or CategoryLabel(None, reason=UNRESOLVED if (item_id, cat_id) in asked else NOT_YET_SAMPLED)
+                for cat_id, name in categories
+            }
             yield ImageLabels(int(item_id), str(uri), str(sha256), labels_by_name)
         after = last
 
@@ -158,17 +178,18 @@ def iter_images(store: Store, page: int = PAGE) -> Iterator[ImageLabels]:
 def export_multilabel(store: Store, out: Path, groups: Sequence[GroupConfig] = (), page: int = PAGE) -> ExportSummary:
     """One record per image: every category's label, source and confidence, and the positive
     categories. CSV where ``out`` ends in ``.csv`` (one column per category, then its source and
-    confidence), JSONL otherwise. Images in conflict in a group are held back and counted."""
+    confidence), JSONL otherwise. An image in conflict in a group is held back: unlabeled in the
+    group's categories, with the reason, and counted."""
     summary = ExportSummary(held_back={group.name: 0 for group in groups})
     as_csv = out.suffix.lower() == ".csv"
     with atomic_file(out, newline="") as handle:
         write = _csv_writer(store, handle) if as_csv else _jsonl_writer(handle)
         for image in iter_images(store, page):
-            conflicts = image.conflicts(groups)
-            if conflicts:
-                for group, _ in conflicts:
-                    summary.held_back[group] += 1
-                continue
+            for group, _ in image.conflicts(groups):  # held back: unlabeled, saying why, in the group
+                summary.held_back[group] += 1
+                held = next(config for config in groups if config.name == group)
+                for name in held.categories:
+                    image.labels[name] = CategoryLabel(None, reason=CONFLICT)
             write(image)
             summary.records += 1
     return summary

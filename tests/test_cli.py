@@ -118,7 +118,9 @@ def test_demo_meets_its_numbers(tmp_path: Path) -> None:
     targets = load_digits().target
     assert len(list((out / "images").glob("*.png"))) == len(targets) == 1797
     true_positive = false_positive = unlabeled = 0
-    for line in (out / "export.jsonl").read_text().splitlines():
+    exported = (out / "export.jsonl").read_text().splitlines()
+    assert len(exported) == 10 * 1797  # every image in every category, a conflicted one unlabeled
+    for line in exported:
         record = json.loads(line)
         truth = targets[int(Path(record["uri"]).stem)] == int(record["category"].split("-")[1])
         true_positive += record["label"] == "positive" and truth
@@ -294,3 +296,19 @@ def test_every_file_a_command_writes_is_named_when_it_cannot_be(tmp_path: Path, 
         assert code == 2, output
         assert len(lines) == 1 and str(target) in lines[0] and "Traceback" not in output, output
     assert not [path for path in tmp_path.rglob("*partial*")]
+
+
+def test_piped_output_keeps_whole_table_headers(tmp_path: Path) -> None:
+    import os
+
+    root = _small_project(tmp_path / "p")
+    env = {key: value for key, value in os.environ.items() if key != "COLUMNS"}
+    result = subprocess.run(
+        [sys.executable, "-m", "lsun_crowd.cli", "status", "--project", str(root)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "votes saved" in result.stdout and "spent (USD)" in result.stdout and "…" not in result.stdout

@@ -86,7 +86,14 @@ def test_multilabel_export_of_an_overlapping_pool_matches_the_truth(tmp_path: Pa
         for name in CATEGORIES:
             label = record["labels"][name]
             if (item, name) in unlabeled and label["source"] is None:
-                assert label == {"label": "unlabeled", "source": None, "confidence": None, "round": None, "votes": 0}
+                assert label == {
+                    "label": "unlabeled",
+                    "source": None,
+                    "confidence": None,
+                    "round": None,
+                    "votes": 0,
+                    "reason": "not yet sampled",  # these tests write labels without asking anyone
+                }
             else:
                 assert label["label"] == ("positive" if truth[(item, name)] else "negative")
                 assert (label["source"], label["confidence"]) == ("human", 1.0 if (item, name) in known else 0.99)
@@ -167,10 +174,20 @@ def test_conflicts_are_held_back_then_settled_by_the_crowd_in_the_run(tmp_path: 
     assert (group.name, group.exhaustive, len(group.categories)) == ("digits", True, 10)
     before = multilabel_status(project.store, [group])
     assert (before.positive_in_several, before.conflicts) == (6, {"digits": 12})
+    # Every image is exported; a conflicted one is unlabeled in its group, saying why.
     summary = export_labels(project.store, tmp_path / "before.jsonl", "multilabel", [group])
-    assert (summary.records, summary.held_back) == (188, {"digits": 12})
+    assert (summary.records, summary.held_back) == (200, {"digits": 12})
+    images = [json.loads(line) for line in (tmp_path / "before.jsonl").read_text().splitlines()]
+    held = [image for image in images if any(label["reason"] == "conflict" for label in image["labels"].values())]
+    assert len(held) == 12 and all(
+        label["label"] == "unlabeled" and label["reason"] == "conflict"
+        for image in held
+        for label in image["labels"].values()
+    )
     per_category = export_labels(project.store, tmp_path / "before-flat.jsonl", "jsonl", [group])
-    assert (per_category.records, per_category.held_back) == (1880, {"digits": 12})
+    assert (per_category.records, per_category.held_back) == (2000, {"digits": 12})
+    flat = [json.loads(line) for line in (tmp_path / "before-flat.jsonl").read_text().splitlines()]
+    assert sum(record["reason"] == "conflict" for record in flat) == 120
 
     # Every category is resolved (nothing left in its pool), so the run goes straight to the conflicts.
     outcomes = project.cascade(project.crowd()).run()

@@ -6,9 +6,11 @@ count, from workers not blocked. Each vote is weighted by its worker's log-odds 
 estimated from their gold answers alone (every job's hidden gold, the audit's included, with the
 project's ``[quality]`` prior), so a careless worker counts for little and one who answers
 against the truth counts reversed, while no answer about an audited image shapes any weight. An
-image's audit label is the sign of the weighted sum, given at least :data:`MIN_VOTES` votes; with
-fewer, or an exact tie, the audit cannot tell, and the exact intervals count it against
-whichever bound they compute (see :mod:`lsun_crowd.audit.stats`), while the point estimates and
+image's audit label is the sign of the weighted sum, given at least :data:`MIN_VOTES` votes and
+a sum that makes it at least :data:`SETTLED` sure on the votes alone; with fewer votes, or a
+split the votes cannot settle (3–2 among workers alike), the audit cannot tell: the image is
+unresolved, never an error of the label, and the exact intervals count it against whichever
+bound they compute (see :mod:`lsun_crowd.audit.stats`), while the point estimates and
 PPI++ leave it out. A full Dawid–Skene fit is not used: each audit worker answers only a few
 images, too few to estimate their confusion from the audit's own answers.
 """
@@ -57,6 +59,11 @@ from lsun_crowd.schema import (
 from lsun_crowd.store import Store
 
 MIN_VOTES = 3
+# How sure an image's weighted votes must make the audit before it judges the label: one worker's
+# vote more for one side (a 3-2 split among workers at 0.9) gives 0.9 and leaves it unresolved.
+# Counting such splits as errors reported precision 0.900 and NPV 0.933 on 50 audited labels of
+# 300 photos that were all right.
+SETTLED = 0.95
 DEFAULT_VOTES = 5
 ALL = "all"
 
@@ -200,7 +207,7 @@ def _aggregate(session: Session, audit_id: int, prior_correct: float, prior_wron
         update(AuditItem).where(AuditItem.audit_id == audit_id).values(yes_votes=0, no_votes=0, audit_label=None)
     )
     for (item_id, category_id), (yes_votes, no_votes, evidence) in tallies.items():
-        decided = yes_votes + no_votes >= MIN_VOTES and abs(evidence) > 1e-9
+        decided = yes_votes + no_votes >= MIN_VOTES and abs(evidence) >= math.log(SETTLED / (1 - SETTLED))
         session.execute(
             update(AuditItem)
             .where(AuditItem.audit_id == audit_id, AuditItem.item_id == item_id, AuditItem.category_id == category_id)

@@ -154,6 +154,16 @@ def worker_quality(workers: Sequence[WorkerRecord], path: Path) -> Path:
                 alpha=0.7,
                 label=f"{name} ({len(chosen)})",
             )
+    if not scored:  # no gold: nothing measures the workers, and the figure says so
+        axes.set_axis_off()
+        axes.text(
+            0.5,
+            0.5,
+            "No gold answers: workers cannot be judged.\nAdd known answers with lsun-crowd ingest --gold.",
+            ha="center",
+            va="center",
+        )
+        return _save(figure, path)
     axes.set_xscale("symlog")
     axes.set_ylim(-0.05, 1.05)
     axes.set(xlabel="assignments done", ylabel="gold accuracy", title="workers (marker size: gold answers)")

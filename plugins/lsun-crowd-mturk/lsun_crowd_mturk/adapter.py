@@ -77,6 +77,11 @@ def already_done(error: MTurkError) -> bool:
     return "HitAlreadyExists" in text or "has already been processed" in text
 
 
+# AWS's notice, atop every page of the MTurk API reference
+# (https://docs.aws.amazon.com/AWSMechTurk/latest/AWSMturkAPI/Welcome.html).
+CLOSURE = "AWS closed Mechanical Turk on 30 September 2026; a live request may fail"
+
+
 class MTurkCrowd:
     name = "mturk"
 
@@ -136,7 +141,8 @@ class MTurkCrowd:
             return None
         endpoint = self.settings.endpoint()
         where = "" if endpoint == LIVE_ENDPOINT else f" at {endpoint}"  # an override wins over the mode
-        return f"live Mechanical Turk{where}: real money"
+        closed = "" if where else f" ({CLOSURE})"  # a compatible server of your own is another matter
+        return f"live Mechanical Turk{where}{closed}: real money"
 
     def confirm_spend(self) -> None:
         self.spend_confirmed = True

@@ -19,7 +19,12 @@ from lsun_crowd.render import Renderer
 from lsun_crowd_mturk import MTurkCrowd, open_crowd, parse_settings
 
 mturk = typer.Typer(
-    help="Amazon Mechanical Turk: balance, HIT preview, cleanup, workers, live runs.",
+    help=(
+        "Amazon Mechanical Turk: balance, HIT preview, cleanup, workers, live runs. AWS closed Mechanical "
+        "Turk on 30 September 2026 (its notice atop the MTurk API reference, "
+        "https://docs.aws.amazon.com/AWSMechTurk/latest/AWSMturkAPI/Welcome.html); the adapter stays for "
+        "MTurk-compatible servers and for reproducing older projects."
+    ),
     no_args_is_help=True,
     rich_markup_mode=None,  # plain help text, as the main command's
 )

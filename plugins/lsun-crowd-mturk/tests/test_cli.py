@@ -132,7 +132,10 @@ def test_live_runs_need_a_yes_that_shows_the_spend(tmp_path: Path, turk: FakeTur
     result = runner.invoke(app, ["run", "--project", str(tmp_path / "p")], input="n\n")
     assert result.exit_code == 2, result.output
     shown = " ".join(result.output.split())
-    assert "live Mechanical Turk: real money: this run may spend up to 500 USD more (the budget left)" in shown
+    assert (
+        "live Mechanical Turk (AWS closed Mechanical Turk on 30 September 2026; a live request may fail): "
+        "real money: this run may spend up to 500 USD more (the budget left)"
+    ) in shown
     assert "nothing was published: the spend was not confirmed" in shown
     assert not turk.calls
 

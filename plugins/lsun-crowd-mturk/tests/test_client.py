@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from fake_turk import FakeTurk
 from lsun_crowd_mturk import Api, MTurkCrowd, MTurkError, MTurkSettings, from_settings, make_client
-from lsun_crowd_mturk.adapter import request_token
+from lsun_crowd_mturk.adapter import CLOSURE, request_token
 from lsun_crowd_mturk.answers import MalformedAnswer, answers_xml, item_answers
 from lsun_crowd_mturk.question import HTML_QUESTION_LIMIT, html_question
 from lsun_crowd_mturk.settings import LIVE_ENDPOINT, SANDBOX_ENDPOINT
@@ -72,7 +72,9 @@ def test_live_needs_a_confirmation_and_settings_are_checked(tmp_path: Path) -> N
     turk = FakeTurk()
     live, _ = crowd_with(turk, URLS.model_copy(update={"live": True}))
     assert isinstance(sandbox, ConfirmsSpend) and sandbox.spend_confirmation() is None
-    assert live.spend_confirmation() == "live Mechanical Turk: real money"
+    # Live MTurk names its closure (AWS's notice) before it asks for money; a server of your own does not.
+    assert live.spend_confirmation() == f"live Mechanical Turk ({CLOSURE}): real money"
+    assert "30 September 2026" in CLOSURE
     with pytest.raises(CrowdError, match="live Mechanical Turk spends real money: nothing is published until"):
         live.publish(batch())
     with pytest.raises(CrowdError, match="until the spend is confirmed"):
