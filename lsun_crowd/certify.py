@@ -254,11 +254,12 @@ def plan(cascade: CascadeConfig, sides: dict[int, SideCounts], money: Budget, po
 
 
 def crowd_noise(session: Session, category_id: int) -> tuple[float, float]:
-    """The shares of checked negatives and positives people's consensus will contradict however
-    right the model is: how often they contradicted the latest model where it was sure of each
-    (out of fold; :attr:`lsun_crowd.schema.RoundModel.disagreement`). A certification planned on
-    the model's confidences alone failed on two crowd slips among 171 checked positives, and a
-    failed set goes back to the pool whole. People slip more on positives than on negatives."""
+    """The shares of checked negatives and positives people's consensus is expected to contradict:
+    how often they contradicted the latest model's out-of-fold scores where its split labels
+    (:func:`lsun_crowd.autolabel.region_errors`, kept as
+    :attr:`lsun_crowd.schema.RoundModel.disagreement`). A plan on the calibrated confidences alone
+    failed twice: on 2 crowd slips among 171 checked positives, and on 15 wrong among 692 checked
+    digit-3 positives where it expected 6; a failed set goes back to the pool whole."""
     found = session.execute(
         select(RoundModel.disagreement, RoundModel.disagreement_positive)
         .join(Round, Round.id == RoundModel.round_id)
@@ -272,8 +273,11 @@ def crowd_noise(session: Session, category_id: int) -> tuple[float, float]:
 
 
 def _add_noise(sides: dict[int, SideCounts], noise: tuple[float, float]) -> None:
+    """Each side's expected wrong labels: the most of what its calibrated confidences predict and
+    what people's contradictions of the model where it labels measured (which hold both the
+    model's errors and people's slips)."""
     for label, counted in sides.items():
-        counted.expected_wrong += noise[label] * counted.size
+        counted.expected_wrong = max(counted.expected_wrong, noise[label] * counted.size)
 
 
 def _count_sides(session: Session, category_id: int, rounds: list[int]) -> dict[int, SideCounts]:
