@@ -76,7 +76,7 @@ def test_run_status_export_on_a_small_project(tmp_path: Path) -> None:
     code, _ = invoke("export", "--project", str(directory), "--out", str(tmp_path / "labels.jsonl"))
     records = [json.loads(line) for line in (tmp_path / "labels.jsonl").read_text().splitlines()]
     assert code == 0 and len(records) == 300
-    assert set(records[0]) == {"uri", "sha256", "category", "label", "source", "round", "confidence", "votes"}
+    assert set(records[0]) == {"uri", "sha256", "category", "label", "source", "round", "confidence", "votes", "reason"}
     assert {r["label"] for r in records} <= {"positive", "negative", "unlabeled"}
     code, _ = invoke("export", "--project", str(directory), "--out", str(tmp_path / "labels.csv"), "--format", "csv")
     with (tmp_path / "labels.csv").open() as handle:

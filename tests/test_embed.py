@@ -288,7 +288,7 @@ def test_unreadable_missing_or_changed_images_are_reported_and_skipped(tmp_path:
     report = embed_items(CountingModel(), cache, items, 4)
     assert report.computed == 1 and good[0] in cache and len(cache) == 1
     assert "bad.png: cannot read image" in report.failed[bad[0]]
-    assert "gone.png: cannot read image: FileNotFoundError" in report.failed["c" * 64]
+    assert "gone.png: cannot read image: no such file" in report.failed["c" * 64]
     assert "changed.png: the file changed since it was ingested" in report.failed[changed[0]]
 
 
