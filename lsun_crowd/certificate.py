@@ -27,6 +27,9 @@ class Certificate:
     npv: float | None
     recall_kept: float | None  # at least this share of the positives survived the auto-negatives
     budget_spent: float  # probability the statement fails, at most
+    # Where a side has no auto-labels, the latest round's word on why: what certifying it would
+    # need, or why no model split the pool (None: no round said).
+    why: str | None = None
 
     @property
     def confidence(self) -> float:
@@ -39,9 +42,10 @@ class Certificate:
         if self.auto_negative and self.npv is not None:
             recall = f", recall kept >= {self.recall_kept:.3f}" if self.recall_kept is not None else ""
             parts.append(f"{self.auto_negative:,} auto-negative at NPV >= {self.npv:g}{recall}")
+        why = f" ({self.why})" if self.why and not (self.auto_positive and self.auto_negative) else ""
         if not parts:
-            return f"{self.category}: no auto-labels, every label is people's"
-        return f"{self.category}: " + "; ".join(parts) + f", with probability >= {self.confidence:.3f}"
+            return f"{self.category}: no auto-labels, every label is people's{why}"
+        return f"{self.category}: " + "; ".join(parts) + f", with probability >= {self.confidence:.3f}{why}"
 
 
 def certificates(session: Session, categories: list[str]) -> list[Certificate]:
@@ -80,4 +84,27 @@ def _certificate(session: Session, name: str, category_id: int) -> Certificate:
         min(target for target, _ in negative) if negative else None,
         (1 - sum(slack or 0 for slack in slacks)) if negative and all(s is not None for s in slacks) else None,
         float(spent),
+        latest_word(session, category_id),
     )
+
+
+# What a round's notes say when the model labels less than the whole pool (lsun_crowd.autolabel,
+# lsun_crowd.certify): the planner never leaves a side to people without saying so.
+WHY_MARKERS = ("the model leaves to people: ", "no split: ", "certified ")
+LOOK_BACK = 20  # rounds read, newest first
+
+
+def latest_word(session: Session, category_id: int) -> str | None:
+    """The newest round note (of the last :data:`LOOK_BACK`) that says why the model left labels
+    to people, from its marker on, with the round's number."""
+    rows = session.execute(
+        select(Round.number, Round.notes)
+        .where(Round.category_id == category_id, Round.notes.is_not(None))
+        .order_by(Round.number.desc())
+        .limit(LOOK_BACK)
+    ).all()
+    for number, notes in rows:
+        for marker in WHY_MARKERS:
+            if marker in (notes or ""):
+                return f"round {number}: " + notes[notes.index(marker) :]
+    return None

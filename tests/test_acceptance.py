@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
 
 import numpy as np
 from hypothesis import given, settings
@@ -20,6 +21,9 @@ from lsun_crowd.acceptance import (
     unchecked_p_value,
     walk,
 )
+from lsun_crowd.certificate import certificates
+from lsun_crowd.schema import Category, Round, RoundState
+from lsun_crowd.store import Store
 from lsun_crowd.thresholds import Calibrated, Goals, ScoreHistogram, choose, decide, fit_calibration
 
 
@@ -169,3 +173,27 @@ def test_calibration_is_not_capped_by_smoothing() -> None:
     assert calibrated.probability(np.array([10.0]))[0] > 0.999
     assert calibrated.probability(np.array([-10.0]))[0] < 0.001
     assert math.isfinite(calibrated.slope) and calibrated.slope > 0
+
+
+def test_a_side_left_to_people_says_why_in_the_guarantee(tmp_path: Path) -> None:
+    # The planner never drops a side silently: status, the demo and the report print the latest
+    # round's word on what certifying it would need.
+    store = Store.for_project(tmp_path)
+    with store.session() as session:
+        category = Category(name="kitchen")
+        session.add(category)
+        session.flush()
+        notes = [
+            "trained on 400 human labels (20 epochs); 9,000 below logit -4 (expected NPV 0.9990, 3 positives)",
+            "trained on 800 human labels (25 epochs); no threshold; the model leaves to people: certifying "
+            "1,200 auto-positives would need people to check 700 of them",
+            None,
+        ]
+        for number, note in enumerate(notes, start=1):
+            session.add(Round(category_id=category.id, number=number, state=RoundState.DONE, notes=note))
+    with store.session() as session:
+        (certificate,) = certificates(session, ["kitchen"])
+    assert certificate.why == (
+        "round 2: the model leaves to people: certifying 1,200 auto-positives would need people to check 700 of them"
+    )
+    assert certificate.describe().endswith(f"every label is people's ({certificate.why})")
