@@ -29,8 +29,9 @@ from lsun_crowd.outputs import write_text
 from lsun_crowd.plugins import Plugins
 from lsun_crowd.preview import render_preview, sample_hit
 from lsun_crowd.project import INGEST_REPORT, Project
+from lsun_crowd.publish import spent_so_far
 from lsun_crowd.redact import redact_logging
-from lsun_crowd.status import category_status, gold_warning, spent_in_all, without_gold
+from lsun_crowd.status import category_status, gold_warning, without_gold
 
 app = typer.Typer(
     help="Build large, trustworthy image datasets with crowd votes and a classifier cascade.",
@@ -169,7 +170,7 @@ def status(
                 str(row.votes_saved),
                 f"{row.spent:.2f}",
             )
-        total = spent_in_all(opened.store)  # rounds, audits, repairs, multi-label jobs: every spend row
+        total = spent_so_far(opened.store)  # rounds, audits, repairs, multi-label jobs: every spend row
         table.add_section()
         table.add_row(
             "in all", "", "", "", "", "", "", str(sum(row.votes for row in rows)), "", f"{total:.2f}", style="bold"

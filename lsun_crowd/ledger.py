@@ -220,6 +220,16 @@ class NewLabel:
     votes: int = 0
     model_share: float = 0.0  # the model's part in a human label (lsun_crowd.consensus.model_share)
 
+    def columns(self) -> dict[str, Any]:
+        """The columns a label row and its event share."""
+        return {
+            "item_id": self.item_id,
+            "label": self.label,
+            "confidence": self.confidence,
+            "votes": self.votes,
+            "model_share": self.model_share,
+        }
+
 
 @dataclass(frozen=True)
 class CurrentLabel:
@@ -281,35 +291,12 @@ def _write_labels(
     insert_ignoring_duplicates(
         session,
         LabelEvent,
-        [
-            common
-            | {
-                "item_id": label.item_id,
-                "label": label.label,
-                "confidence": label.confidence,
-                "votes": label.votes,
-                "model_share": label.model_share,
-                "origin": origin,
-                "job_id": job_id,
-                "reason": reason,
-            }
-            for label in batch
-        ],
+        [common | label.columns() | {"origin": origin, "job_id": job_id, "reason": reason} for label in batch],
     )
     added = insert_returning(
         session,
         Label,
-        [
-            common
-            | {
-                "item_id": label.item_id,
-                "label": label.label,
-                "confidence": label.confidence,
-                "votes": label.votes,
-                "model_share": label.model_share,
-            }
-            for label in batch
-        ],
+        [common | label.columns() for label in batch],
         Label.label,
     )
     positives = sum(added)
@@ -342,17 +329,13 @@ def revise_labels(
             session,
             LabelEvent,
             [
-                {
-                    "item_id": label.item_id,
+                label.columns()
+                | {
                     "category_id": category_id,
-                    "label": label.label,
                     "source": source,
                     "origin": origin,
                     "round_id": None,
                     "job_id": job_id,
-                    "confidence": label.confidence,
-                    "votes": label.votes,
-                    "model_share": label.model_share,
                     "reason": reason,
                 }
                 for label in batch
@@ -368,13 +351,7 @@ def revise_labels(
         }
         counts: dict[tuple[int, int, str], int] = {}
         for label in batch:
-            values = {
-                "label": label.label,
-                "source": source,
-                "confidence": label.confidence,
-                "votes": label.votes,
-                "model_share": label.model_share,
-            }
+            values = {key: value for key, value in label.columns().items() if key != "item_id"} | {"source": source}
             if label.item_id in current:
                 row_id, old_label, old_source = current[label.item_id]
                 session.execute(update(Label).where(Label.id == row_id).values(round_id=None, **values))

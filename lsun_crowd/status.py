@@ -99,9 +99,3 @@ def gold_warning(categories: list[str]) -> str:
         "dozen known answers of each class with `lsun-crowd ingest --gold gold.csv IMAGES` (columns "
         "uri,category,label)"
     )
-
-
-def spent_in_all(store: Store) -> Decimal:
-    """Every USD booked: the status table's total, the report's and the store's."""
-    with store.session() as session:
-        return ledger.spent(session)

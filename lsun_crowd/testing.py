@@ -400,6 +400,18 @@ def update_project(directory: Path, overrides: Mapping[str, Any]) -> Config:
     return write_project(directory, merge_config(current, overrides))
 
 
+def edit_init_config(directory: Path, changes: Mapping[str, str]) -> None:
+    """Change lines of the file ``lsun-crowd init`` wrote, as a user would in an editor (its
+    comments kept): each ``old`` text, which must be there, becomes ``new`` once."""
+    path = directory / CONFIG_FILE
+    text = path.read_text(encoding="utf-8")
+    for old, new in changes.items():
+        if old not in text:
+            raise ValueError(f"{path}: lsun-crowd init no longer writes {old!r}")
+        text = text.replace(old, new, 1)
+    path.write_text(text, encoding="utf-8")
+
+
 def digits_config(
     seed: int = 0,
     digits: range = range(10),

@@ -149,16 +149,8 @@ def test_demo_meets_its_numbers(tmp_path: Path) -> None:
 
 
 def test_a_project_without_gold_is_told_once_what_gold_buys(tmp_path: Path) -> None:
-    invoke("init", str(tmp_path))
-    config = tmp_path / CONFIG_FILE
-    config.write_text(config.read_text().replace("categories = []", 'categories = ["red"]', 1))
+    _small_project(tmp_path)
     images = tmp_path / "pool"
-    images.mkdir()
-    from PIL import Image
-
-    for index, colour in enumerate(("red", "blue", "green")):
-        Image.new("RGB", (8, 8), colour).save(images / f"{index}.png")
-    assert invoke("ingest", "--project", str(tmp_path), str(images))[0] == 0
     code, output = invoke("status", "--project", str(tmp_path))
     flat = " ".join(output.split())
     assert code == 0 and flat.count("no gold answers for red") == 1

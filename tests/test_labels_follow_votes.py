@@ -147,7 +147,7 @@ def test_a_flat_image_added_late_gets_its_votes_label_or_more_votes(tmp_path: Pa
     from typer.testing import CliRunner
 
     from lsun_crowd.cli import app
-    from lsun_crowd.config import CONFIG_FILE
+    from lsun_crowd.testing import edit_init_config
 
     runner = CliRunner(env={"COLUMNS": "200"})
     digits = load_digits()
@@ -165,25 +165,23 @@ def test_a_flat_image_added_late_gets_its_votes_label_or_more_votes(tmp_path: Pa
     (tmp_path / "truth.csv").write_text("\n".join(truth) + "\n")
     project = tmp_path / "p"
     assert runner.invoke(app, ["init", str(project)]).exit_code == 0
-    config = project / CONFIG_FILE
-    text = config.read_text()
-    for old, new in {
-        "categories = []": 'categories = ["zero"]',
-        "poll_seconds = 30": "poll_seconds = 0",
-        'backbone = "resnet18"': 'backbone = "pixels"',
-        "image_size = 224": "image_size = 8",
-        # Loose targets and few labels a class: a pool this small still trains a model, which votes.
-        "min_class_labels = 20": "min_class_labels = 5",
-        "sample_per_round = 400": "sample_per_round = 150",
-        "target_precision = 0.97": "target_precision = 0.9",
-        "target_npv = 0.995": "target_npv = 0.9",
-        "target_recall = 0.9": "target_recall = 0",
-        "\nconfidence = 0.95 ": "\nconfidence = 0.5 ",
-        "[crowd.settings]": f'[crowd.settings]\ntruth_file = "{tmp_path / "truth.csv"}"',
-    }.items():
-        assert old in text
-        text = text.replace(old, new, 1)
-    config.write_text(text)
+    edit_init_config(
+        project,
+        {
+            "categories = []": 'categories = ["zero"]',
+            "poll_seconds = 30": "poll_seconds = 0",
+            'backbone = "resnet18"': 'backbone = "pixels"',
+            "image_size = 224": "image_size = 8",
+            # Loose targets and few labels a class: a pool this small still trains a model, which votes.
+            "min_class_labels = 20": "min_class_labels = 5",
+            "sample_per_round = 400": "sample_per_round = 150",
+            "target_precision = 0.97": "target_precision = 0.9",
+            "target_npv = 0.995": "target_npv = 0.9",
+            "target_recall = 0.9": "target_recall = 0",
+            "\nconfidence = 0.95 ": "\nconfidence = 0.5 ",
+            "[crowd.settings]": f'[crowd.settings]\ntruth_file = "{tmp_path / "truth.csv"}"',
+        },
+    )
     assert runner.invoke(app, ["ingest", "--project", str(project), str(pool)]).exit_code == 0
     first = runner.invoke(app, ["run", "--project", str(project)])
     assert first.exit_code == 0, first.output

@@ -21,8 +21,8 @@ from typer.testing import CliRunner
 from lsun_crowd import backbones
 from lsun_crowd import weights as weights_module
 from lsun_crowd.cli import app
-from lsun_crowd.config import CONFIG_FILE
 from lsun_crowd.embed import EmbeddingError
+from lsun_crowd.testing import edit_init_config
 
 runner = CliRunner(env={"COLUMNS": "200"})
 
@@ -146,16 +146,14 @@ def _digit_pool(directory: Path, count: int) -> Path:
 
 def _new_project(directory: Path, images: Path) -> None:
     assert runner.invoke(app, ["init", str(directory)]).exit_code == 0
-    config = directory / CONFIG_FILE
-    text = config.read_text()
-    for old, new in {
-        "categories = []": 'categories = ["zero"]',
-        "poll_seconds = 30": "poll_seconds = 0",
-        "[crowd.settings]": f'[crowd.settings]\ntruth_file = "{images.parent / "truth.csv"}"',
-    }.items():
-        assert old in text
-        text = text.replace(old, new, 1)
-    config.write_text(text)
+    edit_init_config(
+        directory,
+        {
+            "categories = []": 'categories = ["zero"]',
+            "poll_seconds = 30": "poll_seconds = 0",
+            "[crowd.settings]": f'[crowd.settings]\ntruth_file = "{images.parent / "truth.csv"}"',
+        },
+    )
     result = runner.invoke(app, ["ingest", "--project", str(directory), str(images)])
     assert result.exit_code == 0, result.output
 
