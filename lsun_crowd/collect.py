@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 ANSWER_VALUES = {YES: 1, NO: 0}
 PAGE = 100  # HITs per status request and per store transaction
 READ_AGAIN = 5  # a finished HIT's short listing, or a short status answer, is asked again this often
-POLLS_KEY = "polls"
+POLLS_KEY = "polls"  # polls finished
+ASKED_KEY = "polls_asked"  # the latest poll whose clock the platform was set to, finished or not
 
 
 @dataclass(frozen=True)
@@ -51,17 +52,25 @@ class PollResult:
         return bool(self.assignments or self.closed_hits or self.collected_jobs)
 
 
-def polls_so_far(ctx: Context) -> int:
+def _meta_count(ctx: Context, key: str) -> int:
     with ctx.store.session() as session:
-        row = session.get(Meta, POLLS_KEY)
+        row = session.get(Meta, key)
         return int(row.value) if row is not None else 0
+
+
+def polls_so_far(ctx: Context) -> int:
+    return _meta_count(ctx, POLLS_KEY)
 
 
 def sync_clock(ctx: Context) -> None:
     """A simulated platform's clock is the runner's count of polls, kept in the store, so a poll
-    repeated after a crash sees the platform exactly as the first attempt did."""
+    repeated after a crash sees the platform exactly as the first attempt did.
+
+    After a crash mid-poll the clock is that poll's, not the last finished one's: the assignments
+    it stored were submitted by then, and reviewing them at an earlier time would find them not
+    yet submitted."""
     if isinstance(ctx.crowd, VirtualClock):
-        ctx.crowd.set_clock(polls_so_far(ctx))
+        ctx.crowd.set_clock(max(polls_so_far(ctx), _meta_count(ctx, ASKED_KEY)))
 
 
 def poll(
@@ -77,6 +86,8 @@ def poll(
         return PollResult(collected_jobs=_finish_collected_jobs(ctx, category_ids))
     number = polls_so_far(ctx) + 1
     if isinstance(ctx.crowd, VirtualClock):
+        with ctx.store.session() as session:
+            session.merge(Meta(key=ASKED_KEY, value=str(number)))
         ctx.crowd.set_clock(number)
     now = time.time()  # one reading per poll: a HIT is given up on only after the platform was told
     with ctx.store.session() as session:
@@ -123,6 +134,7 @@ def poll(
                     session.execute(update(Hit).where(Hit.id == hit.row_id).values(state=final))
             result = PollResult(result.assignments + added, result.closed_hits + int(closed))
         page = _open_hits(ctx, category_ids, page[-1].row_id, job_id)
+    crashpoints.reached("polled")  # the poll's HITs stored and closed; the poll not yet counted
     collected = _finish_collected_jobs(ctx, category_ids)
     with ctx.store.session() as session:
         session.merge(Meta(key=POLLS_KEY, value=str(number)))

@@ -46,6 +46,7 @@ RUN_POINTS = (
     "created:round",
     "collect",
     "listed",
+    "polled",
     "review",
     "approving",
     "created:follow_up",
@@ -60,7 +61,7 @@ COMMAND_POINTS: dict[str, tuple[str, ...]] = {
     "ingest": ("ingest",),
     "gold": ("ingest",),
     "run": RUN_POINTS,
-    "audit": ("publish", "created:audit", "collect", "listed", "review", "approving"),
+    "audit": ("publish", "created:audit", "collect", "listed", "polled", "review", "approving"),
 }
 MOCK_STATE = "mock-crowd.sqlite"
 BALANCE = Decimal("1000.00")  # what the simulated platform's account holds at the start

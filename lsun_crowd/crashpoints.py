@@ -17,6 +17,7 @@ The points sit at the worst moments of every stage:
 - ``created:<job kind>``: the platform created a job's HITs (a round batch, a follow-up, an audit,
   a repair), and the store does not know their ids yet;
 - ``listed``: a HIT's assignments read from the platform, not yet stored;
+- ``polled``: a poll's assignments stored and its HITs closed, the poll not yet counted;
 - ``approving``: some of a job's assignments approved or rejected on the platform, not all.
 """
 

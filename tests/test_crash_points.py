@@ -76,3 +76,19 @@ def test_a_crash_point_kills_only_on_the_pass_it_names(tmp_path: Path) -> None:
 def test_a_malformed_crash_point_is_refused(value: str) -> None:
     with pytest.raises(ValueError, match="expected POINT:N"):
         crashpoints._target(value)
+
+
+def test_a_run_killed_between_storing_a_poll_and_counting_it_resumes(tmp_path: Path) -> None:
+    """The eighth poll closes a job's last HITs; killed before it is counted, the resumed run
+    reviews that job first, on the platform's clock of the poll that stored its work (the clock of
+    the last poll counted found those assignments not yet submitted, and the run stopped)."""
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    shape = dict(SHAPE, rounds=1)
+    make_project(reference, **shape)
+    make_project(killed, **shape)
+    with ThreadPoolExecutor(1) as straight:
+        done = straight.submit(run_chain, reference, 0, {}, ("ingest", "gold", "run"), AUDIT_SAMPLE)
+        chain = run_chain(killed, 0, {"run": ["polled:8"]}, ("ingest", "gold", "run"), AUDIT_SAMPLE)
+        done.result()
+    assert chain.kills == ["run polled:8"]
+    assert check(killed, reference) == []
