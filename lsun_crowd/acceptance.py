@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.stats import hypergeom
+from scipy.stats import hypergeom, poisson
 
 UNRESOLVED = -1  # people's answer for a checked image they could not label with confidence
 # A walk starts at the smallest subset where this many wrong labels in its sample could still
@@ -159,17 +159,25 @@ def _start(subsets: list[Subset], sampled: list[int], p_value: PValue, delta: fl
     return 0
 
 
-def sample_needed(size: int, expected_bad: float, p_value: Callable[[int, int], float], delta: float) -> int:
+def sample_needed(
+    size: int,
+    expected_bad: float,
+    p_value: Callable[[int, int], float],
+    delta: float,
+    share: float = 0.95,
+    slips: int = PLANNED_SLIPS,
+    margin: float = SAMPLE_MARGIN,
+) -> int:
     """Fewest labels to check, drawn uniformly from a set of ``size``, for the whole set's test to
     pass when the checked ones hold as many wrong labels as a Poisson count of mean
-    ``expected_bad * n / size`` does 19 times in 20, and at least :data:`PLANNED_SLIPS`
+    ``expected_bad * n / size`` does ``share`` of the time, and at least ``slips``
     (``p_value(bad, n)``): a sample that passes only with none fails on the first crowd slip, and a
     failed set goes back to the pool whole. ``size`` when no sample smaller than the set would do."""
     if size <= 0:
         return 0
 
     def passes(n: int) -> bool:
-        planned = max(PLANNED_SLIPS, _poisson_quantile(expected_bad * n / size, 0.95))
+        planned = max(slips, _poisson_quantile(expected_bad * n / size, share))
         return p_value(planned, n) <= delta
 
     low, high = 1, 1
@@ -185,7 +193,51 @@ def sample_needed(size: int, expected_bad: float, p_value: Callable[[int, int], 
             low = middle + 1
     # A margin: at the fewest that pass, the p-value sits at delta itself, and one slip more than
     # planned ends the walk at the first subset (a set of 1,901 failed at p = 0.0045 > 0.0045).
-    return min(size, math.ceil(high * SAMPLE_MARGIN))
+    return min(size, math.ceil(high * margin))
+
+
+@dataclass(frozen=True)
+class Looks:
+    """A side's sample in up to two looks: people check ``first`` labels; if the walk on those does
+    not certify the whole side, they check the rest of ``whole`` (drawn with the first, so that
+    both are uniform samples fixed before anyone looks) and the walk is run again on all of them.
+    Each look tests at half the side's budget (a union bound: the side is wrongly certified only if
+    one of the two tests is), so a second look is only planned where its expected cost is lower
+    than one look's. ``first == whole``: one look, at the whole budget."""
+
+    first: int
+    whole: int
+    expected: float  # labels people are expected to check
+
+    @property
+    def two(self) -> bool:
+        return self.whole > self.first
+
+    def delta(self, side_delta: float) -> float:
+        """The level each look tests at."""
+        return side_delta / 2 if self.two else side_delta
+
+
+def plan_looks(size: int, expected_bad: float, p_value: Callable[[int, int], float], delta: float) -> Looks:
+    """One look sized as :func:`sample_needed` plans it, or two: a first look sized to pass with
+    the wrong labels expected half of the time (none where the expected count is small) and no
+    margin, then the rest of a sample sized as one look is, both at ``delta / 2``. Two looks where
+    the expected checks (the first, and the second as often as the first is expected to fail) are
+    fewer than one look's. A whole side that holds no errors passes its first look: on the
+    simulated crowd, 0 wrong of 1,573 checked auto-negatives, where 790 would have done."""
+    single = sample_needed(size, expected_bad, p_value, delta)
+    if size <= 0 or delta <= 0:
+        return Looks(single, single, float(single))
+    first = sample_needed(size, expected_bad, p_value, delta / 2, share=0.5, slips=0, margin=1.0)
+    whole = sample_needed(size, expected_bad, p_value, delta / 2)
+    if first >= min(whole, single):
+        return Looks(single, single, float(single))
+    mean = expected_bad * first / size
+    fails = 1 - poisson.cdf(_poisson_quantile(mean, 0.5), mean)
+    expected = first + fails * (whole - first)
+    if expected >= single:
+        return Looks(single, single, float(single))
+    return Looks(first, whole, expected)
 
 
 def _poisson_quantile(mean: float, share: float) -> int:

@@ -8,7 +8,9 @@ confidences predict, the error budget), withdraws the sampled labels and asks pe
 images, as calibration images: by people alone, up to ``cascade.calibration_max_votes`` votes.
 Then (:func:`settle`) each side is walked over nested subsets by confidence
 (:func:`lsun_crowd.acceptance.walk`): the loosest subset that passes keeps its model labels, the
-labels looser than it go back to the pool, and the sampled images keep people's labels. The
+labels looser than it go back to the pool, and the sampled images keep people's labels. Where a
+side's plan has two looks (:class:`lsun_crowd.acceptance.Looks`), people check the first part of
+its sample, and the rest only if the first look does not certify the whole side. The
 category's rounds go on if the pool is not empty and rounds are left, and their new labels get a
 certification of their own, at what is left of the error budget.
 
@@ -25,23 +27,25 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from lsun_crowd import ledger
 from lsun_crowd.acceptance import (
     UNRESOLVED,
     Checked,
+    Looks,
+    PValue,
     Subset,
     WalkResult,
     most_wrong_allowed,
     nested_subsets,
-    sample_needed,
+    plan_looks,
     unchecked_p_value,
     walk,
 )
 from lsun_crowd.config import CascadeConfig
-from lsun_crowd.context import DONE, Context, RoundRef, rng, set_state
+from lsun_crowd.context import DONE, SAMPLED, Context, RoundRef, rng, set_state
 from lsun_crowd.publish import lay_out_job
 from lsun_crowd.review import human_posterior
 from lsun_crowd.schema import (
@@ -202,13 +206,20 @@ def known_positives(session: Session, category_id: int, target_precision: float,
 
 @dataclass(frozen=True)
 class Plan:
-    """What a certification asks people for, per side, and at what budget."""
+    """What a certification asks people for, per side (in one look or two), and at what budget."""
 
-    positive: int
-    negative: int
+    positive: Looks
+    negative: Looks
     delta_positive: float
     delta_negative: float
     recall_most: int  # positives the auto-negatives may hold, as planned (the test uses the count it finds)
+
+    def side(self, label: int) -> Looks:
+        return self.positive if label == 1 else self.negative
+
+    @property
+    def expected(self) -> float:
+        return self.positive.expected + self.negative.expected
 
 
 def plan(cascade: CascadeConfig, sides: dict[int, SideCounts], money: Budget, positives_known: int) -> Plan:
@@ -216,16 +227,16 @@ def plan(cascade: CascadeConfig, sides: dict[int, SideCounts], money: Budget, po
     positive, negative = sides[1], sides[0]
     recall_most = math.floor(money.recall_share * positives_known) if money.recall_share > 0 else -1
 
-    def needed_positive(delta: float) -> int:
+    def needed_positive(delta: float) -> Looks:
         size = positive.size
-        return sample_needed(
+        return plan_looks(
             size,
             positive.expected_wrong,
             lambda bad, n: unchecked_p_value(bad, size, n, most_wrong_allowed(cascade.target_precision, size - n)),
             delta,
         )
 
-    def needed_negative(delta: float) -> int:
+    def needed_negative(delta: float) -> Looks:
         size = negative.size
 
         def p_value(bad: int, n: int) -> float:
@@ -234,7 +245,7 @@ def plan(cascade: CascadeConfig, sides: dict[int, SideCounts], money: Budget, po
                 return npv
             return max(npv, unchecked_p_value(bad, size, n, recall_most))
 
-        return sample_needed(size, negative.expected_wrong, p_value, delta)
+        return plan_looks(size, negative.expected_wrong, p_value, delta)
 
     best: Plan | None = None
     shares = [1.0] if negative.size == 0 else [0.0] if positive.size == 0 else SPLITS.tolist()
@@ -247,7 +258,7 @@ def plan(cascade: CascadeConfig, sides: dict[int, SideCounts], money: Budget, po
             delta_negative,
             recall_most,
         )
-        if best is None or candidate.positive + candidate.negative < best.positive + best.negative:
+        if best is None or candidate.expected < best.expected:
             best = candidate
     assert best is not None
     return best
@@ -318,11 +329,15 @@ def not_worth_certifying(
     known = known_positives(session, category_id, cascade.target_precision, sides[1].size)
     sizes = plan(cascade, sides, budget(session, category_id, cascade), max(known, math.floor(expected_positives)))
     found = {}
-    for label, name, needed in ((1, "auto-positives", sizes.positive), (0, "auto-negatives", sizes.negative)):
+    for label, name in ((1, "auto-positives"), (0, "auto-negatives")):
         size = sides[label].size
-        if proposed.get(label, (0, 0.0))[0] and needed >= WORTH * size:
-            found[label] = f"certifying {size:,} {name} would need people to check {min(needed, size):,} of them"
+        if proposed.get(label, (0, 0.0))[0] and sizes.side(label).expected >= WORTH * size:
+            found[label] = _too_dear(size, name, sizes.side(label))
     return found
+
+
+def _too_dear(size: int, name: str, looks: Looks) -> str:
+    return f"certifying {size:,} {name} would need people to check {min(round(looks.expected), size):,} of them"
 
 
 def _empty_sides() -> dict[int, SideCounts]:
@@ -343,12 +358,12 @@ def sample_certification(ctx: Context, category: str, category_id: int, number: 
         money = budget(session, category_id, cascade)
         positives = known_positives(session, category_id, cascade.target_precision, sides[1].size)
         sizes = plan(cascade, sides, money, positives)
-        for label, wanted, name in ((1, sizes.positive, "auto-positives"), (0, sizes.negative, "auto-negatives")):
+        for label, name in ((1, "auto-positives"), (0, "auto-negatives")):
             size = sides[label].size
-            if size and wanted >= WORTH * size:
+            if size and sizes.side(label).expected >= WORTH * size:
                 # Checking most of a side to certify the rest costs what people labeling it does:
                 # its labels go back to the pool, for people (and the category says so).
-                reason = f"certifying {size:,} {name} would need people to check {min(wanted, size):,} of them"
+                reason = _too_dear(size, name, sizes.side(label))
                 labels = (Label.label == label) & (Label.source == LabelSource.MODEL) & Label.round_id.in_(rounds)
                 ledger.withdraw_labels(session, category_id, labels, origin=f"certify:r{number}:left", reason=reason)
                 ctx.progress.message(f"{category}: round {number}: {reason}: they go back to people")
@@ -360,18 +375,26 @@ def sample_certification(ctx: Context, category: str, category_id: int, number: 
         session.add(round_)
         session.flush()
         chosen: list[int] = []
-        for label, wanted in ((1, sizes.positive), (0, sizes.negative)):
-            size = sides[label].size
+        for label in (1, 0):
+            size, looks = sides[label].size, sizes.side(label)
             generator = rng(ctx.config.project.seed, category_id, number, 29, label)
-            positions = np.sort(generator.choice(size, size=min(wanted, size), replace=False))
-            picked = _pick(session, category_id, rounds, label, positions)
+            # One uniform sample of the whole: its first draws are the first look's, a uniform sample too.
+            drawn = generator.choice(size, size=min(looks.whole, size), replace=False)
+            order = np.argsort(drawn)
+            picked = _pick(session, category_id, rounds, label, drawn[order])
+            look = np.where(order < looks.first, 1, 2)
             session.add_all(
                 CertificationItem(
-                    round_id=round_.id, item_id=item, label=label, confidence=confidence, model_round_id=model_round
+                    round_id=round_.id,
+                    item_id=item,
+                    label=label,
+                    confidence=confidence,
+                    model_round_id=model_round,
+                    look=int(seen),
                 )
-                for item, confidence, model_round in picked
+                for (item, confidence, model_round), seen in zip(picked, look.tolist(), strict=True)
             )
-            chosen += [item for item, _, _ in picked]
+            chosen += [item for (item, _, _), seen in zip(picked, look.tolist(), strict=True) if seen == 1]
         session.add_all(RoundItem(round_id=round_.id, item_id=item, role=ItemRole.CALIBRATION) for item in chosen)
         session.flush()
         for batch in ledger.chunks(chosen):
@@ -407,12 +430,13 @@ def sample_certification(ctx: Context, category: str, category_id: int, number: 
 
 def describe_plan(sides: dict[int, SideCounts], sizes: Plan) -> str:
     parts = []
-    for name, label, wanted in (("auto-positives", 1, sizes.positive), ("auto-negatives", 0, sizes.negative)):
-        size = sides[label].size
+    for name, label in (("auto-positives", 1), ("auto-negatives", 0)):
+        size, looks = sides[label].size, sizes.side(label)
         if size == 0:
             continue
-        whole = " (all of them: too few for a sample to prove anything)" if wanted >= size else ""
-        parts.append(f"people check {min(wanted, size):,} of {size:,} {name}{whole}")
+        whole = " (all of them: too few for a sample to prove anything)" if looks.first >= size else ""
+        more = f", then {looks.whole - looks.first:,} more if those do not certify them all" if looks.two else ""
+        parts.append(f"people check {min(looks.first, size):,} of {size:,} {name}{whole}{more}")
     return "; ".join(parts)
 
 
@@ -464,88 +488,97 @@ def people_labels(ctx: Context, session: Session, ref: RoundRef, items: list[int
     return labels
 
 
+@dataclass(frozen=True)
+class _Sampled:
+    item: int
+    label: int  # the model's
+    confidence: float
+    look: int
+    asked: bool  # its look has begun: its model label is withdrawn and people are asked
+
+
+def _sampled(session: Session, round_id: int) -> list[_Sampled]:
+    """The certification's sample (one row per drawn label: it grows with the sample, not the pool)."""
+    rows = session.execute(
+        select(
+            CertificationItem.item_id,
+            CertificationItem.label,
+            CertificationItem.confidence,
+            CertificationItem.look,
+            RoundItem.item_id.is_not(None),
+        )
+        .outerjoin(
+            RoundItem,
+            (RoundItem.round_id == CertificationItem.round_id) & (RoundItem.item_id == CertificationItem.item_id),
+        )
+        .where(CertificationItem.round_id == round_id)
+    ).all()
+    return [
+        _Sampled(int(item), int(label), float(conf), int(look), bool(asked)) for item, label, conf, look, asked in rows
+    ]
+
+
+POSITIVE, NEGATIVE = GuaranteeSide.POSITIVE, GuaranteeSide.NEGATIVE
+SIDE_NAMES = {1: "auto-positives", 0: "auto-negatives"}
+
+
 def settle(ctx: Context, ref: RoundRef) -> str:
-    """Test both sides on what people said of the sample, withdraw what fails, record the tests;
-    one transaction."""
+    """Test each side on what people said of its sample, withdraw what fails, record the test; or,
+    where a side planned two looks and its first did not certify the whole side, start its second
+    look (:class:`lsun_crowd.acceptance.Looks`). The negative side waits for the positive side's
+    final count, which bounds its recall test. One transaction."""
     cascade = ctx.config.cascade
     with ctx.store.session() as session:
         rounds = covered_rounds(session, ref.category_id, ref.number)
-        sampled = session.execute(
-            select(CertificationItem.item_id, CertificationItem.label, CertificationItem.confidence).where(
-                CertificationItem.round_id == ref.id
-            )
-        ).all()
-        people = people_labels(ctx, session, ref, [int(item) for item, _, _ in sampled])
+        sampled = _sampled(session, ref.id)
+        people = people_labels(ctx, session, ref, [row.item for row in sampled if row.asked])
         sides = _count_sides(session, ref.category_id, rounds)
         noise = crowd_noise(session, ref.category_id)
-        planned = {row.side: row for row in session.scalars(select(RoundTest).where(RoundTest.round_id == ref.id))}
-        checked = {}
-        for label in (1, 0):
-            mine = [(float(confidence), people[int(item)]) for item, side, confidence in sampled if side == label]
-            confidences = np.array([confidence for confidence, _ in mine], dtype=np.float64)
-            sides[label].add(confidences)  # the population counts its sample
-            # Wrong: people's consensus contradicts the model. An image people could not settle has
-            # no consensus to contradict it: it counts as checked, not as wrong (docs/guarantees.md).
-            wrong = [said not in (label, UNRESOLVED) for _, said in mine]
-            checked[label] = Checked(confidences, np.array(wrong, dtype=bool))
-        unresolved = {
-            label: sum(people[int(item)] == UNRESOLVED for item, side, _ in sampled if side == label)
-            for label in (1, 0)
-        }
-        counts = {label: len(checked[label].bad) for label in (1, 0)}
-        delta_positive = planned[GuaranteeSide.POSITIVE].delta
-        delta_negative = planned[GuaranteeSide.NEGATIVE].delta
-        recall_share = planned[GuaranteeSide.NEGATIVE].recall_slack or 0.0
-        precision = cascade.target_precision
-
-        def p_positive(bad: int, size: int, n: int) -> float:
-            return unchecked_p_value(bad, size, n, most_wrong_allowed(precision, size - n))
-
+        tests = {row.side: row for row in session.scalars(select(RoundTest).where(RoundTest.round_id == ref.id))}
+        for label in (1, 0):  # the population counts its sample (the part people are asked about is withdrawn)
+            sides[label].add(np.array([row.confidence for row in sampled if row.label == label and row.asked]))
         # The errors the plan expected, as a share of each side (its labels' confidences, the
         # sample included, and people's slips): where each walk starts.
         rate = {label: sides[label].expected_wrong / max(sides[label].size, 1) + noise[label] for label in (1, 0)}
-        positive = walk(sides[1].subsets(), checked[1], p_positive, delta_positive, rate[1])
-        kept_positive = _withdraw_looser(session, ref, rounds, 1, positive)
-        model_positives = int(
-            session.scalar(
-                select(LabelCount.count).where(
-                    LabelCount.category_id == ref.category_id,
-                    LabelCount.label == 1,
-                    LabelCount.source == LabelSource.MODEL,
-                )
+        settled = {label for label, side in ((1, POSITIVE), (0, NEGATIVE)) if tests[side].calibration_size > 0}
+        second: list[int] = []
+        for label, side in ((1, POSITIVE), (0, NEGATIVE)):
+            mine = [row for row in sampled if row.label == label]
+            if label in settled or (label == 0 and 1 not in settled and any(row.label == 1 for row in sampled)):
+                continue  # settled already; or the negatives wait for the positives' final count
+            asked = [row for row in mine if row.asked]
+            two = any(row.look == 2 for row in mine)
+            # Wrong: people's consensus contradicts the model. An image people could not settle has
+            # no consensus to contradict it: it counts as checked, not as wrong (docs/guarantees.md).
+            checked = Checked(
+                np.array([row.confidence for row in asked], dtype=np.float64),
+                np.array([people[row.item] not in (label, UNRESOLVED) for row in asked], dtype=bool),
             )
-            or 0
-        )
-        recall_most = (
-            math.floor(recall_share * known_positives(session, ref.category_id, precision, model_positives))
-            if recall_share > 0
-            else -1
-        )
-        npv = cascade.target_npv
-
-        def p_negative(bad: int, size: int, n: int) -> float:
-            value = unchecked_p_value(bad, size, n, most_wrong_allowed(npv, size - n))
-            return value if recall_most < 0 else max(value, unchecked_p_value(bad, size, n, recall_most))
-
-        negative = walk(sides[0].subsets(), checked[0], p_negative, delta_negative, rate[0])
-        kept_negative = _withdraw_looser(session, ref, rounds, 0, negative)
-        for side, result, delta, kept, target, slack in (
-            (GuaranteeSide.POSITIVE, positive, delta_positive, kept_positive, precision, None),
-            (GuaranteeSide.NEGATIVE, negative, delta_negative, kept_negative, npv, recall_share or None),
-        ):
-            label = 1 if side == GuaranteeSide.POSITIVE else 0
-            tested = counts[label] > 0
-            session.merge(
+            p_value = _p_value(session, ref, cascade, label, tests)
+            delta = tests[side].delta / 2 if two else tests[side].delta
+            result = walk(sides[label].subsets(), checked, p_value, delta, rate[label])
+            certified = result.subset.size if result.subset is not None else 0
+            waiting = [row.item for row in mine if not row.asked]
+            if waiting and sides[label].size - certified >= len(waiting):
+                # Worth a second look: more labels stand to be kept than people would check.
+                second.append(label)
+                ctx.progress.message(
+                    f"{ref.category}: round {ref.number}: the first look certified {certified:,} of "
+                    f"{sides[label].size:,} {SIDE_NAMES[label]}; people check {len(waiting):,} more"
+                )
+                continue
+            kept = _withdraw_looser(session, ref, rounds, label, result)
+            tests[side] = session.merge(
                 RoundTest(
                     round_id=ref.id,
                     side=side,
                     mode="accept",
                     threshold=result.subset.bound if result.subset is not None else None,
-                    target=target,
-                    delta=delta if tested else 0.0,
-                    recall_slack=slack,
-                    calibration_size=counts[label],
-                    unresolved=unresolved[label],
+                    target=tests[side].target,
+                    delta=tests[side].delta if asked else 0.0,
+                    recall_slack=tests[side].recall_slack,
+                    calibration_size=len(asked),
+                    unresolved=sum(people[row.item] == UNRESOLVED for row in asked),
                     tested=result.sampled,
                     errors=result.bad,
                     p_value=result.p_value,
@@ -553,19 +586,66 @@ def settle(ctx: Context, ref: RoundRef) -> str:
                     labeled=kept,
                 )
             )
+            settled.add(label)
+        if any(row.label not in settled for row in sampled):
+            return _second_look(
+                ctx, session, ref, [row.item for row in sampled if row.label in second and not row.asked]
+            )
         note = (
-            f"certified {kept_positive:,} auto-positive(s) ({_describe(positive, counts[1])}) and "
-            f"{kept_negative:,} auto-negative(s) ({_describe(negative, counts[0])})"
+            f"certified {tests[POSITIVE].labeled:,} auto-positive(s) ({_describe(tests[POSITIVE])}) and "
+            f"{tests[NEGATIVE].labeled:,} auto-negative(s) ({_describe(tests[NEGATIVE])})"
         )
         state = set_state(session, ref, DONE, finished_at=utc_now(), notes=note)
     ctx.progress.message(f"{ref.category}: round {ref.number}: {note}")
     return state
 
 
-def _describe(result: WalkResult, sampled: int) -> str:
-    if result.subset is None:
-        return f"none passed on {sampled} checked"
-    return f"{result.bad} wrong of {result.sampled} checked in the subset, p = {result.p_value:.2g}"
+def _p_value(
+    session: Session, ref: RoundRef, cascade: CascadeConfig, label: int, tests: dict[str, RoundTest]
+) -> PValue:
+    """A side's test: precision for the auto-positives; NPV and recall for the auto-negatives,
+    recall against the positives known now (people's, gold, and the certified model positives)."""
+    if label == 1:
+        precision = cascade.target_precision
+        return lambda bad, size, n: unchecked_p_value(bad, size, n, most_wrong_allowed(precision, size - n))
+    share = tests[NEGATIVE].recall_slack or 0.0
+    model_positives = session.scalar(
+        select(LabelCount.count).where(
+            LabelCount.category_id == ref.category_id, LabelCount.label == 1, LabelCount.source == LabelSource.MODEL
+        )
+    )
+    known = known_positives(session, ref.category_id, cascade.target_precision, int(model_positives or 0))
+    recall_most = math.floor(share * known) if share > 0 else -1
+    npv = cascade.target_npv
+
+    def p_negative(bad: int, size: int, n: int) -> float:
+        value = unchecked_p_value(bad, size, n, most_wrong_allowed(npv, size - n))
+        return value if recall_most < 0 else max(value, unchecked_p_value(bad, size, n, recall_most))
+
+    return p_negative
+
+
+def _second_look(ctx: Context, session: Session, ref: RoundRef, items: list[int]) -> str:
+    """People check the rest of a side's sample: its labels withdrawn, a job of the round laid out."""
+    for batch in ledger.chunks(items):
+        ledger.withdraw_labels(
+            session,
+            ref.category_id,
+            Label.item_id.in_(list(batch)) & (Label.source == LabelSource.MODEL),
+            origin=f"certify:{ref.id}:sample",
+            reason=f"drawn for certification round {ref.number}, second look: people check it",
+        )
+    session.add_all(RoundItem(round_id=ref.id, item_id=item, role=ItemRole.CALIBRATION) for item in items)
+    follow_up = int(session.scalar(select(Round.follow_up).where(Round.id == ref.id)) or 0) + 1
+    lay_out_job(ctx, session, ref, items, follow_up, ctx.config.crowd.votes_per_item)
+    session.execute(update(Round).where(Round.id == ref.id).values(follow_up=follow_up))
+    return set_state(session, ref, SAMPLED)
+
+
+def _describe(test: RoundTest) -> str:
+    if test.threshold is None:
+        return f"none passed on {test.calibration_size} checked"
+    return f"{test.errors} wrong of {test.tested} checked in the subset, p = {test.p_value or 0:.2g}"
 
 
 def _withdraw_looser(session: Session, ref: RoundRef, rounds: list[int], label: int, result: WalkResult) -> int:

@@ -29,7 +29,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from lsun_crowd.crowd import AssignmentStatus, HitState
 
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 
 __all__ = ["AssignmentStatus", "HitState"]  # re-exported: every state the store holds is named here
 
@@ -209,6 +209,7 @@ class CertificationItem(Base):
     label: Mapped[int] = mapped_column(Integer)  # the model's: 1 positive, 0 negative
     confidence: Mapped[float] = mapped_column(Float)
     model_round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"))  # the split that gave it
+    look: Mapped[int] = mapped_column(Integer, default=1)  # 2: checked only if the first look did not certify
 
 
 class RoundItem(Base):

@@ -43,6 +43,13 @@ def _add_model_share(session: Session) -> None:
             session.execute(text(f"ALTER TABLE {table} ADD COLUMN model_share FLOAT NOT NULL DEFAULT 0"))
 
 
+def _add_certification_look(session: Session) -> None:
+    """Version 12: a certification's sample may come in two looks (every earlier one had one)."""
+    columns = {column["name"] for column in inspect(session.connection()).get_columns("certification_items")}
+    if "look" not in columns:
+        session.execute(text("ALTER TABLE certification_items ADD COLUMN look INTEGER NOT NULL DEFAULT 1"))
+
+
 def _add_item_file_status(session: Session) -> None:
     """Version 6: items keep the size and mtime their file had when ingest hashed it."""
     columns = {column["name"] for column in inspect(session.connection()).get_columns("items")}
@@ -173,6 +180,7 @@ MIGRATIONS: dict[int, Callable[[Session], None]] = {
     8: _nothing_to_alter,
     9: _add_round_kind,
     10: _add_model_share,
+    11: _add_certification_look,
 }
 
 

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import hypergeom
@@ -17,6 +18,7 @@ from lsun_crowd.acceptance import (
     Subset,
     most_wrong_allowed,
     nested_subsets,
+    plan_looks,
     sample_needed,
     unchecked_p_value,
     walk,
@@ -143,6 +145,61 @@ def test_the_sample_size_is_what_the_test_needs() -> None:
     # Errors expected cost more; a set too small for any sample is checked whole.
     assert sample_needed(10**6, 1_000.0, p_value(10**6), 0.025) > 1_000
     assert sample_needed(300, 0.0, p_value(300), 0.025) >= 295
+
+
+def test_two_looks_are_planned_where_they_are_expected_to_cost_less_than_one() -> None:
+    def p_value(size: int):  # type: ignore[no-untyped-def]
+        return lambda bad, n: unchecked_p_value(bad, size, n, most_wrong_allowed(0.995, size - n))
+
+    single = sample_needed(10**6, 0.0, p_value(10**6), 0.025)
+    looks = plan_looks(10**6, 0.0, p_value(10**6), 0.025)
+    # No errors expected: a first look that passes with none at delta / 2 (log(0.0125)/log(0.995) =
+    # 875), and the rest of a sample sized as one look is, at delta / 2, only if that one fails.
+    assert looks.two and 875 <= looks.first <= 880 and looks.whole > single
+    assert looks.expected == pytest.approx(looks.first) and looks.delta(0.025) == 0.0125
+    # Errors expected: the first look is sized to pass with the median count; two looks only where
+    # the expected checks (the second as often as the first should fail) are fewer than one look's.
+    for expected_wrong in (100.0, 1_000.0, 2_000.0, 4_000.0):
+        one = sample_needed(10**6, expected_wrong, p_value(10**6), 0.025)
+        planned = plan_looks(10**6, expected_wrong, p_value(10**6), 0.025)
+        assert planned.first < one < planned.whole and planned.first <= planned.expected < one
+    # A side too small for a sample would be checked (nearly) whole: not worth certifying.
+    assert plan_looks(300, 0.0, p_value(300), 0.025).expected >= 295
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    size=st.integers(200, 2_000),
+    first=st.floats(0.05, 0.3),
+    more=st.floats(0.05, 0.4),
+    excess=st.integers(1, 15),
+    delta=st.sampled_from([0.01, 0.05]),
+)
+def test_two_looks_pass_a_set_that_misses_its_target_at_most_delta_of_the_time(
+    size: int, first: float, more: float, excess: int, delta: float
+) -> None:
+    """Exactly, over every pair of looks: the first ``n1`` of a uniform sample of ``n2``, each
+    tested at ``delta / 2``; the set is wrongly certified if either look passes where its own
+    unchecked labels would miss the target."""
+    n1 = max(1, int(size * first))
+    n2 = min(size - 1, n1 + max(1, int(size * more)))
+    allowed1, allowed2 = most_wrong_allowed(0.97, size - n1), most_wrong_allowed(0.97, size - n2)
+    wrong = min(size, allowed1 + excess)
+    wrongly = 0.0
+    for bad1 in range(0, min(wrong, n1) + 1):
+        p1 = float(hypergeom.pmf(bad1, size, wrong, n1))
+        if p1 == 0:
+            continue
+        passes1 = wrong - bad1 > allowed1 and unchecked_p_value(bad1, size, n1, allowed1) <= delta / 2
+        if passes1:
+            wrongly += p1
+            continue
+        for extra in range(0, min(wrong - bad1, n2 - n1) + 1):
+            p2 = float(hypergeom.pmf(extra, size - n1, wrong - bad1, n2 - n1))
+            bad2 = bad1 + extra
+            if wrong - bad2 > allowed2 and unchecked_p_value(bad2, size, n2, allowed2) <= delta / 2:
+                wrongly += p1 * p2
+    assert wrongly <= delta + 1e-9
 
 
 def test_thresholds_keep_their_estimates_inside_the_targets() -> None:

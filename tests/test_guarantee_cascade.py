@@ -21,6 +21,7 @@ from lsun_crowd.schema import (
     Label,
     LabelSource,
     Round,
+    RoundItem,
     RoundKind,
     RoundTest,
     Vote,
@@ -28,6 +29,8 @@ from lsun_crowd.schema import (
 from lsun_crowd.synthetic import SyntheticPool, build
 from lsun_crowd.testing import write_project
 
+# A sampled label people were asked about (a second look's are not, unless the first look failed).
+ASKED = (RoundItem.round_id == CertificationItem.round_id) & (RoundItem.item_id == CertificationItem.item_id)
 POOL = SyntheticPool(items=6_000, categories=("thing",), dim=8, positive_rate=0.2, separation=6.0, seed=5)
 
 
@@ -59,7 +62,10 @@ def test_the_certification_tests_once_within_the_budget(finished: Project) -> No
         rows = session.execute(
             select(Round.number, RoundTest).join(RoundTest, RoundTest.round_id == Round.id).order_by(Round.number)
         ).all()
-        sampled = session.scalar(select(func.count()).select_from(CertificationItem))
+        sampled = session.scalar(select(func.count()).select_from(CertificationItem).join(RoundItem, ASKED))
+        looks = dict(
+            session.execute(select(CertificationItem.look, func.count()).group_by(CertificationItem.look)).all()
+        )
     # Two rounds sample the pool; then one certification round tests their labels.
     kinds = [kind for _, kind in rounds]
     assert kinds[:2] == [RoundKind.SPLIT, RoundKind.SPLIT] and RoundKind.CERTIFY in kinds
@@ -73,6 +79,9 @@ def test_the_certification_tests_once_within_the_budget(finished: Project) -> No
     assert positive.threshold is not None and negative.threshold is not None
     assert positive.p_value is not None and positive.p_value <= positive.delta
     assert negative.p_value is not None and negative.p_value <= negative.delta
+    # Each side planned two looks (no errors expected on this easy pool) and passed on its first:
+    # people checked the first look's labels only.
+    assert looks[2] > 0 and sampled == looks[1]
     # People checked a sample, not the sets: the kept model labels far outnumber it.
     assert positive.calibration_size + negative.calibration_size == sampled
     assert positive.labeled > 2 * positive.calibration_size and negative.labeled > 2 * negative.calibration_size
@@ -110,7 +119,7 @@ def test_auto_labels_meet_their_targets_against_the_truth(finished: Project) -> 
 
 def test_checked_images_are_decided_by_people_alone_up_to_their_own_cap(finished: Project) -> None:
     with finished.store.session() as session:
-        checked = select(CertificationItem.item_id)
+        checked = select(CertificationItem.item_id).join(RoundItem, ASKED)
         votes = session.execute(
             select(Vote.item_id, func.count(Vote.id))
             .join(AssignmentRow, AssignmentRow.id == Vote.assignment_id)
@@ -123,3 +132,62 @@ def test_checked_images_are_decided_by_people_alone_up_to_their_own_cap(finished
     assert votes and max(count for _, count in votes) <= 9
     # A checked image keeps people's label (or none, back in the pool), never the model's.
     assert LabelSource.MODEL not in set(labels.values())
+
+
+@pytest.fixture(scope="module")
+def second_look(tmp_path_factory: pytest.TempPathFactory) -> Project:
+    """The same pool with people who find 1% of images hard: two of the first look's checked
+    auto-negatives come back contradicted, and the whole side does not pass on them."""
+    root = tmp_path_factory.mktemp("second-look")
+    write_project(
+        root,
+        {
+            "project": {"name": "second-look", "seed": 5, "categories": ["thing"]},
+            "crowd": {"adapter": "mock", "poll_seconds": 0, "reward_per_assignment": 0.01},
+            "cascade": {"target_npv": 0.99, "budget": 1000},
+        },
+    )
+    project = Project.open(root)
+    cache = EmbeddingCache(root / "cache" / "synthetic", POOL.dim)
+    build(POOL, project.store, cache)
+    crowd = SimulatedCrowd(POOL.truth(), CrowdMix(seed=5, ambiguous_fraction=0.01), root / "mock-crowd.sqlite")
+    Cascade(project.config, project.store, crowd, lambda: cache).run(max_rounds=2)
+    return project
+
+
+def test_a_side_whose_first_look_fails_is_tested_again_on_the_whole_sample(second_look: Project) -> None:
+    with second_look.store.session() as session:
+        (certification,) = session.scalars(select(Round).where(Round.kind == RoundKind.CERTIFY))
+        drawn = session.execute(
+            select(CertificationItem.label, CertificationItem.look, func.count(RoundItem.item_id), func.count())
+            .outerjoin(RoundItem, ASKED)
+            .group_by(CertificationItem.label, CertificationItem.look)
+        ).all()
+        asked = {(label, look): (people, total) for label, look, people, total in drawn}
+        tests = {
+            test.side: test for test in session.scalars(select(RoundTest).where(RoundTest.round_id == certification.id))
+        }
+        still_model = dict(
+            session.execute(
+                select(CertificationItem.label, func.count())
+                .join(Label, (Label.item_id == CertificationItem.item_id) & (Label.source == LabelSource.MODEL))
+                .where(CertificationItem.look == 2)
+                .group_by(CertificationItem.label)
+            ).all()
+        )
+    looked_twice = {label for label in (1, 0) if asked[(label, 2)][0] > 0}
+    assert len(looked_twice) == 1  # on this seed, one side's first look held contradicted labels
+    for label, side in ((1, GuaranteeSide.POSITIVE), (0, GuaranteeSide.NEGATIVE)):
+        test, (first_asked, first_drawn), (more_asked, more_drawn) = tests[side], asked[(label, 1)], asked[(label, 2)]
+        assert first_asked == first_drawn > 0 and more_drawn > 0
+        assert test.p_value is not None and test.p_value <= test.delta / 2  # each look at half the side's budget
+        if label in looked_twice:
+            # People checked the rest of the side's sample, and the side was tested on all of it.
+            assert more_asked == more_drawn and test.calibration_size == first_drawn + more_drawn
+            assert label not in still_model
+        else:
+            # Passed whole on its first look: its second look's labels were never withdrawn.
+            assert more_asked == 0 and test.calibration_size == first_drawn
+            assert still_model[label] == more_drawn
+    assert tests[GuaranteeSide.POSITIVE].delta + tests[GuaranteeSide.NEGATIVE].delta == pytest.approx(0.045)
+    assert certification.follow_up >= 1 and certification.state == "done"
