@@ -29,7 +29,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from lsun_crowd.crowd import AssignmentStatus, HitState
 
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
 
 __all__ = ["AssignmentStatus", "HitState"]  # re-exported: every state the store holds is named here
 
@@ -462,6 +462,17 @@ class AuditItem(Base):
     yes_votes: Mapped[int | None] = mapped_column(Integer, nullable=True)  # set once aggregated
     no_votes: Mapped[int | None] = mapped_column(Integer, nullable=True)
     audit_label: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: the audit could not tell
+
+
+class AuditFollowUp(Base):
+    """A follow-up job of an audit (:mod:`lsun_crowd.audit.run`): more votes, from fresh workers,
+    for the images of a category its votes could not settle. The first job of each category is
+    :attr:`AuditItem.job_id`."""
+
+    __tablename__ = "audit_follow_ups"
+    audit_id: Mapped[int] = mapped_column(ForeignKey("audits.id"), primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
+    wave: Mapped[int] = mapped_column(Integer)  # 1 for the first follow-up of a category, and so on
 
 
 class AuditResult(Base):

@@ -59,8 +59,8 @@ def _add_item_file_status(session: Session) -> None:
 
 
 def _nothing_to_alter(session: Session) -> None:
-    """Versions 3, 5 and 9 only add tables (round models; guarantees, audits, repairs; each
-    category's open pool), which ``create_all`` has made already. A store upgraded to 9 has no
+    """Versions 3, 5, 9 and 13 only add tables (round models; guarantees, audits, repairs; each
+    category's open pool; audits' follow-up jobs), which ``create_all`` has made already. A store upgraded to 9 has no
     pool marks, so its pools are read from the items table until their next split settles them."""
 
 
@@ -181,6 +181,7 @@ MIGRATIONS: dict[int, Callable[[Session], None]] = {
     9: _add_round_kind,
     10: _add_model_share,
     11: _add_certification_look,
+    12: _nothing_to_alter,
 }
 
 

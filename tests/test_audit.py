@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from lsun_crowd.audit.run import run_audit
+from lsun_crowd.audit.run import FOLLOW_UP_VOTES, run_audit
 from lsun_crowd.audit.sample import allocate
 from lsun_crowd.audit.stats import Stratum, Sums, clopper_pearson, exact_mean, ppi_mean_interval
 from lsun_crowd.cli import app
@@ -21,9 +21,11 @@ from lsun_crowd.project import Project
 from lsun_crowd.schema import (
     AssignmentRow,
     Audit,
+    AuditFollowUp,
     AuditItem,
     AuditResult,
     Hit,
+    HitItem,
     Job,
     JobKind,
     JobState,
@@ -183,6 +185,50 @@ def test_audit_stores_its_sample_first_keeps_earlier_voters_away_and_resumes(fin
     again = run_audit(project.config, project.store, crowd, sample=120, seed=4, sleep=lambda _: None)
     assert [f.exact for f in again.figures] == [f.exact for f in outcome.figures]  # stored, not redone
     project.close()
+
+
+def test_images_the_votes_leave_unsettled_get_more_votes_from_fresh_workers_up_to_the_cap(
+    finished: Path, tmp_path: Path
+) -> None:
+    # Five votes each; on this pool 12 of 200 images were left unsettled that way, counted neither
+    # right nor wrong. Two more votes at a time, up to 9, settle most of them.
+    directory = copy_of(finished, tmp_path / "project")
+    project = Project.open(directory)
+    outcome = run_audit(project.config, project.store, project.crowd(), sample=200, seed=4, sleep=lambda _: None)
+    with project.store.session() as session:
+        follow_ups = set(session.scalars(select(AuditFollowUp.job_id)))
+        jobs = session.scalars(select(Job).where(Job.id.in_(follow_ups))).all()
+        asked = {  # votes asked for each audited (image, category)
+            (item, category): int(total)
+            for item, category, total in session.execute(
+                select(HitItem.item_id, Job.category_id, func.sum(Hit.assignments_requested))
+                .join(Hit, Hit.id == HitItem.hit_id)
+                .join(Job, Job.id == Hit.job_id)
+                .where(Job.kind == JobKind.AUDIT, HitItem.is_gold.is_(False))
+                .group_by(HitItem.item_id, Job.category_id)
+            )
+        }
+        labels = session.execute(select(AuditItem.item_id, AuditItem.category_id, AuditItem.audit_label)).all()
+        settled_later = sum(label is not None and asked[(item, category)] > 5 for item, category, label in labels)
+        unresolved = [(item, category) for item, category, label in labels if label is None]
+        # A follow-up's voter never answered about that image before (in any job).
+        voters = session.execute(
+            select(Vote.item_id, Vote.category_id, Vote.worker_id, Hit.job_id)
+            .join(AssignmentRow, AssignmentRow.id == Vote.assignment_id)
+            .join(Hit, Hit.id == AssignmentRow.hit_id)
+            .where(Vote.is_gold.is_(False))
+        ).all()
+    project.close()
+    assert follow_ups and {job.kind for job in jobs} == {JobKind.AUDIT} and {job.state for job in jobs} == {"reviewed"}
+    assert all(job.assignments_per_hit == FOLLOW_UP_VOTES for job in jobs)
+    assert max(asked.values()) <= 9 and settled_later >= 5
+    # What is still unresolved is so at the cap, and there is less of it than the 12 before.
+    assert outcome.unresolved == len(unresolved) < 12
+    assert all(asked[pair] + FOLLOW_UP_VOTES > 9 for pair in unresolved)
+    seen: dict[tuple[int, int, int], set[int]] = {}
+    for item, category, worker, job in voters:
+        seen.setdefault((item, category, worker), set()).add(job)
+    assert all(len(jobs_of) == 1 for jobs_of in seen.values()), "a worker answered twice about an image"
 
 
 def test_bad_input_is_a_clear_message_and_exit_2(finished: Path, tmp_path: Path) -> None:

@@ -7,12 +7,15 @@ estimated from their gold answers alone (every job's hidden gold, the audit's in
 project's ``[quality]`` prior), so a careless worker counts for little and one who answers
 against the truth counts reversed, while no answer about an audited image shapes any weight. An
 image's audit label is the sign of the weighted sum, given at least :data:`MIN_VOTES` votes and
-a sum that makes it at least :data:`SETTLED` sure on the votes alone; with fewer votes, or a
-split the votes cannot settle (3–2 among workers alike), the audit cannot tell: the image is
-unresolved, never an error of the label, and the exact intervals count it against whichever
-bound they compute (see :mod:`lsun_crowd.audit.stats`), while the point estimates and
-PPI++ leave it out. A full Dawid–Skene fit is not used: each audit worker answers only a few
-images, too few to estimate their confusion from the audit's own answers.
+a sum that makes it at least :data:`SETTLED` sure on the votes alone. An image its votes leave
+unsettled (a 3–2 split among workers alike) gets :data:`FOLLOW_UP_VOTES` more, from workers who
+never answered about it, in a follow-up job of the audit, as long as that keeps the votes asked
+for it within ``cascade.calibration_max_votes`` (as a certification's checked images do). Still
+unsettled at the cap, the audit cannot tell: the image is unresolved, never an error of the
+label, and the exact intervals count it against whichever bound they compute (see
+:mod:`lsun_crowd.audit.stats`), while the point estimates and PPI++ leave it out. A full
+Dawid–Skene fit is not used: each audit worker answers only a few images, too few to estimate
+their confusion from the audit's own answers.
 """
 
 from __future__ import annotations
@@ -22,10 +25,10 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import case, delete, func, select, update
+from sqlalchemy import CompoundSelect, case, delete, func, select, update
 from sqlalchemy.orm import Session
 
-from lsun_crowd.audit.sample import STRATA, AuditInputError, create_audit
+from lsun_crowd.audit.sample import AUDIT_ITEMS_PER_HIT, STRATA, AuditInputError, create_audit
 from lsun_crowd.audit.stats import (
     Interval,
     Stratum,
@@ -37,13 +40,15 @@ from lsun_crowd.audit.stats import (
 )
 from lsun_crowd.collect import poll, sync_clock
 from lsun_crowd.config import Config
-from lsun_crowd.context import Context, Progress, job_refs
+from lsun_crowd.context import Context, JobRef, Progress, job_refs, rng
 from lsun_crowd.crowd import CrowdBackend
 from lsun_crowd.embed import EmbeddingCache
 from lsun_crowd.jobs import advance_job
+from lsun_crowd.publish import lay_out_fresh_job
 from lsun_crowd.schema import (
     AssignmentRow,
     Audit,
+    AuditFollowUp,
     AuditItem,
     AuditResult,
     AuditState,
@@ -51,10 +56,14 @@ from lsun_crowd.schema import (
     Category,
     Hit,
     Job,
+    JobKind,
     JobState,
     Vote,
     Worker,
     utc_now,
+)
+from lsun_crowd.schema import (
+    HitItem as HitItemRow,
 )
 from lsun_crowd.store import Store
 
@@ -65,6 +74,7 @@ MIN_VOTES = 3
 # 300 photos that were all right.
 SETTLED = 0.95
 DEFAULT_VOTES = 5
+FOLLOW_UP_VOTES = 2  # more votes at a time for an unsettled image: enough to move a 3-2 split
 ALL = "all"
 
 
@@ -121,9 +131,13 @@ def run_audit(
         audit = session.get_one(Audit, audit_id)
         state, alpha = AuditState(audit.state), audit.alpha
     if state != AuditState.DONE:
-        _collect(ctx, audit_id, on_pass)
+        more = True
+        while more:
+            _collect(ctx, audit_id, on_pass)
+            with store.session() as session:
+                _aggregate(session, audit_id, config.quality.prior_correct, config.quality.prior_wrong)
+                more = _follow_up(ctx, session, audit_id)
         with store.session() as session:
-            _aggregate(session, audit_id, config.quality.prior_correct, config.quality.prior_wrong)
             figures = compute_figures(session, audit_id, alpha)
             _store_figures(session, audit_id, figures)
             session.execute(
@@ -148,12 +162,16 @@ def check_arguments(sample: int, votes: int = DEFAULT_VOTES, alpha: float = 0.05
         raise AuditInputError(f"alpha must be in (0, 1), not {alpha}")
 
 
+def _audit_jobs(audit_id: int) -> CompoundSelect[int | None]:
+    """The ids of the audit's jobs: each category's first, and its follow-ups."""
+    first = select(AuditItem.job_id).where(AuditItem.audit_id == audit_id, AuditItem.job_id.is_not(None))
+    return first.union(select(AuditFollowUp.job_id).where(AuditFollowUp.audit_id == audit_id))
+
+
 def _collect(ctx: Context, audit_id: int, on_pass: Callable[[], None] | None) -> None:
     """Move the audit's jobs until every one is reviewed."""
     with ctx.store.session() as session:
-        job_ids = sorted(
-            {int(job) for job in session.scalars(select(AuditItem.job_id).where(AuditItem.audit_id == audit_id)) if job}
-        )
+        job_ids = sorted(int(job) for job in session.scalars(_audit_jobs(audit_id)) if job is not None)
     sync_clock(ctx)
     while True:
         with ctx.store.session() as session:
@@ -185,16 +203,16 @@ def _aggregate(session: Session, audit_id: int, prior_correct: float, prior_wron
     """Each audited image's gold-weighted majority among the audit's votes from workers not blocked."""
     rows = session.execute(
         select(AuditItem.item_id, AuditItem.category_id, Vote.answer, Worker.gold_correct, Worker.gold_wrong)
-        .join(Hit, Hit.job_id == AuditItem.job_id)
-        .join(AssignmentRow, AssignmentRow.hit_id == Hit.id)
-        .join(
-            Vote,
-            (Vote.assignment_id == AssignmentRow.id)
-            & (Vote.item_id == AuditItem.item_id)
-            & (Vote.category_id == AuditItem.category_id),
-        )
+        .join(Vote, (Vote.item_id == AuditItem.item_id) & (Vote.category_id == AuditItem.category_id))
+        .join(AssignmentRow, AssignmentRow.id == Vote.assignment_id)
+        .join(Hit, Hit.id == AssignmentRow.hit_id)
         .join(Worker, Worker.id == Vote.worker_id)
-        .where(AuditItem.audit_id == audit_id, Worker.blocked.is_(False), Vote.is_gold.is_(False))
+        .where(
+            AuditItem.audit_id == audit_id,
+            Hit.job_id.in_(_audit_jobs(audit_id)),
+            Worker.blocked.is_(False),
+            Vote.is_gold.is_(False),
+        )
     ).all()
     tallies: dict[tuple[int, int], list[float]] = {}  # yes votes, no votes, evidence for yes
     for item_id, category_id, answer, right, wrong in rows:
@@ -213,6 +231,62 @@ def _aggregate(session: Session, audit_id: int, prior_correct: float, prior_wron
             .where(AuditItem.audit_id == audit_id, AuditItem.item_id == item_id, AuditItem.category_id == category_id)
             .values(yes_votes=yes_votes, no_votes=no_votes, audit_label=int(evidence > 0) if decided else None)
         )
+
+
+def _follow_up(ctx: Context, session: Session, audit_id: int) -> bool:
+    """Lay out a follow-up job per category for the images the audit's votes left unsettled, where
+    :data:`FOLLOW_UP_VOTES` more keep them within the cap; ``False`` when there are none."""
+    cap = max(ctx.config.cascade.calibration_max_votes, int(session.get_one(Audit, audit_id).votes_per_item))
+    asked = {  # votes asked so far for each audited (image, category)
+        (int(item), int(category)): int(total)
+        for item, category, total in session.execute(
+            select(HitItemRow.item_id, Job.category_id, func.sum(Hit.assignments_requested))
+            .join(Hit, Hit.id == HitItemRow.hit_id)
+            .join(Job, Job.id == Hit.job_id)
+            .where(Hit.job_id.in_(_audit_jobs(audit_id)), HitItemRow.is_gold.is_(False))
+            .group_by(HitItemRow.item_id, Job.category_id)
+        )
+    }
+    unsettled: dict[int, list[int]] = {}
+    for item_id, category_id in session.execute(
+        select(AuditItem.item_id, AuditItem.category_id)
+        .where(AuditItem.audit_id == audit_id, AuditItem.audit_label.is_(None))
+        .order_by(AuditItem.category_id, AuditItem.item_id)
+    ):
+        if asked.get((int(item_id), int(category_id)), 0) + FOLLOW_UP_VOTES <= cap:
+            unsettled.setdefault(int(category_id), []).append(int(item_id))
+    audit = session.get_one(Audit, audit_id)
+    names = dict(session.execute(select(Category.id, Category.name).where(Category.id.in_(list(unsettled)))).all())
+    for category_id, items in unsettled.items():
+        wave = 1 + int(
+            session.scalar(
+                select(func.count())
+                .select_from(AuditFollowUp)
+                .join(Job, Job.id == AuditFollowUp.job_id)
+                .where(AuditFollowUp.audit_id == audit_id, Job.category_id == category_id)
+            )
+            or 0
+        )
+        category = str(names[category_id])
+        job = Job(
+            category_id=category_id,
+            round_id=None,
+            kind=JobKind.AUDIT,
+            sequence=wave,
+            batch_id=f"{ctx.project_key()}:{category}:audit:n{audit.sample_size}:s{audit.seed}:f{wave}",
+            state=JobState.PENDING,
+            assignments_per_hit=FOLLOW_UP_VOTES,
+        )
+        session.add(job)
+        session.flush()
+        session.add(AuditFollowUp(audit_id=audit_id, job_id=job.id, wave=wave))
+        generator = rng(audit.seed, category_id, audit_id, 11, wave)
+        lay_out_fresh_job(ctx, session, JobRef(category, category_id, job, None), items, AUDIT_ITEMS_PER_HIT, generator)
+        ctx.progress.message(
+            f"audit {audit_id}: {category}: {len(items)} image(s) the votes left unsettled get "
+            f"{FOLLOW_UP_VOTES} more vote(s) each"
+        )
+    return bool(unsettled)
 
 
 def load_strata(session: Session, audit_id: int) -> dict[tuple[int, str], Stratum]:
