@@ -19,29 +19,23 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from sklearn.datasets import load_digits
 from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.svm import SVC
 
 sys.path.insert(0, str(Path(__file__).parent))
-from init_defaults import SHARES, distorted
+from init_defaults import draw_scans
 
 from lsun_crowd.classifier import train_head
 from lsun_crowd.config import ModelConfig
 
 
 def pool(items: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``items`` distorted scans as 256-value vectors in [0, 1], with their digits, drawn as the
-    digits benchmark draws its pool."""
-    digits = load_digits()
-    generator = np.random.default_rng(seed)
-    others = [digit for digit in range(10) if digit not in SHARES]
-    weights = np.array([SHARES.get(digit, (1 - sum(SHARES.values())) / len(others)) for digit in range(10)])
-    chosen = generator.choice(10, size=items, p=weights / weights.sum())
-    by_digit = {digit: np.flatnonzero(digits.target == digit) for digit in range(10)}
-    images = [distorted(digits.images[generator.choice(by_digit[digit])], generator) for digit in chosen.tolist()]
-    return np.stack(images).reshape(items, -1).astype(np.float32) / 255, chosen
+    """``items`` scans as the digits benchmark draws them, as 256-value vectors in [0, 1], and
+    their digits."""
+    drawn = list(draw_scans(items, np.random.default_rng(seed)))
+    scans = np.stack([scan for _, scan in drawn]).reshape(items, -1).astype(np.float32) / 255
+    return scans, np.array([digit for digit, _ in drawn])
 
 
 def figures(truth: np.ndarray, scores: np.ndarray) -> str:

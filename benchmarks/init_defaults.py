@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -47,21 +48,27 @@ def distorted(pixels: np.ndarray, generator: np.random.Generator) -> np.ndarray:
     return np.clip(noisy * 255, 0, 255).round().astype(np.uint8)
 
 
-def write_pool(out: Path, items: int, seed: int) -> dict[str, int]:
-    """The images, the simulated crowd's truth and a gold set; returns each image's digit by path."""
+def draw_scans(items: int, generator: np.random.Generator) -> Iterator[tuple[int, np.ndarray]]:
+    """``items`` distorted scans, each with its digit: digits drawn at :data:`SHARES` (the others
+    evenly), each a random scan of that digit."""
     digits = load_digits()
-    generator = np.random.default_rng(seed)
     others = [digit for digit in range(10) if digit not in SHARES]
     weights = np.array([SHARES.get(digit, (1 - sum(SHARES.values())) / len(others)) for digit in range(10)])
     chosen = generator.choice(10, size=items, p=weights / weights.sum())
     by_digit = {digit: np.flatnonzero(digits.target == digit) for digit in range(10)}
+    for digit in chosen.tolist():
+        yield digit, distorted(digits.images[generator.choice(by_digit[digit])], generator)
+
+
+def write_pool(out: Path, items: int, seed: int) -> dict[str, int]:
+    """The images, the simulated crowd's truth and a gold set; returns each image's digit by path."""
+    generator = np.random.default_rng(seed)
     folder = out / "images"
     folder.mkdir(parents=True, exist_ok=True)
     truth: dict[str, int] = {}
-    for index, digit in enumerate(chosen.tolist()):
-        source = digits.images[generator.choice(by_digit[digit])]
+    for index, (digit, scan) in enumerate(draw_scans(items, generator)):
         path = (folder / f"{index:06d}.png").resolve()
-        Image.fromarray(distorted(source, generator), mode="L").save(path)
+        Image.fromarray(scan, mode="L").save(path)
         truth[str(path)] = digit
     categories = [f"digit-{COMMON}", f"digit-{RARE}"]
     with (out / "truth.csv").open("w", newline="") as handle:

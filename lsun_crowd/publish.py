@@ -183,6 +183,23 @@ def lay_out_job(
     return job
 
 
+def add_fresh_job(
+    ctx: Context,
+    session: Session,
+    category: str,
+    category_id: int,
+    job: Job,
+    items: list[int],
+    per_hit: int,
+    generator: np.random.Generator,
+) -> Job:
+    """Store ``job`` (an audit's, a repair's: no round, pending) with its HITs for fresh workers."""
+    session.add(job)
+    session.flush()
+    lay_out_fresh_job(ctx, session, JobRef(category, category_id, job, None), list(items), per_hit, generator)
+    return job
+
+
 def lay_out_fresh_job(
     ctx: Context, session: Session, ref: JobRef, items: list[int], per_hit: int, generator: np.random.Generator
 ) -> None:

@@ -48,7 +48,7 @@ from lsun_crowd.consensus import MIN_CALIBRATION_LABELS, evidence_bound, fit_pla
 from lsun_crowd.context import Context, JobRef, job_refs, rng
 from lsun_crowd.crossfit import stratified_folds
 from lsun_crowd.jobs import advance_job
-from lsun_crowd.publish import lay_out_fresh_job
+from lsun_crowd.publish import add_fresh_job
 from lsun_crowd.review import human_posterior
 from lsun_crowd.schema import (
     AssignmentRow,
@@ -250,11 +250,8 @@ def lay_out_job(
         assignments_per_hit=votes,
         notes=f"repair pass {pass_id}, stage {stage}: {len(items)} image(s)",
     )
-    session.add(job)
-    session.flush()
     generator = rng(ctx.config.project.seed, category_id, pass_id, 19, stage)
-    lay_out_fresh_job(ctx, session, JobRef(category, category_id, job, None), list(items), ITEMS_PER_HIT, generator)
-    return job
+    return add_fresh_job(ctx, session, category, category_id, job, items, ITEMS_PER_HIT, generator)
 
 
 def advance_pass(ctx: Context, pass_id: int, collect: bool = False) -> RepairStep:

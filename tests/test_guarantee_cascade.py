@@ -3,6 +3,8 @@ certification tested and spent, and the final auto-labels measured against the t
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from lsun_crowd_mock import CrowdMix, SimulatedCrowd
@@ -34,26 +36,30 @@ ASKED = (RoundItem.round_id == CertificationItem.round_id) & (RoundItem.item_id 
 POOL = SyntheticPool(items=6_000, categories=("thing",), dim=8, positive_rate=0.2, separation=6.0, seed=5)
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory: pytest.TempPathFactory) -> Project:
-    root = tmp_path_factory.mktemp("guarantee")
+def run_cascade(root: Path, name: str, ambiguous: float) -> Project:
+    """The pool through two rounds and a certification at NPV 0.99 (certifying 0.995 on 4,400
+    negatives would check most of them), with a crowd that finds ``ambiguous`` of images hard."""
     write_project(
         root,
         {
-            "project": {"name": "guarantee", "seed": 5, "categories": ["thing"]},
+            "project": {"name": name, "seed": 5, "categories": ["thing"]},
             "crowd": {"adapter": "mock", "poll_seconds": 0, "reward_per_assignment": 0.01},
-            # NPV 0.99: certifying 0.995 on 4,400 negatives would check most of them.
             "cascade": {"target_npv": 0.99, "budget": 1000},
         },
     )
     project = Project.open(root)
     cache = EmbeddingCache(root / "cache" / "synthetic", POOL.dim)
     build(POOL, project.store, cache)
-    # A crowd whose consensus is rarely wrong (0.2% of images hard for people, as `simulate` has):
-    # NPV 0.995 against the consensus cannot be proved where people contradict 0.5% of easy images.
-    crowd = SimulatedCrowd(POOL.truth(), CrowdMix(seed=5, ambiguous_fraction=0.002), root / "mock-crowd.sqlite")
+    crowd = SimulatedCrowd(POOL.truth(), CrowdMix(seed=5, ambiguous_fraction=ambiguous), root / "mock-crowd.sqlite")
     Cascade(project.config, project.store, crowd, lambda: cache).run(max_rounds=2)
     return project
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> Project:
+    # A crowd whose consensus is rarely wrong (0.2% of images hard for people, as `simulate` has):
+    # NPV 0.995 against the consensus cannot be proved where people contradict 0.5% of easy images.
+    return run_cascade(tmp_path_factory.mktemp("guarantee"), "guarantee", 0.002)
 
 
 def test_the_certification_tests_once_within_the_budget(finished: Project) -> None:
@@ -136,23 +142,9 @@ def test_checked_images_are_decided_by_people_alone_up_to_their_own_cap(finished
 
 @pytest.fixture(scope="module")
 def second_look(tmp_path_factory: pytest.TempPathFactory) -> Project:
-    """The same pool with people who find 1% of images hard: two of the first look's checked
-    auto-negatives come back contradicted, and the whole side does not pass on them."""
-    root = tmp_path_factory.mktemp("second-look")
-    write_project(
-        root,
-        {
-            "project": {"name": "second-look", "seed": 5, "categories": ["thing"]},
-            "crowd": {"adapter": "mock", "poll_seconds": 0, "reward_per_assignment": 0.01},
-            "cascade": {"target_npv": 0.99, "budget": 1000},
-        },
-    )
-    project = Project.open(root)
-    cache = EmbeddingCache(root / "cache" / "synthetic", POOL.dim)
-    build(POOL, project.store, cache)
-    crowd = SimulatedCrowd(POOL.truth(), CrowdMix(seed=5, ambiguous_fraction=0.01), root / "mock-crowd.sqlite")
-    Cascade(project.config, project.store, crowd, lambda: cache).run(max_rounds=2)
-    return project
+    """People who find 1% of images hard: one side's first look holds contradicted labels, and the
+    whole side does not pass on them."""
+    return run_cascade(tmp_path_factory.mktemp("second-look"), "second-look", 0.01)
 
 
 def test_a_side_whose_first_look_fails_is_tested_again_on_the_whole_sample(second_look: Project) -> None:

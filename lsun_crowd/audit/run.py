@@ -40,11 +40,11 @@ from lsun_crowd.audit.stats import (
 )
 from lsun_crowd.collect import poll, sync_clock
 from lsun_crowd.config import Config
-from lsun_crowd.context import Context, JobRef, Progress, job_refs, rng
+from lsun_crowd.context import Context, Progress, job_refs, rng
 from lsun_crowd.crowd import CrowdBackend
 from lsun_crowd.embed import EmbeddingCache
 from lsun_crowd.jobs import advance_job
-from lsun_crowd.publish import lay_out_fresh_job
+from lsun_crowd.publish import add_fresh_job
 from lsun_crowd.schema import (
     AssignmentRow,
     Audit,
@@ -277,11 +277,9 @@ def _follow_up(ctx: Context, session: Session, audit_id: int) -> bool:
             state=JobState.PENDING,
             assignments_per_hit=FOLLOW_UP_VOTES,
         )
-        session.add(job)
-        session.flush()
-        session.add(AuditFollowUp(audit_id=audit_id, job_id=job.id, wave=wave))
         generator = rng(audit.seed, category_id, audit_id, 11, wave)
-        lay_out_fresh_job(ctx, session, JobRef(category, category_id, job, None), items, AUDIT_ITEMS_PER_HIT, generator)
+        add_fresh_job(ctx, session, category, category_id, job, items, AUDIT_ITEMS_PER_HIT, generator)
+        session.add(AuditFollowUp(audit_id=audit_id, job_id=job.id, wave=wave))
         ctx.progress.message(
             f"audit {audit_id}: {category}: {len(items)} image(s) the votes left unsettled get "
             f"{FOLLOW_UP_VOTES} more vote(s) each"

@@ -27,9 +27,9 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from lsun_crowd.context import Context, JobRef, rng
+from lsun_crowd.context import Context, rng
 from lsun_crowd.ledger import CHUNK
-from lsun_crowd.publish import lay_out_fresh_job
+from lsun_crowd.publish import add_fresh_job
 from lsun_crowd.schema import (
     Audit,
     AuditItem,
@@ -224,9 +224,6 @@ def _lay_out_audit_job(
         state=JobState.PENDING,
         assignments_per_hit=audit.votes_per_item,
     )
-    session.add(job)
-    session.flush()
-    ids = [item.item_id for item in items]
     generator = rng(seed, category_id, audit.id, 11)
-    lay_out_fresh_job(ctx, session, JobRef(category, category_id, job, None), ids, AUDIT_ITEMS_PER_HIT, generator)
-    return job
+    ids = [item.item_id for item in items]
+    return add_fresh_job(ctx, session, category, category_id, job, ids, AUDIT_ITEMS_PER_HIT, generator)
