@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import func, select, update
 from typer.testing import CliRunner
 
+from lsun_crowd import ledger
 from lsun_crowd.cli import app
 from lsun_crowd.project import Project
 from lsun_crowd.report import write_report
@@ -25,7 +26,9 @@ from lsun_crowd.schema import (
     AuditResult,
     Category,
     Job,
+    Label,
     LabelEvent,
+    LabelSource,
     Repair,
     RepairPass,
     Round,
@@ -236,10 +239,12 @@ def test_the_report_opens_in_a_browser_with_every_image_loaded(annotated: Path) 
 
 
 def test_status_the_report_and_the_store_agree_on_money_to_the_cent(finished: Path, tmp_path: Path) -> None:
-    # A finished project (its rounds, follow-ups and certifications) and then an audit. (Its repair
-    # pass finds nothing to ask about since certification keeps more of the model's labels.)
+    # A finished project (its rounds, follow-ups and certifications), a repair and then an audit.
     directory = tmp_path / "audited"
     shutil.copytree(finished, directory)
+    _plant_wrong_human_labels(directory, count=3)  # its own repair pass found nothing to ask about
+    result = runner.invoke(app, ["repair", "--project", str(directory)])
+    assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["audit", "--project", str(directory), "--sample", "20"])
     assert result.exit_code == 0, result.output
     project = Project.open(directory)
@@ -247,7 +252,7 @@ def test_status_the_report_and_the_store_agree_on_money_to_the_cent(finished: Pa
         kinds = set(session.scalars(select(Job.kind).join(Spend, Spend.job_id == Job.id)))
         store = session.scalar(select(func.sum(Spend.amount)))
     project.close()
-    assert {"round", "follow_up", "audit"} <= kinds
+    assert {"round", "follow_up", "repair", "audit"} <= kinds
     from lsun_crowd import cli as cli_module
 
     cli_module.console.width = 200  # measured at import, perhaps in a narrow terminal: read at full width
@@ -261,3 +266,20 @@ def test_status_the_report_and_the_store_agree_on_money_to_the_cent(finished: Pa
     assert in_all is not None
     cents = Decimal(store).quantize(Decimal("0.01"))
     assert Decimal(total.group(2)) == Decimal(in_all.group(1)) == cents
+
+
+def _plant_wrong_human_labels(directory: Path, count: int) -> None:
+    """Turn ``count`` of the first category's human labels wrong, for a repair to find."""
+    project = Project.open(directory)
+    with project.store.session() as session:
+        planted = session.execute(
+            select(Label.item_id, Label.label)
+            .where(Label.category_id == 1, Label.source == LabelSource.HUMAN)
+            .order_by(Label.label.desc(), Label.item_id)
+            .limit(count)
+        ).all()
+        for item, label in planted:
+            ledger.revise_labels(
+                session, 1, [ledger.NewLabel(item, 1 - label, 0.999, 3)], source=LabelSource.HUMAN, origin="test"
+            )
+    project.close()
