@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy.stats import beta
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
@@ -204,6 +205,49 @@ def known_positives(session: Session, category_id: int, target_precision: float,
     return int(human or 0) + int(gold or 0) + math.floor(target_precision * model_positives)
 
 
+# Of the negative side's budget, the share that bounds the category's positives from its first
+# round's uniform sample (sampled_positives) when the side's recall is tested; the rest is its walk's.
+RECALL_BOUND_SHARE = 0.2
+
+
+def sampled_positives(session: Session, category_id: int, delta: float) -> int:
+    """A lower bound on the category's positives, true with probability at least ``1 - delta``:
+    its first round's sample is a uniform draw from the pool it was drawn from, so the positives
+    people found in it bound the pool's by Clopper–Pearson (binomial, conservative for a draw
+    without replacement). An image of the sample without a human positive label (a negative, or
+    one people could not settle) counts as negative. 0 where the first round was not a uniform draw
+    (all of a small pool to people) or predates the pool size being kept.
+
+    Without it the recall test counted only the positives already labeled: where the model's
+    positives failed their certification, 200,000 images at 10% positives knew of about 400, so at
+    most 36 positives could hide among 169,000 auto-negatives, and those went back to the pool too
+    (97% of it unlabeled at the round limit), though they held 166 positives of 20,000."""
+    first = session.execute(
+        select(Round.id, Round.pool_size).where(
+            Round.category_id == category_id,
+            Round.number == 1,
+            Round.kind == RoundKind.SPLIT,
+            Round.human_only.is_(False),
+        )
+    ).first()
+    if first is None or not first.pool_size or delta <= 0:
+        return 0
+    drawn = int(session.scalar(select(func.count()).where(RoundItem.round_id == first.id)) or 0)
+    found = int(
+        session.scalar(
+            select(func.count())
+            .select_from(RoundItem)
+            .join(Label, (Label.item_id == RoundItem.item_id) & (Label.category_id == category_id))
+            .where(RoundItem.round_id == first.id, Label.source == LabelSource.HUMAN, Label.label == 1)
+        )
+        or 0
+    )
+    if drawn == 0 or found == 0:
+        return 0
+    pool = int(first.pool_size)
+    return math.floor(pool * float(beta.ppf(delta, found, drawn - found + 1)))
+
+
 @dataclass(frozen=True)
 class Plan:
     """What a certification asks people for, per side (in one look or two), and at what budget."""
@@ -245,7 +289,9 @@ def plan(cascade: CascadeConfig, sides: dict[int, SideCounts], money: Budget, po
                 return npv
             return max(npv, unchecked_p_value(bad, size, n, recall_most))
 
-        return plan_looks(size, negative.expected_wrong, p_value, delta)
+        # With a recall test, part of the side's budget bounds the category's positives.
+        tested = delta * (1 - RECALL_BOUND_SHARE) if recall_most >= 0 else delta
+        return plan_looks(size, negative.expected_wrong, p_value, tested)
 
     best: Plan | None = None
     shares = [1.0] if negative.size == 0 else [0.0] if positive.size == 0 else SPLITS.tolist()
@@ -356,7 +402,11 @@ def sample_certification(ctx: Context, category: str, category_id: int, number: 
             return None
         _add_noise(sides, crowd_noise(session, category_id))
         money = budget(session, category_id, cascade)
-        positives = known_positives(session, category_id, cascade.target_precision, sides[1].size)
+        # (For planning: the negative side's budget is not split yet; its test uses its own.)
+        positives = max(
+            known_positives(session, category_id, cascade.target_precision, sides[1].size),
+            sampled_positives(session, category_id, money.delta * RECALL_BOUND_SHARE / 2),
+        )
         sizes = plan(cascade, sides, money, positives)
         for label, name in ((1, "auto-positives"), (0, "auto-negatives")):
             size = sides[label].size
@@ -555,7 +605,10 @@ def settle(ctx: Context, ref: RoundRef) -> str:
                 np.array([people[row.item] not in (label, UNRESOLVED) for row in asked], dtype=bool),
             )
             p_value = _p_value(session, ref, cascade, label, tests)
-            delta = tests[side].delta / 2 if two else tests[side].delta
+            delta = tests[side].delta
+            if label == 0 and tests[side].recall_slack:
+                delta *= 1 - RECALL_BOUND_SHARE  # the rest bounds the positives (sampled_positives)
+            delta = delta / 2 if two else delta
             result = walk(sides[label].subsets(), checked, p_value, delta, rate[label])
             certified = result.subset.size if result.subset is not None else 0
             waiting = [row.item for row in mine if not row.asked]
@@ -614,7 +667,10 @@ def _p_value(
             LabelCount.category_id == ref.category_id, LabelCount.label == 1, LabelCount.source == LabelSource.MODEL
         )
     )
-    known = known_positives(session, ref.category_id, cascade.target_precision, int(model_positives or 0))
+    known = max(
+        known_positives(session, ref.category_id, cascade.target_precision, int(model_positives or 0)),
+        sampled_positives(session, ref.category_id, tests[NEGATIVE].delta * RECALL_BOUND_SHARE),
+    )
     recall_most = math.floor(share * known) if share > 0 else -1
     npv = cascade.target_npv
 

@@ -78,7 +78,13 @@ def _sample_round(ctx: Context, category: str, category_id: int, number: int) ->
         generator = rng(ctx.config.project.seed, category_id, number, 1)
         positions = np.arange(pool) if human_only else generator.choice(pool, size=size, replace=False)
         chosen = ledger.pool_at(session, category_id, positions)
-        round_ = Round(category_id=category_id, number=number, state=RoundState.SAMPLED, human_only=bool(human_only))
+        round_ = Round(
+            category_id=category_id,
+            number=number,
+            state=RoundState.SAMPLED,
+            human_only=bool(human_only),
+            pool_size=pool,
+        )
         session.add(round_)
         session.flush()
         for rows in ledger.chunks(chosen.tolist()):

@@ -29,7 +29,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from lsun_crowd.crowd import AssignmentStatus, HitState
 
-SCHEMA_VERSION = 13
+SCHEMA_VERSION = 14
 
 __all__ = ["AssignmentStatus", "HitState"]  # re-exported: every state the store holds is named here
 
@@ -153,6 +153,9 @@ class Round(Base):
     follow_up: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     votes_requested: Mapped[int | None] = mapped_column(Integer, nullable=True)
     votes_fixed: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The category's pool when the round was sampled: a first round's sample is a uniform draw from
+    # it, which bounds the category's positives (lsun_crowd.certify.sampled_positives).
+    pool_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 

@@ -50,6 +50,12 @@ def _add_certification_look(session: Session) -> None:
         session.execute(text("ALTER TABLE certification_items ADD COLUMN look INTEGER NOT NULL DEFAULT 1"))
 
 
+def _add_round_pool_size(session: Session) -> None:
+    """Version 14: a round keeps the size of the pool it was drawn from (unknown before)."""
+    if "pool_size" not in {column["name"] for column in inspect(session.connection()).get_columns("rounds")}:
+        session.execute(text("ALTER TABLE rounds ADD COLUMN pool_size INTEGER"))
+
+
 def _add_item_file_status(session: Session) -> None:
     """Version 6: items keep the size and mtime their file had when ingest hashed it."""
     columns = {column["name"] for column in inspect(session.connection()).get_columns("items")}
@@ -182,6 +188,7 @@ MIGRATIONS: dict[int, Callable[[Session], None]] = {
     10: _add_model_share,
     11: _add_certification_look,
     12: _nothing_to_alter,
+    13: _add_round_pool_size,
 }
 
 

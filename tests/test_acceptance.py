@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy.stats import hypergeom
+from scipy.stats import beta, hypergeom
+from sqlalchemy import update
 
+from lsun_crowd import ledger
 from lsun_crowd.acceptance import (
     Checked,
     Subset,
@@ -24,7 +26,8 @@ from lsun_crowd.acceptance import (
     walk,
 )
 from lsun_crowd.certificate import certificates
-from lsun_crowd.schema import Category, Round, RoundState
+from lsun_crowd.certify import sampled_positives
+from lsun_crowd.schema import Category, Item, ItemRole, LabelSource, Round, RoundItem, RoundState
 from lsun_crowd.store import Store
 from lsun_crowd.thresholds import Calibrated, Goals, ScoreHistogram, choose, decide, fit_calibration
 
@@ -254,3 +257,35 @@ def test_a_side_left_to_people_says_why_in_the_guarantee(tmp_path: Path) -> None
         "round 2: the model leaves to people: certifying 1,200 auto-positives would need people to check 700 of them"
     )
     assert certificate.describe().endswith(f"every label is people's ({certificate.why})")
+
+
+def test_the_first_rounds_uniform_sample_bounds_the_categorys_positives(tmp_path: Path) -> None:
+    # 40 of a first round's 400 images are people's positives, drawn from a pool of 200,000: the
+    # pool holds at least 200,000 times the Clopper-Pearson lower bound at delta positives.
+    store = Store.for_project(tmp_path)
+    with store.session() as session:
+        category = Category(name="kitchen")
+        session.add(category)
+        session.flush()
+        first = Round(category_id=category.id, number=1, state=RoundState.DONE, pool_size=200_000)
+        session.add(first)
+        session.flush()
+        items = [Item(sha256=f"{n:064x}", uri=f"/pool/{n}.png", width=8, height=8) for n in range(400)]
+        session.add_all(items)
+        session.flush()
+        session.add_all(RoundItem(round_id=first.id, item_id=item.id, role=ItemRole.TRAIN) for item in items)
+        ledger.record_labels(
+            session,
+            category.id,
+            [ledger.NewLabel(item.id, int(n < 40), 0.999) for n, item in enumerate(items[:390])],
+            source=LabelSource.HUMAN,
+            origin="test",
+        )
+    with store.session() as session:
+        bound = sampled_positives(session, category.id, 0.01)
+        assert bound == math.floor(200_000 * beta.ppf(0.01, 40, 361))
+        assert 12_000 < bound < 20_000  # 10% found; the bound about 6.8%
+        # A tighter level bounds less; a first round that was not a uniform draw bounds nothing.
+        assert sampled_positives(session, category.id, 0.001) < bound
+        session.execute(update(Round).where(Round.id == first.id).values(human_only=True))
+        assert sampled_positives(session, category.id, 0.01) == 0

@@ -186,7 +186,7 @@ def test_a_version_8_store_upgrades_and_reads_its_pool_from_the_items_until_a_sp
     pools.store.close()
     pools.store = Store(f"sqlite:///{tmp_path / 'store.db'}")
     with pools.store.session() as session:
-        assert session.get_one(Meta, "schema_version").value == str(SCHEMA_VERSION) == "13"
+        assert session.get_one(Meta, "schema_version").value == str(SCHEMA_VERSION) == "14"
         assert ledger.settled_through(session, cat) == 0
     pools.check()
     pools.settle(cat)
