@@ -207,7 +207,7 @@ def known_positives(session: Session, category_id: int, target_precision: float,
 
 # Of the negative side's budget, the share that bounds the category's positives from its first
 # round's uniform sample (sampled_positives) when the side's recall is tested; the rest is its walk's.
-RECALL_BOUND_SHARE = 0.2
+RECALL_BOUND_SHARE = 0.05
 
 
 def sampled_positives(session: Session, category_id: int, delta: float) -> int:
