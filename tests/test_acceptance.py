@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import beta, hypergeom
 from sqlalchemy import update
+from sqlalchemy.orm import Session
 
 from lsun_crowd import ledger
 from lsun_crowd.acceptance import (
@@ -235,14 +236,19 @@ def test_calibration_is_not_capped_by_smoothing() -> None:
     assert math.isfinite(calibrated.slope) and calibrated.slope > 0
 
 
+def new_category(session: Session, name: str) -> Category:
+    category = Category(name=name)
+    session.add(category)
+    session.flush()
+    return category
+
+
 def test_a_side_left_to_people_says_why_in_the_guarantee(tmp_path: Path) -> None:
     # The planner never drops a side silently: status, the demo and the report print the latest
     # round's word on what certifying it would need.
     store = Store.for_project(tmp_path)
     with store.session() as session:
-        category = Category(name="kitchen")
-        session.add(category)
-        session.flush()
+        category = new_category(session, "kitchen")
         notes = [
             "trained on 400 human labels (20 epochs); 9,000 below logit -4 (expected NPV 0.9990, 3 positives)",
             "trained on 800 human labels (25 epochs); no threshold; the model leaves to people: certifying "
@@ -264,9 +270,7 @@ def test_the_first_rounds_uniform_sample_bounds_the_categorys_positives(tmp_path
     # pool holds at least 200,000 times the Clopper-Pearson lower bound at delta positives.
     store = Store.for_project(tmp_path)
     with store.session() as session:
-        category = Category(name="kitchen")
-        session.add(category)
-        session.flush()
+        category = new_category(session, "kitchen")
         first = Round(category_id=category.id, number=1, state=RoundState.DONE, pool_size=200_000)
         session.add(first)
         session.flush()
