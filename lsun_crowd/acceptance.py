@@ -215,7 +215,12 @@ class Looks:
 
     def delta(self, side_delta: float) -> float:
         """The level each look tests at."""
-        return side_delta / 2 if self.two else side_delta
+        return look_delta(side_delta, self.two)
+
+
+def look_delta(side_delta: float, two: bool) -> float:
+    """The level each look of a side tests at: half its budget where it planned two looks."""
+    return side_delta / 2 if two else side_delta
 
 
 def plan_looks(size: int, expected_bad: float, p_value: Callable[[int, int], float], delta: float) -> Looks:

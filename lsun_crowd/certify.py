@@ -39,6 +39,7 @@ from lsun_crowd.acceptance import (
     PValue,
     Subset,
     WalkResult,
+    look_delta,
     most_wrong_allowed,
     nested_subsets,
     plan_looks,
@@ -210,6 +211,12 @@ def known_positives(session: Session, category_id: int, target_precision: float,
 RECALL_BOUND_SHARE = 0.05
 
 
+def walk_budget(side_delta: float, recall_tested: bool) -> float:
+    """What a side's walk may spend of its budget: all of it, but for the share that bounds the
+    category's positives where the side's recall is tested."""
+    return side_delta * (1 - RECALL_BOUND_SHARE) if recall_tested else side_delta
+
+
 def sampled_positives(session: Session, category_id: int, delta: float) -> int:
     """A lower bound on the category's positives, true with probability at least ``1 - delta``:
     its first round's sample is a uniform draw from the pool it was drawn from, so the positives
@@ -289,9 +296,7 @@ def plan(cascade: CascadeConfig, sides: dict[int, SideCounts], money: Budget, po
                 return npv
             return max(npv, unchecked_p_value(bad, size, n, recall_most))
 
-        # With a recall test, part of the side's budget bounds the category's positives.
-        tested = delta * (1 - RECALL_BOUND_SHARE) if recall_most >= 0 else delta
-        return plan_looks(size, negative.expected_wrong, p_value, tested)
+        return plan_looks(size, negative.expected_wrong, p_value, walk_budget(delta, recall_most >= 0))
 
     best: Plan | None = None
     shares = [1.0] if negative.size == 0 else [0.0] if positive.size == 0 else SPLITS.tolist()
@@ -445,16 +450,7 @@ def sample_certification(ctx: Context, category: str, category_id: int, number: 
                 for (item, confidence, model_round), seen in zip(picked, look.tolist(), strict=True)
             )
             chosen += [item for (item, _, _), seen in zip(picked, look.tolist(), strict=True) if seen == 1]
-        session.add_all(RoundItem(round_id=round_.id, item_id=item, role=ItemRole.CALIBRATION) for item in chosen)
-        session.flush()
-        for batch in ledger.chunks(chosen):
-            ledger.withdraw_labels(
-                session,
-                category_id,
-                Label.item_id.in_(list(batch)) & (Label.source == LabelSource.MODEL),
-                origin=f"certify:{round_.id}:sample",
-                reason=f"drawn for certification round {number}: people check it",
-            )
+        _ask_people(session, category_id, round_.id, chosen, f"drawn for certification round {number}: people check it")
         # The tests' budgets are fixed now, before anyone looks: spent from here on.
         for side, delta, count, slack in (
             (GuaranteeSide.POSITIVE, sizes.delta_positive, sides[1].size, None),
@@ -605,10 +601,7 @@ def settle(ctx: Context, ref: RoundRef) -> str:
                 np.array([people[row.item] not in (label, UNRESOLVED) for row in asked], dtype=bool),
             )
             p_value = _p_value(session, ref, cascade, label, tests)
-            delta = tests[side].delta
-            if label == 0 and tests[side].recall_slack:
-                delta *= 1 - RECALL_BOUND_SHARE  # the rest bounds the positives (sampled_positives)
-            delta = delta / 2 if two else delta
+            delta = look_delta(walk_budget(tests[side].delta, label == 0 and bool(tests[side].recall_slack)), two)
             result = walk(sides[label].subsets(), checked, p_value, delta, rate[label])
             certified = result.subset.size if result.subset is not None else 0
             waiting = [row.item for row in mine if not row.asked]
@@ -683,19 +676,27 @@ def _p_value(
 
 def _second_look(ctx: Context, session: Session, ref: RoundRef, items: list[int]) -> str:
     """People check the rest of a side's sample: its labels withdrawn, a job of the round laid out."""
-    for batch in ledger.chunks(items):
-        ledger.withdraw_labels(
-            session,
-            ref.category_id,
-            Label.item_id.in_(list(batch)) & (Label.source == LabelSource.MODEL),
-            origin=f"certify:{ref.id}:sample",
-            reason=f"drawn for certification round {ref.number}, second look: people check it",
-        )
-    session.add_all(RoundItem(round_id=ref.id, item_id=item, role=ItemRole.CALIBRATION) for item in items)
+    reason = f"drawn for certification round {ref.number}, second look: people check it"
+    _ask_people(session, ref.category_id, ref.id, items, reason)
     follow_up = int(session.scalar(select(Round.follow_up).where(Round.id == ref.id)) or 0) + 1
     lay_out_job(ctx, session, ref, items, follow_up, ctx.config.crowd.votes_per_item)
     session.execute(update(Round).where(Round.id == ref.id).values(follow_up=follow_up))
     return set_state(session, ref, SAMPLED)
+
+
+def _ask_people(session: Session, category_id: int, round_id: int, items: list[int], reason: str) -> None:
+    """Sampled labels go to people: the images become the round's calibration images, and their
+    model labels are withdrawn while people check them."""
+    session.add_all(RoundItem(round_id=round_id, item_id=item, role=ItemRole.CALIBRATION) for item in items)
+    session.flush()
+    for batch in ledger.chunks(items):
+        ledger.withdraw_labels(
+            session,
+            category_id,
+            Label.item_id.in_(list(batch)) & (Label.source == LabelSource.MODEL),
+            origin=f"certify:{round_id}:sample",
+            reason=reason,
+        )
 
 
 def _describe(test: RoundTest) -> str:

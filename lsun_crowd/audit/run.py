@@ -236,7 +236,8 @@ def _aggregate(session: Session, audit_id: int, prior_correct: float, prior_wron
 def _follow_up(ctx: Context, session: Session, audit_id: int) -> bool:
     """Lay out a follow-up job per category for the images the audit's votes left unsettled, where
     :data:`FOLLOW_UP_VOTES` more keep them within the cap; ``False`` when there are none."""
-    cap = max(ctx.config.cascade.calibration_max_votes, int(session.get_one(Audit, audit_id).votes_per_item))
+    audit = session.get_one(Audit, audit_id)
+    cap = max(ctx.config.cascade.calibration_max_votes, int(audit.votes_per_item))
     asked = {  # votes asked so far for each audited (image, category)
         (int(item), int(category)): int(total)
         for item, category, total in session.execute(
@@ -255,7 +256,6 @@ def _follow_up(ctx: Context, session: Session, audit_id: int) -> bool:
     ):
         if asked.get((int(item_id), int(category_id)), 0) + FOLLOW_UP_VOTES <= cap:
             unsettled.setdefault(int(category_id), []).append(int(item_id))
-    audit = session.get_one(Audit, audit_id)
     names = dict(session.execute(select(Category.id, Category.name).where(Category.id.in_(list(unsettled)))).all())
     for category_id, items in unsettled.items():
         wave = 1 + int(
