@@ -70,19 +70,22 @@ class Subset:
     size: int
 
 
-def nested_subsets(confidences: NDArray[np.float64], counts: NDArray[np.int64]) -> list[Subset]:
+def nested_subsets(
+    confidences: NDArray[np.float64], counts: NDArray[np.int64], ends: frozenset[int] = frozenset()
+) -> list[Subset]:
     """The candidate subsets of a side, strictest first, from a histogram of its labels'
     confidences (``counts[i]`` labels at or above ``confidences[i]`` and below the previous edge;
     edges descending): subsets whose sizes grow by :data:`GRID_RATIO` from
-    :data:`SMALLEST_SHARE` of the side, and the whole side last."""
+    :data:`SMALLEST_SHARE` of the side, those ending at the indices ``ends`` (a stratum's last
+    bin), and the whole side last."""
     total = int(counts.sum())
     if total == 0:
         return []
     cumulative = np.cumsum(counts)
     chosen: list[Subset] = []
     wanted = max(1.0, SMALLEST_SHARE * total)
-    for edge, size in zip(confidences.tolist(), cumulative.tolist(), strict=True):
-        if size >= wanted and (not chosen or size > chosen[-1].size):
+    for index, (edge, size) in enumerate(zip(confidences.tolist(), cumulative.tolist(), strict=True)):
+        if (size >= wanted or index in ends) and size > 0 and (not chosen or size > chosen[-1].size):
             chosen.append(Subset(float(edge), int(size)))
             wanted = size * GRID_RATIO
     if chosen[-1].size != total:

@@ -105,6 +105,16 @@ def mini_batch(count: int) -> int:
     return max(16, min(MINI_BATCH, -(-count // MIN_STEPS_PER_EPOCH)))
 
 
+def standard_scale(features: torch.Tensor) -> torch.Tensor:
+    """Each feature's divisor: its standard deviation, but never below the median feature's. Full
+    standardization blows a nearly constant feature (a thumbnail's border pixel, where only scan
+    noise varies) up to the weight of an informative one: on 16 px digit scans, a head trained on
+    400 labels ranked a 1% digit at an AUC of 0.905 so, and 0.946 with this floor (0.9918 and
+    0.9934 for an 11% digit on 2,000 labels; ``benchmarks/head_on_pixels.py``)."""
+    spread = features.std(0, unbiased=False)
+    return spread.clamp_min(max(float(spread.median()), 1e-3))
+
+
 class _Trainer:
     """One head being trained: its data (standardized, class-balanced), network and optimizer."""
 
@@ -128,7 +138,7 @@ class _Trainer:
         self.generator = torch.Generator().manual_seed(seed)
         features = torch.as_tensor(embeddings, dtype=torch.float32)
         self.mean = features.mean(0)
-        self.scale = features.std(0, unbiased=False).clamp_min(1e-3)
+        self.scale = standard_scale(features)
         self.features = ((features - self.mean) / self.scale).to(self.device)
         self.target = torch.as_tensor(targets, dtype=torch.float32, device=self.device)
         # Balance the classes so a rare category is not learned as "always negative".

@@ -29,7 +29,7 @@ PLAN_SHARE = 0.5
 PLAN_RECALL_SHARE = 0.3
 
 
-def _edges() -> NDArray[np.float64]:
+def logit_edges() -> NDArray[np.float64]:
     return np.linspace(-LOGIT_LIMIT, LOGIT_LIMIT, BINS + 1)
 
 
@@ -40,7 +40,7 @@ class ScoreHistogram:
     counts: NDArray[np.int64] = field(default_factory=lambda: np.zeros(BINS, dtype=np.int64))
 
     def add(self, logits: NDArray[np.float64]) -> None:
-        index = np.clip(np.searchsorted(_edges(), logits, side="right") - 1, 0, BINS - 1)
+        index = np.clip(np.searchsorted(logit_edges(), logits, side="right") - 1, 0, BINS - 1)
         self.counts += np.bincount(index, minlength=BINS)
 
     @property
@@ -48,7 +48,7 @@ class ScoreHistogram:
         return int(self.counts.sum())
 
     def expected_positives(self, calibrated: Calibrated) -> float:
-        edges = _edges()
+        edges = logit_edges()
         return float((self.counts * calibrated.probability((edges[:-1] + edges[1:]) / 2)).sum())
 
 
@@ -141,7 +141,7 @@ def choose(histogram: ScoreHistogram, calibrated: Calibrated, goals: Goals) -> C
     uncertain images is left for people rather than for the certification, whose sample grows with
     the errors it expects (on a 20,000-image pool, labeling that band too took 0.49 votes an image
     where leaving it took 0.34)."""
-    edges = _edges()
+    edges = logit_edges()
     counts = histogram.counts.astype(np.float64)
     p = calibrated.probability((edges[:-1] + edges[1:]) / 2)
     expected_positives = float((counts * p).sum())

@@ -26,8 +26,10 @@ from lsun_crowd.acceptance import (
     unchecked_p_value,
     walk,
 )
+from lsun_crowd.autolabel import RoundHead, economical, region_rate
 from lsun_crowd.certificate import certificates
-from lsun_crowd.certify import sampled_positives
+from lsun_crowd.certify import SideCounts, _bins, order_key, sampled_positives, side_looks, split_key
+from lsun_crowd.config import CascadeConfig
 from lsun_crowd.schema import Category, Item, ItemRole, LabelSource, Round, RoundItem, RoundState
 from lsun_crowd.store import Store
 from lsun_crowd.thresholds import Calibrated, Goals, ScoreHistogram, choose, decide, fit_calibration
@@ -293,3 +295,91 @@ def test_the_first_rounds_uniform_sample_bounds_the_categorys_positives(tmp_path
         assert sampled_positives(session, category.id, 0.001) < bound
         session.execute(update(Round).where(Round.id == first.id).values(human_only=True))
         assert sampled_positives(session, category.id, 0.01) == 0
+
+
+def test_a_walk_takes_the_rounds_in_order_so_a_later_round_s_errors_cost_only_its_own_labels() -> None:
+    """Digit scans: round 5's 12,000 auto-negatives hold 0.2% positives, and round 6's 2,000, made
+    from the hardest images left, 2.5% at the same calibrated confidences. By confidence alone the
+    walk meets round 6's errors in its first subsets and certifies nothing; round by round, it
+    certifies all of round 5 and withdraws round 6."""
+    generator = np.random.default_rng(5)
+    rounds = 2
+    confidence = np.concatenate([generator.uniform(0.997, 1.0, 12_000), generator.uniform(0.997, 1.0, 2_000)])
+    position = np.repeat([0, 1], [12_000, 2_000])
+    wrong = np.concatenate([generator.random(12_000) < 0.002, generator.random(2_000) < 0.025])
+    picked = generator.choice(14_000, 4_000, replace=False)
+    side = SideCounts.empty(rounds)
+    side.add(confidence, position)
+    npv = _p(0.995)
+    keys = order_key(position[picked], rounds, _bins(confidence[picked]))
+    result = walk(side.subsets(), Checked(keys, wrong[picked]), npv, 0.02, rate=0.002)
+    assert result.subset is not None and result.subset.size >= 12_000
+    last, bound = split_key(result.subset.bound, rounds)
+    assert last == 0 and bound <= confidence[:12_000].min()  # the whole of the first round
+    kept = (position < last) | ((position == last) & (confidence >= bound))
+    assert kept.sum() == result.subset.size
+    by_confidence = SideCounts.empty(1)
+    by_confidence.add(confidence, np.zeros(14_000, dtype=np.int64))
+    checked = Checked(_bins(confidence[picked]).astype(float), wrong[picked])
+    alone = walk(by_confidence.subsets(), checked, npv, 0.02, rate=0.002)
+    assert alone.subset is None or alone.subset.size < 6_000
+
+
+def _fitted(scores: np.ndarray, labels: np.ndarray, fresh: np.ndarray) -> RoundHead:
+    return RoundHead(
+        None,  # type: ignore[arg-type]  # the head itself is not read
+        None,
+        Calibrated(1.0, 0.0),
+        (0.0, 0.0),
+        scores.astype(np.float64),
+        labels.astype(np.int64),
+        fresh,
+    )
+
+
+def test_a_region_s_error_rate_is_measured_on_labels_drawn_from_the_pool_as_it_is_now() -> None:
+    scores = np.array([-9.0, -8.0, -7.0, -6.0, -5.0, 5.0])
+    labels = np.array([1, 1, 0, 0, 0, 1])
+    fresh = np.array([False, False, True, True, True, True])  # the first two: before the last split
+    fitted = _fitted(scores, labels, fresh)
+    # Below -5.5: the 2 fresh labels, neither contradicted: Jeffreys' posterior median.
+    assert region_rate(fitted, 0, -5.5) == pytest.approx(beta.median(0.5, 2.5))
+    assert region_rate(fitted, 0, -10.0) == pytest.approx(0.5)  # no label there: nothing is known
+    with_old = _fitted(scores, labels, np.ones(6, dtype=bool))
+    assert region_rate(with_old, 0, -5.5) == pytest.approx(beta.median(2.5, 2.5))
+    # 0 contradicted of 330: about 0.07%, where the posterior's mean (0.15%) is three times the
+    # simulated crowd's rate.
+    many = _fitted(np.full(330, -9.0), np.zeros(330), np.ones(330, dtype=bool))
+    assert 0.0006 < region_rate(many, 0, -5.0) < 0.0008
+
+
+def test_a_split_labels_only_as_far_as_certifying_it_saves_people_labels() -> None:
+    # 20,000 pool images whose calibrated curve promises a clean negative side down to logit -3,
+    # but people's labels from the pool as it is show 3% positives between -7 and -3, and none
+    # below -7. Labeling down to -3 would be certified only by checking most of it; the split
+    # stops near -7, where the side is clean and its check cheap.
+    generator = np.random.default_rng(0)
+    pool = np.concatenate(
+        [generator.uniform(-12, -7, 12_000), generator.uniform(-7, -3, 6_000), generator.uniform(-3, 3, 2_000)]
+    )
+    histogram = ScoreHistogram()
+    histogram.add(pool)
+    labeled = generator.choice(20_000, 3_000, replace=False)
+    scores = pool[labeled]
+    labels = np.where((scores > -7) & (scores < -3), generator.random(3_000) < 0.03, scores > 0).astype(np.int64)
+    fitted = _fitted(scores, labels, np.ones(3_000, dtype=bool))
+    goals = Goals(0.97, 0.995, 200.0)
+    chosen = choose(histogram, Calibrated(1.0, 0.0), goals)
+    assert chosen.low is not None and chosen.low > -7
+    cascade = CascadeConfig()
+
+    def negative_cost(size: int, wrong: float) -> float:
+        return side_looks(cascade, 0, size, wrong, 0.0225, 180).expected
+
+    costs = {0: negative_cost, 1: lambda size, wrong: side_looks(cascade, 1, size, wrong, 0.0225, -1).expected}
+    cut, rates = economical(chosen, histogram, fitted, costs)
+    assert cut.low is not None and -7.6 < cut.low <= -6.9
+    assert 11_000 < cut.negatives < 12_100 and rates[0] < 0.002
+    # Where people's labels agree with the curve, the loosest side stands.
+    clean = _fitted(scores, (scores > 0).astype(np.int64), np.ones(3_000, dtype=bool))
+    assert economical(chosen, histogram, clean, costs)[0].low == chosen.low
