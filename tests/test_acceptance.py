@@ -342,15 +342,13 @@ def test_a_region_s_error_rate_is_measured_on_labels_drawn_from_the_pool_as_it_i
     labels = np.array([1, 1, 0, 0, 0, 1])
     fresh = np.array([False, False, True, True, True, True])  # the first two: before the last split
     fitted = _fitted(scores, labels, fresh)
-    # Below -5.5: the 2 fresh labels, neither contradicted: Jeffreys' posterior median.
-    assert region_rate(fitted, 0, -5.5) == pytest.approx(beta.median(0.5, 2.5))
+    # Below -5.5: the 2 fresh labels, neither contradicted: Jeffreys' posterior mean.
+    assert region_rate(fitted, 0, -5.5) == pytest.approx(0.5 / 3)
     assert region_rate(fitted, 0, -10.0) == pytest.approx(0.5)  # no label there: nothing is known
     with_old = _fitted(scores, labels, np.ones(6, dtype=bool))
-    assert region_rate(with_old, 0, -5.5) == pytest.approx(beta.median(2.5, 2.5))
-    # 0 contradicted of 330: about 0.07%, where the posterior's mean (0.15%) is three times the
-    # simulated crowd's rate.
+    assert region_rate(with_old, 0, -5.5) == pytest.approx(2.5 / 5)
     many = _fitted(np.full(330, -9.0), np.zeros(330), np.ones(330, dtype=bool))
-    assert 0.0006 < region_rate(many, 0, -5.0) < 0.0008
+    assert region_rate(many, 0, -5.0) == pytest.approx(0.5 / 331)
 
 
 def test_a_split_labels_only_as_far_as_certifying_it_saves_people_labels() -> None:
