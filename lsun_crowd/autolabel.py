@@ -30,6 +30,7 @@ from lsun_crowd.config import ModelConfig
 from lsun_crowd.consensus import MIN_CALIBRATION_LABELS, PlattScaling, fit_platt
 from lsun_crowd.context import DONE, Context, RoundRef, set_state
 from lsun_crowd.crossfit import stratified_folds
+from lsun_crowd.embed import pick_device
 from lsun_crowd.engine import engine_for
 from lsun_crowd.heap import frozen_heap
 from lsun_crowd.schema import Gold, Item, Label, LabelSource, Round, RoundKind, RoundModel, utc_now
@@ -224,9 +225,8 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
         with ctx.store.session() as session:
             return set_state(session, ref, DONE, finished_at=utc_now())
     with ctx.store.session() as session:
-        fresh = same_pool_rounds(session, ref.category_id, ref.number)
-        training: list[tuple[str, int, float, bool]] = [
-            (sha, label, confidence, round_id in fresh)
+        training: list[tuple[str, int, float, int | None]] = [
+            (sha, label, confidence, round_id)
             for sha, label, confidence, round_id in session.execute(
                 select(Item.sha256, Label.label, Label.confidence, Label.round_id)
                 .join(Label, Label.item_id == Item.id)
@@ -273,14 +273,24 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
         with ctx.store.session() as session:
             return set_state(session, ref, DONE, notes=note, finished_at=utc_now())
     with ctx.stages.timed("train", ref.number):
+        features = embeddings.get([sha for sha, _, _, _ in training])
+        with ctx.store.session() as session:
+            fresh = drawn_from_the_pool_now(
+                session,
+                ref.category_id,
+                ref.number,
+                [round_id for _, _, _, round_id in training],
+                features,
+                ctx.config.model.device,
+            )
         fitted = fit_round_head(
-            embeddings.get([sha for sha, _, _, _ in training]),
+            features,
             targets,
             np.array([confidence for _, _, confidence, _ in training], dtype=np.float64),
             (embeddings.get([sha for sha, _ in gold]), np.array([answer for _, answer in gold], dtype=np.float64)),
             ctx.config.model,
             seed=ctx.config.project.seed * 1_000_003 + ref.category_id * 101 + ref.number,
-            calibrate_on=np.array([own for _, _, _, own in training], dtype=bool),
+            calibrate_on=fresh,
         )
     head, platt = fitted.head, fitted.platt
     if platt is None:
@@ -400,27 +410,45 @@ def _worth_certifying(
     return chosen, "; the model leaves to people: " + "; ".join(dropped.values())
 
 
-def same_pool_rounds(session: Session, category_id: int, number: int) -> set[int]:
-    """The split rounds (this one, numbered ``number``, included) whose samples were drawn from the
-    pool as this round finds it: those since the last round that changed it, a split that labeled
-    images or a certification (which gives labels back)."""
-    changed = session.scalar(
-        select(func.max(Round.number)).where(
-            Round.category_id == category_id,
-            Round.number < number,
-            (Round.kind == RoundKind.CERTIFY) | Round.high_threshold.is_not(None) | Round.low_threshold.is_not(None),
+def drawn_from_the_pool_now(
+    session: Session,
+    category_id: int,
+    number: int,
+    rounds: list[int | None],
+    features: NDArray[np.float32],
+    device: str,
+) -> NDArray[np.bool_]:
+    """Which of people's labels (each with its round, ``rounds``; its image's embedding,
+    ``features``) are of images the pool as round ``number`` finds it would hold: drawn by a split
+    round's sample (not a certification's, an audit's or a repair's), and beyond none of the
+    thresholds of the splits since, each re-scored with that round's stored head. A split takes the
+    region beyond its thresholds out of the pool; the rest of an earlier sample stays a uniform
+    sample of what is left. (Labels a certification gave back count as still taken: fewer labels,
+    never a biased one.) Taking only the samples drawn since the last split that labeled anything
+    left a 12,000-image pool's negatives priced on one round's 280 labels, and never split."""
+    splits = session.execute(
+        select(Round.id, Round.number, Round.high_threshold, Round.low_threshold).where(
+            Round.category_id == category_id, Round.kind == RoundKind.SPLIT, Round.number <= number
         )
-    )
-    return set(
-        session.scalars(
-            select(Round.id).where(
-                Round.category_id == category_id,
-                Round.kind == RoundKind.SPLIT,
-                Round.number > (changed or 0),
-                Round.number <= number,
-            )
-        )
-    )
+    ).all()
+    drawn_at = {int(round_id): int(at) for round_id, at, _, _ in splits}
+    at = np.array([drawn_at.get(round_id, -1) if round_id is not None else -1 for round_id in rounds], dtype=np.int64)
+    fresh = at >= 0
+    for round_id, split_number, high, low in splits:
+        concerned = np.flatnonzero(fresh & (at <= split_number))
+        if (high is None and low is None) or split_number >= number or len(concerned) == 0:
+            continue
+        stored = session.scalar(select(RoundModel.head).where(RoundModel.round_id == round_id))
+        if stored is None:
+            continue
+        logits = Head.from_bytes(stored, pick_device(device)).logits(features[concerned])
+        beyond = np.zeros(len(concerned), dtype=bool)
+        if high is not None:
+            beyond |= logits >= high
+        if low is not None:
+            beyond |= logits <= low
+        fresh[concerned[beyond]] = False
+    return fresh
 
 
 @dataclass(frozen=True)

@@ -384,10 +384,10 @@ def side_cost(
 
 
 def crowd_noise(session: Session, category_id: int) -> tuple[float, float]:
-    """The shares of checked negatives and positives people's consensus is expected to contradict:
-    how often they contradicted the latest model's out-of-fold scores where its split labels
-    (:func:`lsun_crowd.autolabel.region_errors`, kept as
-    :attr:`lsun_crowd.schema.RoundModel.disagreement`). A plan on the calibrated confidences alone
+    """The shares of checked negatives and positives people's consensus is expected to contradict,
+    as the latest round measured them where its split labels (:func:`lsun_crowd.autolabel.economical`,
+    kept as :attr:`lsun_crowd.schema.RoundModel.disagreement`); :func:`_count_sides` reads each
+    round's own, and this where a round has none. A plan on the calibrated confidences alone
     failed twice: on 2 crowd slips among 171 checked positives, and on 15 wrong among 692 checked
     digit-3 positives where it expected 6; a failed set goes back to the pool whole."""
     found = session.execute(

@@ -174,8 +174,8 @@ class RoundModel(Base):
     # How often people's labels contradicted the model where it was sure (out of fold, calibrated
     # probability within 0.001 of 0 or 1): what a certification of its labels should
     # expect people to call wrong however right the model is (lsun_crowd.certify).
-    # How often people's labels contradicted its out-of-fold scores where its split labels negatives
-    # (where it was sure of one, if that region holds too few labels; lsun_crowd.autolabel.region_errors)
+    # How often people's labels are expected to contradict its split's negatives: measured on its
+    # out-of-fold scores there, at least the rate where it was sure (lsun_crowd.autolabel.economical)
     disagreement: Mapped[float | None] = mapped_column(Float, nullable=True)
     disagreement_positive: Mapped[float | None] = mapped_column(Float, nullable=True)  # ... positives
 

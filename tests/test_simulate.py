@@ -20,18 +20,20 @@ from lsun_crowd.synthetic import SyntheticPool
 
 
 def test_a_simulation_reports_what_the_export_shows(tmp_path: Path) -> None:
-    settings = Settings(items=12_000, positive_rate=0.2, seed=5, rounds=1, sample=400)
+    settings = Settings(items=12_000, positive_rate=0.2, seed=5, rounds=2, sample=400)
     rounds = []
     result = simulate(settings, tmp_path / "sim", on_round=rounds.append)
     summary = result.summary()
-    # One round that splits the pool, then the certification of its labels.
-    assert [(figures.category, figures.round) for figures in rounds] == [("c0", 1), ("c0", 2)]
+    # Two rounds that split the pool, then the certification of their labels. (One round no
+    # longer does: its 369 labels price its 8,945 auto-negatives at 0.15% wrong, too dear to
+    # certify; the second round's split, measured on twice the labels, is not.)
+    assert [(figures.category, figures.round) for figures in rounds] == [("c0", 1), ("c0", 2), ("c0", 3)]
     # Every stage of the round was timed, with the memory it held.
     assert set(result.stage_totals) == set(STAGES)
     assert all(figure.seconds >= 0 and figure.peak_bytes > 50 * 2**20 for figure in result.stage_totals.values())
-    # After one round and its certification the model holds most of the pool's labels, certified:
-    # far more resolved than people saw. (On 12,000 images after a single round a certification
-    # costs over a vote an image: a fixed cost that more rounds and a larger pool spread thinner.)
+    # After two rounds and their certification the model holds most of the pool's labels, certified:
+    # far more resolved than people saw. (On 12,000 images a certification costs about a vote an
+    # image: a fixed cost that a larger pool spreads thinner.)
     assert summary["unlabeled"] < 0.3 and summary["votes_per_resolved"] < 2
 
     # The same figures, recomputed from the exported labels and the pool's recipe.
