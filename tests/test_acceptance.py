@@ -338,17 +338,16 @@ def _fitted(scores: np.ndarray, labels: np.ndarray, fresh: np.ndarray) -> RoundH
 
 
 def test_a_region_s_error_rate_is_measured_on_labels_drawn_from_the_pool_as_it_is_now() -> None:
-    scores = np.array([-9.0, -8.0, -7.0, -6.0, -5.0, 5.0])
-    labels = np.array([1, 1, 0, 0, 0, 1])
-    fresh = np.array([False, False, True, True, True, True])  # the first two: before the last split
-    fitted = _fitted(scores, labels, fresh)
-    # Below -5.5: the 2 fresh labels, neither contradicted: Jeffreys' posterior mean.
-    assert region_rate(fitted, 0, -5.5) == pytest.approx(0.5 / 3)
-    assert region_rate(fitted, 0, -10.0) == pytest.approx(0.5)  # no label there: nothing is known
-    with_old = _fitted(scores, labels, np.ones(6, dtype=bool))
-    assert region_rate(with_old, 0, -5.5) == pytest.approx(2.5 / 5)
-    many = _fitted(np.full(330, -9.0), np.zeros(330), np.ones(330, dtype=bool))
-    assert region_rate(many, 0, -5.0) == pytest.approx(0.5 / 331)
+    # 40 labels beyond -5 of images the pool still holds, 2 contradicted; 40 more of images an
+    # earlier split took, none contradicted.
+    scores = np.concatenate([np.full(40, -6.0), np.full(40, -9.0), [5.0]])
+    labels = np.concatenate([np.repeat([1, 0], [2, 38]), np.zeros(40), [1]])
+    fresh = np.concatenate([np.ones(40, dtype=bool), np.zeros(40, dtype=bool), [True]])
+    assert region_rate(_fitted(scores, labels, fresh), 0, -5.0) == pytest.approx(2 / 40)
+    assert region_rate(_fitted(scores, labels, np.ones(81, dtype=bool)), 0, -5.0) == pytest.approx(2 / 80)
+    # Too few labels there: no rate of its own.
+    assert region_rate(_fitted(scores, labels, fresh), 0, -8.0) == 0.0
+    assert region_rate(_fitted(scores, labels, fresh), 1, 4.0) == 0.0
 
 
 def test_a_split_labels_only_as_far_as_certifying_it_saves_people_labels() -> None:
