@@ -113,20 +113,21 @@ def economical(
     p = fitted.calibrated.probability((edges[:-1] + edges[1:]) / 2)
     rates = list(fitted.disagreement or (0.0, 0.0))
 
-    def rate_at(label: int, at: int, calibrated: float) -> float:
-        return max(calibrated, region_rate(fitted, label, float(edges[at])))
+    def cut(label: int, sizes: NDArray[np.float64], wrong: NDArray[np.float64], indices: range) -> tuple[int, float]:
+        """The side's cut point and its size; ``sizes[i]``, ``wrong[i]``: the side's labels and
+        their calibrated expected errors when cut at bin edge ``i``."""
+
+        def side(at: int) -> tuple[float, float]:
+            calibrated = wrong[at] / max(sizes[at], 1.0)
+            return sizes[at], max(calibrated, region_rate(fitted, label, float(edges[at])))
+
+        index, rates[label] = _cheapest(indices, side, costs[label], rates[label])
+        return index, float(sizes[index])
 
     if chosen.low is not None:
         below = np.concatenate([[0.0], np.cumsum(counts)])
         below_positive = np.concatenate([[0.0], np.cumsum(counts * p)])
-        last = int(np.searchsorted(edges, chosen.low))
-        index, rates[0] = _cheapest(
-            range(last, 0, -1),
-            lambda at: (below[at], rate_at(0, at, below_positive[at] / max(below[at], 1.0))),
-            costs[0],
-            rates[0],
-        )
-        size = below[index]
+        index, size = cut(0, below, below_positive, range(int(np.searchsorted(edges, chosen.low)), 0, -1))
         chosen = replace(
             chosen,
             low=float(edges[index]) if size > 0 else None,
@@ -137,14 +138,7 @@ def economical(
     if chosen.high is not None:
         above = np.concatenate([np.cumsum(counts[::-1])[::-1], [0.0]])
         above_wrong = np.concatenate([np.cumsum((counts * (1 - p))[::-1])[::-1], [0.0]])
-        first = int(np.searchsorted(edges, chosen.high))
-        index, rates[1] = _cheapest(
-            range(first, BINS),
-            lambda at: (above[at], rate_at(1, at, above_wrong[at] / max(above[at], 1.0))),
-            costs[1],
-            rates[1],
-        )
-        size = above[index]
+        index, size = cut(1, above, above_wrong, range(int(np.searchsorted(edges, chosen.high)), BINS))
         chosen = replace(
             chosen,
             high=float(edges[index]) if size > 0 else None,
