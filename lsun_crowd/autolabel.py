@@ -99,7 +99,7 @@ def economical(
     chosen: Chosen, histogram: ScoreHistogram, fitted: RoundHead, costs: dict[int, certify.SideCost]
 ) -> tuple[Chosen, tuple[float, float]]:
     """Each side of ``chosen`` cut back to where it saves people the most labels: its size less
-    the checks its certification will add (:func:`lsun_crowd.certify.side_cost`). Certifying a set
+    the checks its certification will add (:func:`lsun_crowd.certify.side_costs`). Certifying a set
     near its target takes checking most of it (12,000 auto-negatives against NPV 0.995: about 1,400
     checks at 5 expected positives, 6,300 at 20), so the loosest side the estimates allow is seldom
     the cheapest. A side's expected errors are the most of the calibrated curve's, the rate where
@@ -117,11 +117,11 @@ def economical(
         """The side's cut point and its size; ``sizes[i]``, ``wrong[i]``: the side's labels and
         their calibrated expected errors when cut at bin edge ``i``."""
 
-        def side(at: int) -> tuple[float, float]:
-            calibrated = wrong[at] / max(sizes[at], 1.0)
-            return sizes[at], max(calibrated, region_rate(fitted, label, float(edges[at])))
+        def rate(at: int) -> float:
+            calibrated = float(wrong[at] / max(sizes[at], 1.0))
+            return max(calibrated, region_rate(fitted, label, float(edges[at])))
 
-        index, rates[label] = _cheapest(indices, side, costs[label], rates[label])
+        index, rates[label] = _cheapest(indices, sizes, rate, costs[label], rates[label])
         return index, float(sizes[index])
 
     if chosen.low is not None:
@@ -149,21 +149,25 @@ def economical(
 
 
 def _cheapest(
-    indices: range, side: Callable[[int], tuple[float, float]], cost: certify.SideCost, floor: float
+    indices: range,
+    sizes: NDArray[np.float64],
+    rate: Callable[[int], float],
+    cost: certify.SideCost,
+    floor: float,
 ) -> tuple[int, float]:
     """Of the cut points ``indices`` (loosest first), the one whose side saves the most labels,
-    weighed at sizes :data:`STEP` apart; with the error rate expected there. ``side(index)``: the
-    side's size and its estimated error rate."""
+    weighed at sizes :data:`STEP` apart; with the error rate expected there. ``sizes[i]``: the
+    side's size cut at ``i``; ``rate(i)``: its estimated error rate, read only where weighed."""
     best, best_saved, best_rate = indices[0], -math.inf, floor
     wanted = measured = math.inf
-    smallest = SMALLEST * side(indices[0])[0]
+    smallest = SMALLEST * sizes[indices[0]]
     for index in indices:
-        size, rate = side(index)
+        size = float(sizes[index])
         if size > wanted:
             continue
         if size < smallest or size <= 0:
             break
-        measured = min(measured, rate)
+        measured = min(measured, rate(index))
         expected = max(floor, measured)
         saved = size - cost(int(size), expected * size)
         if saved > best_saved:
@@ -315,10 +319,7 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
         )
         chosen = choose(histogram, calibrated, Goals(cascade.target_precision, cascade.target_npv, max(lose, 0.0)))
         with ctx.store.session() as session:
-            costs = {
-                label: certify.side_cost(session, ref.category_id, ref.number, cascade, label, positives)
-                for label in (1, 0)
-            }
+            costs = certify.side_costs(session, ref.category_id, ref.number, cascade, positives)
         chosen, disagreement = economical(chosen, histogram, fitted, costs)
         chosen, dropped = _worth_certifying(ctx, ref, chosen, disagreement, positives)
     labeled = {1: 0, 0: 0}

@@ -360,27 +360,31 @@ def plan(cascade: CascadeConfig, sides: dict[int, SideCounts], money: Budget, po
 SideCost = Callable[[int, float], float]  # (labels added, their expected wrong) -> checks added
 
 
-def side_cost(
-    session: Session, category_id: int, number: int, cascade: CascadeConfig, label: int, positives: float
-) -> SideCost:
-    """What adding labels to one side of the category's next certification costs in people's
+def side_costs(
+    session: Session, category_id: int, number: int, cascade: CascadeConfig, positives: float
+) -> dict[int, SideCost]:
+    """What adding labels to each side of the category's next certification costs in people's
     checks, beside the side's labels not certified yet: for a split choosing how far to label.
     Planned at half the certification's budget (the plan splits it where the sample is smallest)."""
     rounds = covered_rounds(session, category_id, number + 1)
-    side = _count_sides(session, category_id, rounds)[label]
+    sides = _count_sides(session, category_id, rounds)
     money = budget(session, category_id, cascade)
     known = max(known_positives(session, category_id, cascade.target_precision, 0), math.floor(positives))
     recall_most = math.floor(money.recall_share * known) if money.recall_share > 0 else -1
     delta = money.delta / 2
-    before = (
-        side_looks(cascade, label, side.size, side.expected_wrong, delta, recall_most).expected if side.size else 0.0
-    )
 
-    def cost(size: int, wrong: float) -> float:
-        total = side.size + size
-        return side_looks(cascade, label, total, side.expected_wrong + wrong, delta, recall_most).expected - before
+    def cost_of(label: int) -> SideCost:
+        side = sides[label]
+        looks = side_looks(cascade, label, side.size, side.expected_wrong, delta, recall_most)
+        before = looks.expected if side.size else 0.0
 
-    return cost
+        def cost(size: int, wrong: float) -> float:
+            total, expected = side.size + size, side.expected_wrong + wrong
+            return side_looks(cascade, label, total, expected, delta, recall_most).expected - before
+
+        return cost
+
+    return {label: cost_of(label) for label in (1, 0)}
 
 
 def crowd_noise(session: Session, category_id: int) -> tuple[float, float]:
@@ -408,9 +412,13 @@ def _count_sides(
     """Both sides' labels from ``rounds``, each round with its measured rate of contradiction
     (``newest`` for a round with no model stored yet, the one being split; else the latest)."""
     sides = _empty_sides(len(rounds))
+    position = round_positions(rounds)
     for label, side in sides.items():
         for rows in _side_labels(session, category_id, rounds, label):
-            side.add(np.array([confidence for _, confidence, _ in rows]), _positions(rounds, rows))
+            side.add(
+                np.array([confidence for _, confidence, _ in rows]),
+                np.array([position[round_id] for _, _, round_id in rows], dtype=np.int64),
+            )
     measured = {
         int(round_id): (float(negative or 0.0), float(positive or 0.0))
         for round_id, negative, positive in session.execute(
@@ -419,18 +427,18 @@ def _count_sides(
             )
         )
     }
-    fallback = newest if newest is not None else crowd_noise(session, category_id)
-    for position, round_id in enumerate(rounds):
-        rates = measured.get(round_id, fallback)
+    for index, round_id in enumerate(rounds):
+        rates = measured.get(round_id)
+        if rates is None:  # the round being split: its own rate, or else the latest
+            newest = rates = newest if newest is not None else crowd_noise(session, category_id)
         for label, side in sides.items():
-            side.noise[position] = rates[label]
+            side.noise[index] = rates[label]
     return sides
 
 
-def _positions(rounds: list[int], rows: list[tuple[int, float, int]]) -> NDArray[np.int64]:
-    """Each label's round's position among ``rounds``, earliest first."""
-    where = {round_id: position for position, round_id in enumerate(rounds)}
-    return np.array([where[round_id] for _, _, round_id in rows], dtype=np.int64)
+def round_positions(rounds: list[int]) -> dict[int, int]:
+    """Each covered round's position among ``rounds`` (earliest first), by its id."""
+    return {round_id: position for position, round_id in enumerate(rounds)}
 
 
 WORTH = 0.5  # a side whose certification would check this share of its labels is left to people
@@ -664,7 +672,7 @@ def settle(ctx: Context, ref: RoundRef) -> str:
         people = people_labels(ctx, session, ref, [row.item for row in sampled if row.asked])
         sides = _count_sides(session, ref.category_id, rounds)
         tests = {row.side: row for row in session.scalars(select(RoundTest).where(RoundTest.round_id == ref.id))}
-        position = {round_id: index for index, round_id in enumerate(rounds)}
+        position = round_positions(rounds)
         for label in (1, 0):  # the population counts its sample (the part people are asked about is withdrawn)
             asked_here = [row for row in sampled if row.label == label and row.asked]
             sides[label].add(

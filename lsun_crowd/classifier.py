@@ -109,7 +109,7 @@ def standard_scale(features: torch.Tensor) -> torch.Tensor:
     """Each feature's divisor: its standard deviation, but never below the median feature's. Full
     standardization blows a nearly constant feature (a thumbnail's border pixel, where only scan
     noise varies) up to the weight of an informative one: on 16 px digit scans, a head trained on
-    400 labels ranked a 1% digit at an AUC of 0.905 so, and 0.946 with this floor (0.9918 and
+    400 labels ranked a 1% digit at an AUC of 0.905 with it, and 0.946 with this floor (0.9918 and
     0.9934 for an 11% digit on 2,000 labels; ``benchmarks/head_on_pixels.py``)."""
     spread = features.std(0, unbiased=False)
     return spread.clamp_min(max(float(spread.median()), 1e-3))
