@@ -17,7 +17,7 @@ from enum import StrEnum
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from lsun_crowd import certify, ledger
+from lsun_crowd import autolabel, certify, ledger
 from lsun_crowd.collect import poll, sync_clock
 from lsun_crowd.conflicts import GroupState, advance_group, poll_categories
 from lsun_crowd.context import Context, RoundRef
@@ -151,7 +151,9 @@ class Runner:
                     uncertified = certify.pending(session, category.id, number + 1)
                 finishing = remaining == 0 or splits >= self.max_rounds
                 if latest is not None and finishing and uncertified:
-                    # The rounds are over: people check a sample of the model's labels, once.
+                    # The rounds are over: the latest model splits again whatever the rounds'
+                    # models labeled, where that pays; then people check a sample of the labels.
+                    autolabel.final_split(ctx, RoundRef(category.name, category.id, latest))
                     certification = certify.sample_certification(ctx, category.name, category.id, number + 1)
                     if certification is not None:
                         latest = certification

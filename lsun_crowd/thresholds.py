@@ -101,27 +101,35 @@ class Chosen:
 PRIOR_STRENGTH = 1.0  # a Gaussian prior on the calibration's slope and intercept, around the head's own
 
 
-def fit_calibration(logits: NDArray[np.float64], labels: NDArray[np.int_]) -> Calibrated:
+def fit_calibration(
+    logits: NDArray[np.float64], labels: NDArray[np.int_], weights: NDArray[np.float64] | None = None
+) -> Calibrated:
     """Logistic calibration of out-of-fold logits on people's labels, by Newton's method, with hard
     targets and a Gaussian prior (:data:`PRIOR_STRENGTH`) pulling slope and intercept towards the
     head's own scale (1, 0). Platt's smoothed targets (:func:`lsun_crowd.consensus.fit_platt`)
     cap every probability near ``1 - 1/(n + 2)``: on 40 positives no image could be more than
-    97.6% sure, which priced a set of near-certain auto-labels at 1.5% wrong (measured 0.3%)."""
+    97.6% sure, which priced a set of near-certain auto-labels at 1.5% wrong (measured 0.3%).
+    ``weights``: each label's weight (scaled to a mean of 1, so the prior weighs the same)."""
     x = np.asarray(logits, dtype=np.float64)
     y = (np.asarray(labels) == 1).astype(np.float64)
+    w = (
+        np.ones_like(x)
+        if weights is None
+        else np.asarray(weights, dtype=np.float64) / max(float(np.mean(weights)), 1e-300)
+    )
     design = np.stack([x, np.ones_like(x)], axis=1)
     centre = np.array([1.0, 0.0])
 
     def loss(theta: NDArray[np.float64]) -> float:
         z = design @ theta
         prior = PRIOR_STRENGTH / 2 * float((theta - centre) @ (theta - centre))
-        return float((np.logaddexp(0, z) - y * z).sum()) + prior
+        return float((w * (np.logaddexp(0, z) - y * z)).sum()) + prior
 
     theta = centre.copy()
     for _ in range(100):
         p = expit(design @ theta)
-        gradient = design.T @ (p - y) + PRIOR_STRENGTH * (theta - centre)
-        hessian = (design * (p * (1 - p))[:, None]).T @ design + PRIOR_STRENGTH * np.eye(2)
+        gradient = design.T @ (w * (p - y)) + PRIOR_STRENGTH * (theta - centre)
+        hessian = (design * (w * p * (1 - p))[:, None]).T @ design + PRIOR_STRENGTH * np.eye(2)
         step = np.linalg.solve(hessian, gradient)
         # Halve the step until the loss falls: from slope 1, a full Newton step on logits in the
         # tens overshoots (a head ten times too sure was "calibrated" to a slope of 41,201).

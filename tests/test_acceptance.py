@@ -12,11 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import beta, hypergeom
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from lsun_crowd import ledger
 from lsun_crowd.acceptance import (
+    UNRESOLVED,
     Checked,
     Subset,
     most_wrong_allowed,
@@ -28,10 +29,31 @@ from lsun_crowd.acceptance import (
 )
 from lsun_crowd.autolabel import RoundHead, economical, region_rate
 from lsun_crowd.certificate import certificates
-from lsun_crowd.certify import SideCounts, _bins, order_key, sampled_positives, side_looks, split_key
+from lsun_crowd.certify import (
+    SideCounts,
+    _bins,
+    could_pass,
+    order_key,
+    sampled_positives,
+    side_looks,
+    split_key,
+    split_votes_unresolved,
+)
 from lsun_crowd.config import CascadeConfig
-from lsun_crowd.schema import Category, Item, ItemRole, LabelSource, Round, RoundItem, RoundState
-from lsun_crowd.store import Store
+from lsun_crowd.schema import (
+    AssignmentRow,
+    Category,
+    Hit,
+    Item,
+    ItemRole,
+    LabelSource,
+    Round,
+    RoundItem,
+    RoundState,
+    Vote,
+    Worker,
+)
+from lsun_crowd.store import Store, category_id, insert_ignoring_duplicates
 from lsun_crowd.thresholds import Calibrated, Goals, ScoreHistogram, choose, decide, fit_calibration
 
 
@@ -139,6 +161,34 @@ def test_a_walk_starts_where_the_errors_the_plan_expects_can_pass() -> None:
     result = walk(subsets, Checked(confidence, bad), npv, 0.03, rate=0.002)
     assert result.subset == subsets[-1] and result.bad == 12
     assert result.tested == 6  # from the fifth subset on, where 6 errors in 3,000 checked pass
+
+
+def test_a_walk_starts_where_the_plan_s_errors_pass_nineteen_times_in_twenty() -> None:
+    # Digit scans: a final split's 13,426 auto-negatives, 2,587 of them checked (0.081% expected
+    # wrong). Five checked labels count as wrong, all among the strictest: the model's confident
+    # mistakes (at 0.999999 and 0.99997) and people's slips. Started where the plan's mean (two
+    # errors) could pass, the walk ended in its first subset; the whole side passes.
+    generator = np.random.default_rng(3)
+    size, checked, delta, rate = 13_426, 2_587, 0.0192, 0.00081
+    side = SideCounts.empty(1)
+    confidence = 1 - 10 ** generator.uniform(-7, -2.5, size)
+    side.add(confidence, np.zeros(size, dtype=np.int64))
+    picked = np.sort(confidence[generator.choice(size, checked, replace=False)])[::-1]
+    bad = np.zeros(checked, dtype=bool)
+    bad[[0, 3, 7, 12, 20]] = True
+    keys = order_key(np.zeros(checked, dtype=np.int64), 1, _bins(picked))
+    npv = _p(0.995)
+    result = walk(side.subsets(), Checked(keys, bad), npv, delta, rate)
+    assert result.subset is not None and result.subset.size == size and result.bad == 5
+    assert result.tested == 1 and result.p_value is not None and result.p_value <= delta
+    # Where the mean's two errors can pass, the five make the subset fail.
+    subsets = side.subsets()
+    counts = [int((keys >= subset.bound).sum()) for subset in subsets]
+    mean_start = next(
+        i for i, (s, n) in enumerate(zip(subsets, counts, strict=True)) if n > 2 and npv(2, s.size, n) <= delta
+    )
+    inside = keys >= subsets[mean_start].bound
+    assert npv(int(bad[inside].sum()), subsets[mean_start].size, counts[mean_start]) > delta
 
 
 def test_the_sample_size_is_what_the_test_needs() -> None:
@@ -380,3 +430,65 @@ def test_a_split_labels_only_as_far_as_certifying_it_saves_people_labels() -> No
     # Where people's labels agree with the curve, the loosest side stands.
     clean = _fitted(scores, (scores > 0).astype(np.int64), np.ones(3_000, dtype=bool))
     assert economical(chosen, histogram, clean, costs)[0].low == chosen.low
+
+
+def test_people_contradict_a_model_label_only_by_a_clear_majority_of_the_image_s_votes(tmp_path: Path) -> None:
+    # Four checked auto-negatives people labeled positive: by 3 of 3 votes, by 8 of 9, by 6 of 11
+    # (good workers split, as on an image that is hard to tell), and by 2 of 3. Only the first two
+    # contradict the model; the others have no consensus and count as checked, not wrong. A fifth,
+    # people's label agreeing with the model, is untouched.
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    votes = {1: (3, 0), 2: (8, 1), 3: (6, 5), 4: (2, 1), 5: (0, 3)}  # image: (yes, no)
+    with store.session() as session:
+        cat = category_id(session, "digit")
+        session.add_all(Item(id=i, sha256=f"{i:064d}", uri=f"/x/{i}.png", width=8, height=8) for i in votes)
+        insert_ignoring_duplicates(session, Worker, [{"platform_worker_id": f"w{w}"} for w in range(11)])
+        workers = dict(session.execute(select(Worker.platform_worker_id, Worker.id)).all())
+        round_ = Round(category_id=cat, number=1, state="reviewed")
+        session.add(round_)
+        session.flush()
+        hit = Hit(round_id=round_.id, batch_id="r1", hit_key="h0", assignments_requested=11)
+        session.add(hit)
+        session.flush()
+        for worker in range(11):
+            assignment = AssignmentRow(
+                platform_assignment_id=f"as{worker}",
+                hit_id=hit.id,
+                worker_id=workers[f"w{worker}"],
+                status="approved",
+                accepted_at=0.0,
+                submitted_at=1.0,
+            )
+            session.add(assignment)
+            session.flush()
+            for item, (yes, no) in votes.items():
+                if worker < yes + no:
+                    answer = 1 if worker < yes else 0
+                    session.add(
+                        Vote(
+                            assignment_id=assignment.id,
+                            item_id=item,
+                            category_id=cat,
+                            worker_id=workers[f"w{worker}"],
+                            answer=answer,
+                        )
+                    )
+    people = {1: 1, 2: 1, 3: 1, 4: 1, 5: 0}
+    with store.session() as session:
+        settled = split_votes_unresolved(session, cat, people, dict.fromkeys(votes, 0))
+    assert settled == {1: 1, 2: 1, 3: UNRESOLVED, 4: UNRESOLVED, 5: 0}
+
+
+def test_a_second_look_is_asked_only_where_the_whole_sample_could_pass() -> None:
+    # The rare digit: 7 positives among 6,228 checked of 15,785 auto-negatives (0.013% expected),
+    # where the recall test allows 11 among all of them: however clean the other 3,925 checked, the
+    # whole sample fails. Two slips among 196 checked of 1,900 auto-positives: with the rest as
+    # clean as planned, the whole sample of 395 passes.
+    def recall(bad: int, size: int, n: int) -> float:
+        return unchecked_p_value(bad, size, n, 11)
+
+    rare = Checked(np.zeros(6_228), np.arange(6_228) < 7)
+    assert not could_pass(rare, 3_925, 15_785, recall, 0.02, 2.1 / 15_785)
+    slips = Checked(np.zeros(196), np.arange(196) < 2)
+    assert could_pass(slips, 199, 1_900, _p(0.97), 0.0034, 0.001)
+    assert not could_pass(slips, 199, 1_900, _p(0.97), 0.0034, 0.02)
