@@ -671,17 +671,32 @@ def drawn_from_the_pool_now(
             continue
         if reopened and split_number not in tested:
             continue
-        stored = session.scalar(select(RoundModel.head).where(RoundModel.round_id == round_id))
-        if stored is None:
-            continue
-        logits = Head.from_bytes(stored, pick_device(device)).logits(features[concerned])
-        beyond = np.zeros(len(concerned), dtype=bool)
-        if high is not None:
-            beyond |= logits >= high
-        if low is not None:
-            beyond |= logits <= low
-        fresh[concerned[beyond]] = False
+        beyond = _beyond(session, round_id, high, low, features[concerned], device)
+        if beyond is not None:
+            fresh[concerned[beyond]] = False
     return fresh
+
+
+def _beyond(
+    session: Session,
+    round_id: int,
+    high: float | None,
+    low: float | None,
+    features: NDArray[np.float32],
+    device: str,
+) -> NDArray[np.bool_] | None:
+    """Which of ``features`` split round ``round_id``'s stored head scores beyond its thresholds
+    (``None``: no head stored)."""
+    stored = session.scalar(select(RoundModel.head).where(RoundModel.round_id == round_id))
+    if stored is None:
+        return None
+    logits = Head.from_bytes(stored, pick_device(device)).logits(features)
+    beyond = np.zeros(len(features), dtype=bool)
+    if high is not None:
+        beyond |= logits >= high
+    if low is not None:
+        beyond |= logits <= low
+    return beyond
 
 
 def draw_weights(
@@ -712,16 +727,9 @@ def draw_weights(
         concerned = np.flatnonzero((at >= 0) & (at <= split_number) & (taken_by > split_number))
         if (high is None and low is None) or split_number >= number or len(concerned) == 0:
             continue
-        stored = session.scalar(select(RoundModel.head).where(RoundModel.round_id == round_id))
-        if stored is None:
-            continue
-        logits = Head.from_bytes(stored, pick_device(device)).logits(features[concerned])
-        beyond = np.zeros(len(concerned), dtype=bool)
-        if high is not None:
-            beyond |= logits >= high
-        if low is not None:
-            beyond |= logits <= low
-        taken_by[concerned[beyond]] = split_number
+        beyond = _beyond(session, round_id, high, low, features[concerned], device)
+        if beyond is not None:
+            taken_by[concerned[beyond]] = split_number
     sampled = dict(
         session.execute(
             select(RoundItem.round_id, func.count())
