@@ -93,6 +93,13 @@ CLEAR_SHARE = 0.8
 CLEAR_VOTES = 5
 
 
+def is_clear(agreeing: NDArray[np.float64], totals: NDArray[np.float64]) -> NDArray[np.bool_]:
+    """Whether ``agreeing`` of an image's ``totals`` votes make a clear majority: all of two or
+    more, or :data:`CLEAR_SHARE` of :data:`CLEAR_VOTES` or more."""
+    share = agreeing / np.maximum(totals, 1)
+    return np.asarray(((share >= 1.0) & (totals >= 2)) | ((share >= CLEAR_SHARE) & (totals >= CLEAR_VOTES)))
+
+
 @dataclass(frozen=True)
 class Posterior:
     items: tuple[Hashable, ...]
@@ -109,10 +116,8 @@ class Posterior:
         if self.answer_counts is None:
             raise ValueError("this posterior does not keep its vote counts")
         counts = self.answer_counts
-        totals = counts.sum(axis=1)
         top = np.argmax(counts, axis=1)
-        share = counts[np.arange(len(counts)), top] / np.maximum(totals, 1)
-        clear = ((share >= 1.0) & (totals >= 2)) | ((share >= CLEAR_SHARE) & (totals >= CLEAR_VOTES))
+        clear = is_clear(counts[np.arange(len(counts)), top], counts.sum(axis=1))
         return np.where(clear, top, -1).astype(np.int64)
 
     def labels(self) -> NDArray[np.int64]:

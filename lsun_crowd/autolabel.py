@@ -319,13 +319,12 @@ def _fit(ctx: Context, ref: RoundRef, training: Training, gold: GoldAnswers, reo
 
 @dataclass(frozen=True)
 class Proposal:
-    """A split as planned: its thresholds, the error rates it expects of each side, what it says of
-    the sides it leaves to people, and the category's positives as it expects them."""
+    """A split as planned: its thresholds, the error rates it expects of each side, and what it says
+    of the sides it leaves to people."""
 
     chosen: Chosen
     disagreement: tuple[float, float]
     dropped: str
-    positives: float
 
 
 def _propose(
@@ -353,7 +352,7 @@ def _propose(
             costs = certify.side_costs(session, ref.category_id, ref.number, cascade, positives, replacing)
         chosen, disagreement = economical(chosen, histogram, fitted, costs)
         chosen, dropped = _worth_certifying(ctx, ref, chosen, disagreement, positives, replacing)
-    return Proposal(chosen, disagreement, dropped, positives)
+    return Proposal(chosen, disagreement, dropped)
 
 
 def _done_without_split(ctx: Context, ref: RoundRef, note: str) -> str:
@@ -493,14 +492,13 @@ def final_split(ctx: Context, ref: RoundRef) -> bool:
     is fitted again, on every label, with the whole of them back in the pool it splits; and where
     that split is expected to keep more labels net of the checks certifying them needs
     (:func:`lsun_crowd.certify.net_labels`, at :data:`ROBUST` times the errors it expects), it
-    replaces them, in one transaction (origin
-    ``round:<id>:final``). A certification then tests one set, labeled by the best model, in one
-    order. Kept as each round gave them, the labels carry the first rounds' weak models' errors: on
-    20,000 digit scans, round 1's model (375 labels) left about 0.27% positives among its 8,765
-    auto-negatives, where the final split's 13,426 held 0.045%. Where the latest model is no better
-    (two rounds of a 6,000-image pool, the second trained on 38 labels more), the labels stay.
-    Deterministic from the store, so a run killed here decides the same again. Returns whether it
-    replaced them."""
+    replaces them, in one transaction (origin ``round:<id>:final``). A certification then tests
+    one set, labeled by the best model, in one order. Kept as each round gave them, the labels
+    carry the first rounds' weak models' errors: on 20,000 digit scans, round 1's model (375
+    labels) left about 0.27% positives among its 8,765 auto-negatives, where the final split's
+    13,426 held 0.045%. Where the latest model is no better (two rounds of a 6,000-image pool, the
+    second trained on 38 labels more), the labels stay. Deterministic from the store, so a run
+    killed here decides the same again. Returns whether it replaced them."""
     cascade = ctx.config.cascade
     round_ = ref.round
     with ctx.store.session() as session:
@@ -520,10 +518,7 @@ def final_split(ctx: Context, ref: RoundRef) -> bool:
         )
         proposal = _propose(ctx, ref, fitted, known, chunks, replacing=True)
         chosen = proposal.chosen
-        new = {
-            1: (chosen.positives, ROBUST * chosen.positives * (1 - (chosen.expected_precision or 1.0))),
-            0: (chosen.negatives, ROBUST * chosen.expected_lost),
-        }
+        new = _sides_of(chosen, ROBUST)
         rates = (ROBUST * proposal.disagreement[0], ROBUST * proposal.disagreement[1])
         now = certify.net_labels(session, ref.category_id, ref.number, cascade, None, None)
         then = certify.net_labels(session, ref.category_id, ref.number, cascade, new, rates)
@@ -595,6 +590,15 @@ def _provisional(session: Session, category_id: int, rounds: list[int]) -> Itera
         after = int(rows[-1][0])
 
 
+def _sides_of(chosen: Chosen, errors: float = 1.0) -> dict[int, tuple[int, float]]:
+    """Each side of a split (label -> its labels and their expected wrong, ``errors`` times what
+    the estimates expect), as :mod:`lsun_crowd.certify` plans them."""
+    return {
+        1: (chosen.positives, errors * chosen.positives * (1 - (chosen.expected_precision or 1.0))),
+        0: (chosen.negatives, errors * chosen.expected_lost),
+    }
+
+
 def _worth_certifying(
     ctx: Context,
     ref: RoundRef,
@@ -607,10 +611,7 @@ def _worth_certifying(
     people label those images, in later rounds), and what it says of them. ``positives``: the
     category's positives as the split expects them; ``replacing``: the split replaces the labels
     not certified yet."""
-    proposed = {
-        1: (chosen.positives, chosen.positives * (1 - (chosen.expected_precision or 1.0))),
-        0: (chosen.negatives, chosen.expected_lost),
-    }
+    proposed = _sides_of(chosen)
     with ctx.store.session() as session:
         dropped = certify.not_worth_certifying(
             session, ref.category_id, ref.number, ctx.config.cascade, proposed, noise, positives, replacing

@@ -47,7 +47,7 @@ from lsun_crowd.acceptance import (
     unchecked_p_value,
     walk,
 )
-from lsun_crowd.aggregate import CLEAR_SHARE, CLEAR_VOTES
+from lsun_crowd.aggregate import is_clear
 from lsun_crowd.config import CascadeConfig
 from lsun_crowd.context import DONE, SAMPLED, Context, RoundRef, rng, set_state
 from lsun_crowd.publish import lay_out_job
@@ -444,9 +444,7 @@ def _count_sides(
     latest round, whose model is fitted again."""
     sides = _empty_sides(len(rounds))
     position = round_positions(rounds)
-    for label, side in sides.items():
-        if replacing:
-            break
+    for label, side in ({} if replacing else sides).items():
         for rows in _side_labels(session, category_id, rounds, label):
             side.add(
                 np.array([confidence for _, confidence, _ in rows]),
@@ -693,8 +691,8 @@ def split_votes_unresolved(
 ) -> dict[int, int]:
     """``people`` (each sampled image's label by people), with :data:`UNRESOLVED` where people's
     label contradicts the model's (``model``) but the image's own votes show no clear majority for
-    it (all of two or more, or 80% of five or more, as :meth:`lsun_crowd.aggregate.Posterior.clear_majority`
-    reads them): where good workers split, 6 of 11 votes against 5, there is no consensus to
+    it (:func:`lsun_crowd.aggregate.is_clear`: all of two or more, or 80% of five or more): where
+    good workers split, 6 of 11 votes against 5, there is no consensus to
     contradict the model, as for an image left unresolved at the vote cap. On 20,000 digit scans,
     such splits were 3 of the 6 contradicted labels among 1,788 checked auto-negatives of the
     common digit and 10 of 17 among 10,153 of the rare one, all of images that are not the digit."""
@@ -713,11 +711,10 @@ def split_votes_unresolved(
             .group_by(Vote.item_id, Vote.answer)
         ):
             counts.setdefault(int(item), {})[int(answer)] = int(voters)
+    agreeing = np.array([counts.get(item, {}).get(people[item], 0) for item in contradicted], dtype=np.float64)
+    totals = np.array([sum(counts.get(item, {}).values()) for item in contradicted], dtype=np.float64)
     settled = dict(people)
-    for item in contradicted:
-        votes = counts.get(item, {})
-        total, agreeing = sum(votes.values()), votes.get(people[item], 0)
-        clear = (agreeing == total and total >= 2) or (agreeing >= CLEAR_SHARE * total and total >= CLEAR_VOTES)
+    for item, clear in zip(contradicted, is_clear(agreeing, totals).tolist(), strict=True):
         if not clear:
             settled[item] = UNRESOLVED
     return settled
