@@ -164,6 +164,7 @@ def run(out: Path, items: int, seed: int) -> dict[str, object]:
     start = time.perf_counter()
     finished = subprocess.run([*command, "run", "--project", str(project)], capture_output=True, text=True)
     seconds = time.perf_counter() - start
+    (out / "run.log").write_text(finished.stdout + finished.stderr)  # every round's progress lines
     if finished.returncode != 0:
         raise SystemExit(f"run failed:\n{finished.stdout[-3000:]}\n{finished.stderr[-3000:]}")
     export = out / "export.jsonl"

@@ -8,8 +8,11 @@ While a job of the round is out, the round shows the job's state; the crowd's pa
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import NDArray
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from lsun_crowd import guided as guided_draw
 from lsun_crowd import ledger
 from lsun_crowd.autolabel import train_and_split
 from lsun_crowd.certify import settle
@@ -75,9 +78,7 @@ def _sample_round(ctx: Context, category: str, category_id: int, number: int) ->
         human_only = pool <= cascade.finish_with_humans_below
         # Never more than half the pool: the other half is what the model is there to label.
         size = min(cascade.sample_per_round, pool // 2)
-        generator = rng(ctx.config.project.seed, category_id, number, 1)
-        positions = np.arange(pool) if human_only else generator.choice(pool, size=size, replace=False)
-        chosen = ledger.pool_at(session, category_id, positions)
+        chosen, guided_items, guided = _draw(ctx, session, category_id, number, pool, size, human_only)
         round_ = Round(
             category_id=category_id,
             number=number,
@@ -88,10 +89,42 @@ def _sample_round(ctx: Context, category: str, category_id: int, number: int) ->
         session.add(round_)
         session.flush()
         for rows in ledger.chunks(chosen.tolist()):
-            session.add_all(RoundItem(round_id=round_.id, item_id=int(item), role=ItemRole.TRAIN) for item in rows)
+            session.add_all(
+                RoundItem(
+                    round_id=round_.id,
+                    item_id=int(item),
+                    role=ItemRole.CANDIDATE if item in guided_items else ItemRole.TRAIN,
+                )
+                for item in rows
+            )
         session.flush()
         ref = RoundRef(category, category_id, round_)
         lay_out_job(ctx, session, ref, chosen.tolist(), follow_up=0, assignments=ctx.config.crowd.votes_per_item)
     kind = "the rest of the pool, all to humans" if human_only else f"{len(chosen)} of {pool}"
+    if guided is not None and guided_items:
+        which = "positives" if guided.rarer == 1 else "negatives"
+        kind += f" ({len(guided_items)} of them the pool's likeliest {which}: {guided.expected:.1f} expected at random)"
     ctx.progress.message(f"{category}: round {number}: sampled {kind}")
     return round_
+
+
+def _draw(
+    ctx: Context, session: Session, category_id: int, number: int, pool: int, size: int, human_only: bool
+) -> tuple[NDArray[np.int64], set[int], guided_draw.Guided | None]:
+    """Round ``number``'s images (item ids in id order): all of the pool where it goes to people
+    alone, else ``size`` drawn uniformly, or, in a guided round (:mod:`lsun_crowd.guided`), the
+    candidates among them (also returned) and the rest drawn uniformly from the pool without them."""
+    generator = rng(ctx.config.project.seed, category_id, number, 1)
+    if human_only:
+        return ledger.pool_at(session, category_id, np.arange(pool)), set(), None
+    guided = guided_draw.rarer_class(session, category_id, number, size, ctx.config.cascade.min_class_labels)
+    if guided is None:
+        return ledger.pool_at(session, category_id, generator.choice(pool, size=size, replace=False)), set(), None
+    seed = ctx.config.project.seed * 1_000_003 + category_id * 101 + number
+    wanted = int(size * guided_draw.GUIDED_SHARE)
+    candidates = guided_draw.candidates(ctx, session, category_id, seed, wanted, guided.rarer)
+    drawn = ledger.pool_at(
+        session, category_id, guided_draw.uniform_besides(generator, pool, candidates, size - len(candidates))
+    )
+    guided_items = ledger.pool_at(session, category_id, candidates)
+    return np.sort(np.concatenate([drawn, guided_items])), set(guided_items.tolist()), guided

@@ -76,6 +76,7 @@ class RoundKind(enum.StrEnum):
 class ItemRole(enum.StrEnum):
     TRAIN = "train"
     CALIBRATION = "calibration"
+    CANDIDATE = "candidate"  # a guided round's likeliest image of the rarer class (lsun_crowd.guided)
 
 
 class LabelSource(enum.StrEnum):
@@ -222,7 +223,7 @@ class RoundItem(Base):
     __table_args__ = (Index("ix_round_items_item", "item_id"),)
     round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"), primary_key=True)
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id"), primary_key=True)
-    role: Mapped[str] = mapped_column(String(16))  # "train" | "calibration"
+    role: Mapped[str] = mapped_column(String(16))  # "train" | "calibration" | "candidate"
     # A calibration image stays active while every later split would have left it unlabeled,
     # so the active ones remain a random sample of the current pool.
     active: Mapped[bool] = mapped_column(Boolean, default=True)
