@@ -81,7 +81,9 @@ def candidates(
     targets = np.array([label for _, label, _, _ in training] + [answer for _, answer in gold], dtype=np.float64)
     if count <= 0 or targets.sum() == 0 or targets.sum() == len(targets):
         return np.zeros(0, dtype=np.int64)
-    weights = np.array([confidence for _, _, confidence, _ in training] + [1.0] * len(gold))
+    # Every label weighs the same: a label's confidence depends on workers' records, which the
+    # categories running side by side update in whatever order their work comes back.
+    weights = np.ones(len(targets))
     embeddings = ctx.embeddings()
     head = train_head(embeddings.get(shas), targets, weights, ctx.config.model, seed=seed)
     sign = 1.0 if rarer == 1 else -1.0
