@@ -200,6 +200,7 @@ class CascadeConfig(_Section):
     budget: Decimal = Field(default=Decimal("100"), ge=0)
     finish_with_humans_below: int = Field(default=50, ge=0)
     min_class_labels: int = Field(default=20, ge=2)
+    guided_share: float = Field(default=0.5, ge=0, lt=1)
 
     @model_validator(mode="before")
     @classmethod
@@ -361,6 +362,9 @@ budget = 100.0                # USD, rewards plus platform fees, never exceeded
 finish_with_humans_below = 50 # once the pool is this small, humans label the rest
 min_class_labels = 20         # people's labels of each class a model needs before it splits the pool
                               #   (its calibration on fewer is a guess)
+guided_share = 0.5            # where a round's random draw would find fewer than min_class_labels of a
+                              #   rare class, this share of its images is the pool's likeliest of that
+                              #   class instead (docs/guarantees.md); 0: every round draws at random
 
 [repair]
 enabled = true                # look for wrong human labels and send them back to people

@@ -1,5 +1,6 @@
 """Guided draws: where a category's rarer class is too rare for a round's uniform draw to find it,
-half of the round's sample is the pool's likeliest images of that class.
+part of the round's sample (``cascade.guided_share``, half by default) is the pool's likeliest
+images of that class.
 
 On 20,000 digit scans with a digit at 1%, uniform draws of 400 images found about 4 of its
 positives a round; the 20 a model needs to split the pool (``cascade.min_class_labels``) took 9
@@ -33,8 +34,6 @@ from lsun_crowd.classifier import train_head
 from lsun_crowd.context import Context
 from lsun_crowd.engine import engine_for
 from lsun_crowd.schema import ItemRole, Label, LabelSource, Round, RoundItem, RoundKind
-
-GUIDED_SHARE = 0.5  # of a guided round's sample: the candidates; the rest is drawn uniformly
 
 
 @dataclass(frozen=True)

@@ -117,11 +117,12 @@ def _draw(
     generator = rng(ctx.config.project.seed, category_id, number, 1)
     if human_only:
         return ledger.pool_at(session, category_id, np.arange(pool)), set(), None
+    share = ctx.config.cascade.guided_share
     guided = guided_draw.rarer_class(session, category_id, number, size, ctx.config.cascade.min_class_labels)
-    if guided is None:
+    if guided is None or share <= 0:
         return ledger.pool_at(session, category_id, generator.choice(pool, size=size, replace=False)), set(), None
     seed = ctx.config.project.seed * 1_000_003 + category_id * 101 + number
-    wanted = int(size * guided_draw.GUIDED_SHARE)
+    wanted = int(size * share)
     candidates = guided_draw.candidates(ctx, session, category_id, seed, wanted, guided.rarer)
     drawn = ledger.pool_at(
         session, category_id, guided_draw.uniform_besides(generator, pool, candidates, size - len(candidates))
