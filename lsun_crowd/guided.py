@@ -15,8 +15,9 @@ known positives, the denominator of its certified recall. Certification draws it
 samples of the model's final labels, so how the candidates were chosen never touches the
 guarantee.
 
-A round is guided when the latest round's uniform draw, at its rate of the rarer class (Beta(1, 1)
-prior), would find fewer than ``min_class_labels`` of it in the round's draw.
+A round is guided when no split of the category has labeled anything yet, and the latest round's
+uniform draw, at its rate of the rarer class (Beta(1, 1) prior), would find fewer than
+``min_class_labels`` of it in the round's draw.
 """
 
 from __future__ import annotations
@@ -52,6 +53,20 @@ def rarer_class(session: Session, category_id: int, number: int, size: int, need
         .limit(1)
     )
     if latest is None:
+        return None
+    # Once a split has labeled anything, the model finds the class: a pool the splits left small
+    # holds few of it because it is small, and candidates there only delay the next split (on
+    # `lsun-crowd simulate --items 20000 --seed 1`, 0.46 votes per resolved image against 0.33).
+    split = session.scalar(
+        select(Round.id)
+        .where(
+            Round.category_id == category_id,
+            Round.kind == RoundKind.SPLIT,
+            Round.high_threshold.is_not(None) | Round.low_threshold.is_not(None),
+        )
+        .limit(1)
+    )
+    if split is not None:
         return None
     counts = dict(
         session.execute(
