@@ -4,18 +4,16 @@ draw that the model's calibration alone counts on."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from lsun_crowd_mock import CrowdMix, SimulatedCrowd
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from lsun_crowd.autolabel import draw_weights, training_set
 from lsun_crowd.embed import EmbeddingCache
-from lsun_crowd.guided import uniform_besides
+from lsun_crowd.guided import rarer_class, uniform_besides
 from lsun_crowd.loop import Cascade
 from lsun_crowd.project import Project
 from lsun_crowd.schema import Item, ItemRole, Round, RoundItem
@@ -108,3 +106,17 @@ def test_candidates_are_no_draw_for_the_calibration(rare: Project) -> None:
     first = min(pools)
     chance = 400 / pools[first] + 200 / (pools[second] - 200)
     assert weights_of[second] == pytest.approx(1 / chance)
+
+
+class _Undo(Exception):
+    """Rolls a test's change to the shared project back."""
+
+
+def test_guidance_ends_once_a_split_labels_anything(rare: Project) -> None:
+    # A pool the splits left small holds few of the class because it is small: no candidates there.
+    with pytest.raises(_Undo), rare.store.session() as session:
+        guided = rarer_class(session, 1, 3, 400, 20)
+        assert guided is not None and guided.rarer == 1 and guided.expected < 20
+        session.execute(update(Round).where(Round.number == 1).values(low_threshold=-9.0))
+        assert rarer_class(session, 1, 3, 400, 20) is None
+        raise _Undo
