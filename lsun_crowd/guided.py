@@ -95,8 +95,7 @@ def candidates(
     targets = np.array([label for _, label, _, _ in training] + [answer for _, answer in gold], dtype=np.float64)
     if count <= 0 or targets.sum() == 0 or targets.sum() == len(targets):
         return np.zeros(0, dtype=np.int64)
-    # Every label weighs the same: a label's confidence depends on workers' records, which the
-    # categories running side by side update in whatever order their work comes back.
+    # Every label weighs the same, as gold does: a ranking needs only the classes.
     weights = np.ones(len(targets))
     embeddings = ctx.embeddings()
     head = train_head(embeddings.get(shas), targets, weights, ctx.config.model, seed=seed)
