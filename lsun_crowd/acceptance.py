@@ -44,6 +44,8 @@ SAMPLE_MARGIN = 1.15  # a certification checks this many times the fewest labels
 # Subsets grow by this ratio, from the smallest one tested to the whole set.
 GRID_RATIO = 1.15
 SMALLEST_SHARE = 0.05  # the strictest subset considered holds this share of the set
+# A second look is sized to pass this often at the pessimistic rate of wrong labels (plan_looks).
+INSURED_SHARE = 0.8
 
 
 def unchecked_p_value(bad: int, size: int, sampled: int, most_wrong: int) -> float:
@@ -234,13 +236,25 @@ def look_delta(side_delta: float, two: bool) -> float:
     return side_delta / 2 if two else side_delta
 
 
-def plan_looks(size: int, expected_bad: float, p_value: Callable[[int, int], float], delta: float) -> Looks:
+def plan_looks(
+    size: int,
+    expected_bad: float,
+    p_value: Callable[[int, int], float],
+    delta: float,
+    insured_bad: float = 0.0,
+    most: int | None = None,
+) -> Looks:
     """One look sized as :func:`sample_needed` plans it, or two: a first look sized to pass with
     the wrong labels expected half of the time (none where the expected count is small) and no
     margin, then the rest of a sample sized as one look is, both at ``delta / 2``. Two looks where
     the expected checks (the first, and the second as often as the first is expected to fail) are
     fewer than one look's. A whole side that holds no errors passes its first look: on the
-    simulated crowd, 0 wrong of 1,573 checked auto-negatives, where 790 would have done."""
+    simulated crowd, 0 wrong of 1,573 checked auto-negatives, where 790 would have done.
+
+    ``insured_bad``: the wrong labels the side holds at a more pessimistic rate than the plan's.
+    The second look, only asked for where the first did not certify the whole side, is sized to
+    pass with as many wrong labels as a Poisson count of that mean reaches :data:`INSURED_SHARE`
+    of the time, up to ``most`` checks in all."""
     single = sample_needed(size, expected_bad, p_value, delta)
     if size <= 0 or delta <= 0:
         return Looks(single, single, float(single))
@@ -253,7 +267,10 @@ def plan_looks(size: int, expected_bad: float, p_value: Callable[[int, int], flo
     expected = first + fails * (whole - first)
     if expected >= single:
         return Looks(single, single, float(single))
-    return Looks(first, whole, expected)
+    if insured_bad > expected_bad:
+        insured = sample_needed(size, insured_bad, p_value, delta / 2, share=INSURED_SHARE)
+        whole = max(whole, min(insured, size if most is None else most))
+    return Looks(first, whole, first + fails * (whole - first))
 
 
 def _poisson_quantile(mean: float, share: float) -> int:

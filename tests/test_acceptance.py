@@ -33,6 +33,7 @@ from lsun_crowd.certify import (
     SideCounts,
     _bins,
     could_pass,
+    noise_floor,
     order_key,
     sampled_positives,
     side_looks,
@@ -49,6 +50,7 @@ from lsun_crowd.schema import (
     LabelSource,
     Round,
     RoundItem,
+    RoundModel,
     RoundState,
     Vote,
     Worker,
@@ -221,6 +223,29 @@ def test_two_looks_are_planned_where_they_are_expected_to_cost_less_than_one() -
         assert planned.first < one < planned.whole and planned.first <= planned.expected < one
     # A side too small for a sample would be checked (nearly) whole: not worth certifying.
     assert plan_looks(300, 0.0, p_value(300), 0.025).expected >= 295
+
+
+def test_a_second_look_is_sized_for_the_pessimistic_rate_up_to_its_cap() -> None:
+    size = 15_289  # the common digit's final auto-negatives on 20,000 digit scans (seed 0)
+
+    def p_value(bad: int, n: int) -> float:
+        return unchecked_p_value(bad, size, n, most_wrong_allowed(0.995, size - n))
+
+    delta = 0.018 * 2  # the side's budget: 0.018 a look
+    plain = plan_looks(size, 0.00036 * size, p_value, delta)
+    insured = plan_looks(size, 0.00036 * size, p_value, delta, 0.0019 * size, size // 2)
+    # The first look and when the second is asked for do not change; the second is larger.
+    assert insured.first == plain.first and insured.two and insured.whole > plain.whole
+    # The case it was made for: 3 of the planned sample wrong (0.17%) fails, and passes on the
+    # insured one at the realized rate (9 wrong of 5,000).
+    assert p_value(3, plain.whole) > delta / 2
+    assert p_value(round(0.0017 * insured.whole), insured.whole) <= delta / 2
+    # It costs what the second look is expected to: as often as the first fails at the plan's rate.
+    assert plain.expected < insured.expected < plain.first + (insured.whole - plain.first) / 2
+    # Never more than the cap, and no change where the pessimistic rate is not above the plan's.
+    capped = plan_looks(size, 0.00036 * size, p_value, delta, 0.0019 * size, 3_000)
+    assert capped.whole == 3_000
+    assert plan_looks(size, 0.00036 * size, p_value, delta, 0.0001 * size, size // 2) == plain
 
 
 @settings(max_examples=40, deadline=None)
@@ -492,3 +517,41 @@ def test_a_second_look_is_asked_only_where_the_whole_sample_could_pass() -> None
     slips = Checked(np.zeros(196), np.arange(196) < 2)
     assert could_pass(slips, 199, 1_900, _p(0.97), 0.0034, 0.001)
     assert not could_pass(slips, 199, 1_900, _p(0.97), 0.0034, 0.02)
+
+
+def test_the_noise_floor_is_the_median_of_the_category_s_rounds_and_sizes_the_second_look(tmp_path: Path) -> None:
+    # The common digit's rounds on 20,000 digit scans (seed 0): its final split measured 0.036% on
+    # its negatives, the median of its ten rounds 0.19%. Another category's rounds do not count.
+    negatives = [0.0009, 0.0015, 0.0022, 0.0008, 0.0044, 0.0102, 0.0032, 0.0199, 0.0011, 0.00036]
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    with store.session() as session:
+        cat, other = category_id(session, "digit-3"), category_id(session, "digit-7")
+        assert noise_floor(session, cat) == (0.0, 0.0)
+        for number, rate in enumerate(negatives, start=1):
+            for category, scale in ((cat, 1.0), (other, 100.0)):
+                round_ = Round(category_id=category, number=number, state="reviewed")
+                session.add(round_)
+                session.flush()
+                session.add(
+                    RoundModel(
+                        round_id=round_.id,
+                        head=b"",
+                        calibration_size=0,
+                        disagreement=min(rate * scale, 1.0),
+                        disagreement_positive=0.01,
+                    )
+                )
+    with store.session() as session:
+        floor = noise_floor(session, cat)
+    assert floor[0] == pytest.approx(float(np.median(negatives))) and floor[1] == pytest.approx(0.01)
+    # A side whose own round measured 0.036%: its plan is as before, its second look is larger.
+    size = 15_289
+    side = SideCounts.empty(1)
+    side.add(np.full(size, 1 - 1e-6), np.zeros(size, dtype=np.int64))
+    side.noise[0] = 0.00036
+    plain = side_looks(CascadeConfig(), 0, size, side.expected_wrong, 0.038, -1, side.insured_wrong)
+    side.floor = floor[0]
+    assert side.expected_wrong == pytest.approx(0.00036 * size)
+    assert side.insured_wrong == pytest.approx(floor[0] * size)
+    insured = side_looks(CascadeConfig(), 0, size, side.expected_wrong, 0.038, -1, side.insured_wrong)
+    assert insured.first == plain.first and plain.whole < insured.whole <= size // 2
