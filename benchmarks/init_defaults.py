@@ -153,6 +153,22 @@ def votes(project: Path) -> int:
         return int(connection.execute("SELECT COUNT(*) FROM votes WHERE is_gold = 0").fetchone()[0])
 
 
+def votes_by_stage(project: Path) -> dict[str, int]:
+    """People's votes (gold answers aside) by what asked for them: the split rounds (a round's
+    first votes and its follow-ups), certification, and repair."""
+    import sqlite3
+
+    query = """
+        SELECT COALESCE(rounds.kind, jobs.kind), COUNT(*) FROM votes
+        JOIN assignments ON assignments.id = votes.assignment_id
+        JOIN hits ON hits.id = assignments.hit_id
+        LEFT JOIN jobs ON jobs.id = hits.job_id
+        LEFT JOIN rounds ON rounds.id = jobs.round_id
+        WHERE votes.is_gold = 0 GROUP BY 1"""
+    with sqlite3.connect(project / "lsun-crowd.db") as connection:
+        return {str(stage): int(count) for stage, count in connection.execute(query)}
+
+
 def run(out: Path, items: int, seed: int) -> dict[str, object]:
     command = [sys.executable, "-m", "lsun_crowd.cli"]
     truth = write_pool(out, items, seed)
@@ -178,6 +194,7 @@ def run(out: Path, items: int, seed: int) -> dict[str, object]:
         "seed": seed,
         "seconds": round(seconds, 1),
         "votes": cast,
+        "votes_by_stage": votes_by_stage(project),
         "model_share": sum(figure.model for figure in figures.values()) / pairs,
         "resolved_share": resolved / pairs,
         "votes_per_resolved": cast / max(resolved, 1),
@@ -207,6 +224,8 @@ def main() -> None:
         f"pairs, {result['resolved_share']:.1%} resolved, {result['votes']:,} votes "
         f"({result['votes_per_resolved']:.3f} per resolved pair), {result['seconds']} s"
     )
+    stages = ", ".join(f"{stage} {count:,}" for stage, count in result["votes_by_stage"].items())  # type: ignore[attr-defined]
+    print(f"  votes by stage: {stages}")
     for name, figure in result["categories"].items():  # type: ignore[attr-defined]
         print(f"  {name}: precision {figure['precision']:.4f}, recall {figure['recall']:.4f}")
 
