@@ -29,11 +29,12 @@ from lsun_crowd import certify, ledger
 from lsun_crowd.classifier import Head, cross_fit_heads, train_head
 from lsun_crowd.config import ModelConfig
 from lsun_crowd.consensus import MIN_CALIBRATION_LABELS, PlattScaling, fit_platt
-from lsun_crowd.context import DONE, Context, RoundRef, set_state
+from lsun_crowd.context import DONE, Context, RoundRef, Stream, model_seed, set_state
 from lsun_crowd.crossfit import stratified_folds
 from lsun_crowd.embed import pick_device
 from lsun_crowd.engine import PoolChunk, engine_for
 from lsun_crowd.heap import frozen_heap
+from lsun_crowd.ids import round_origin
 from lsun_crowd.schema import (
     Gold,
     Item,
@@ -255,7 +256,7 @@ def fit_round_head(
 
     if folds < 2:
         return RoundHead(final(config.epochs), None)
-    fold_of = stratified_folds(labels, folds, [seed, 23])
+    fold_of = stratified_folds(labels, folds, [seed, Stream.SPLIT_FOLDS])
     scores, epochs = cross_fit_heads(features, targets, weights, fold_of, gold, config, seed)
     platt = fit_platt(scores, labels, MIN_CALIBRATION_LABELS)
     weight = drawn if drawn is not None else np.ones(len(labels))
@@ -341,7 +342,7 @@ def _fit(ctx: Context, ref: RoundRef, training: Training, gold: GoldAnswers, reo
             np.array([confidence for _, _, confidence, _ in training], dtype=np.float64),
             (embeddings.get([sha for sha, _ in gold]), np.array([answer for _, answer in gold], dtype=np.float64)),
             ctx.config.model,
-            seed=ctx.config.project.seed * 1_000_003 + ref.category_id * 101 + ref.number,
+            seed=model_seed(ctx.config.project.seed, ref.category_id, ref.number),
             calibrate_on=fresh,
             drawn=drawn,
             fallback=fallback,
@@ -532,7 +533,7 @@ def _write_split(
                     if decision >= 0
                 ),
                 source=LabelSource.MODEL,
-                origin=f"round:{ref.id}:{origin}",
+                origin=round_origin(ref.id, origin),
                 round_id=ref.id,
                 reason=f"round {ref.number} {what}, to be certified",
             )
@@ -614,7 +615,7 @@ def final_split(ctx: Context, ref: RoundRef) -> bool:
             session,
             ref.category_id,
             (Label.source == LabelSource.MODEL) & Label.round_id.in_(rounds),
-            origin=f"round:{ref.id}:reopen",
+            origin=round_origin(ref.id, "reopen"),
             reason=f"round {ref.number}: split again, whole, by the model fitted on every label",
         )
         labeled, left = _write_split(ctx, session, ref, fitted, proposal, "final", "final split")

@@ -6,7 +6,7 @@ yet certified are two fixed sets, the auto-positives and the auto-negatives. A c
 (:func:`lsun_crowd.acceptance.sample_needed`: the set's size, the errors its labels' calibrated
 confidences predict, the error budget), withdraws the sampled labels and asks people about those
 images, as calibration images: by people alone, up to ``cascade.calibration_max_votes`` votes.
-Then (:func:`settle`) each side is walked over nested subsets, round by round and by confidence
+Then (:func:`settle_certification`) each side is walked over nested subsets, round by round and by confidence
 within a round (:func:`order_key`, :func:`lsun_crowd.acceptance.walk`): the loosest subset that
 passes keeps its model labels, the labels looser than it go back to the pool, and the sampled
 images keep people's labels. Where a
@@ -49,7 +49,8 @@ from lsun_crowd.acceptance import (
 )
 from lsun_crowd.aggregate import is_clear
 from lsun_crowd.config import CascadeConfig
-from lsun_crowd.context import DONE, SAMPLED, Context, RoundRef, rng, set_state
+from lsun_crowd.context import DONE, SAMPLED, Context, RoundRef, Stream, rng, set_state
+from lsun_crowd.ids import certify_origin
 from lsun_crowd.publish import lay_out_job
 from lsun_crowd.review import human_posterior
 from lsun_crowd.schema import (
@@ -618,7 +619,9 @@ def sample_certification(ctx: Context, category: str, category_id: int, number: 
                 # its labels go back to the pool, for people (and the category says so).
                 reason = _too_dear(size, name, sizes.side(label))
                 labels = (Label.label == label) & (Label.source == LabelSource.MODEL) & Label.round_id.in_(rounds)
-                ledger.withdraw_labels(session, category_id, labels, origin=f"certify:r{number}:left", reason=reason)
+                ledger.withdraw_labels(
+                    session, category_id, labels, origin=certify_origin(f"r{number}", "left"), reason=reason
+                )
                 ctx.progress.message(f"{category}: round {number}: {reason}: they go back to people")
                 sides[label] = SideCounts.empty(len(rounds))
         if sides[1].size + sides[0].size == 0:
@@ -630,7 +633,7 @@ def sample_certification(ctx: Context, category: str, category_id: int, number: 
         chosen: list[int] = []
         for label in (1, 0):
             size, looks = sides[label].size, sizes.side(label)
-            generator = rng(ctx.config.project.seed, category_id, number, 29, label)
+            generator = rng(ctx.config.project.seed, category_id, number, Stream.CERTIFY_SAMPLE, label)
             # One uniform sample of the whole: its first draws are the first look's, a uniform sample too.
             drawn = generator.choice(size, size=min(looks.whole, size), replace=False)
             order = np.argsort(drawn)
@@ -803,7 +806,7 @@ POSITIVE, NEGATIVE = GuaranteeSide.POSITIVE, GuaranteeSide.NEGATIVE
 SIDE_NAMES = {1: "auto-positives", 0: "auto-negatives"}
 
 
-def settle(ctx: Context, ref: RoundRef) -> str:
+def settle_certification(ctx: Context, ref: RoundRef) -> str:
     """Test each side on what people said of its sample, withdraw what fails, record the test; or,
     where a side planned two looks and its first did not certify the whole side, start its second
     look (:class:`lsun_crowd.acceptance.Looks`). The negative side waits for the positive side's
@@ -955,7 +958,7 @@ def _ask_people(session: Session, category_id: int, round_id: int, items: list[i
             session,
             category_id,
             Label.item_id.in_(list(batch)) & (Label.source == LabelSource.MODEL),
-            origin=f"certify:{round_id}:sample",
+            origin=certify_origin(round_id, "sample"),
             reason=reason,
         )
 
@@ -980,5 +983,5 @@ def _withdraw_looser(session: Session, ref: RoundRef, rounds: list[int], label: 
             ((Label.round_id == rounds[position]) & (Label.confidence < bound)) | Label.round_id.in_(later)
         )
     reason = "certification: " + ("no subset passed" if result.subset is None else "looser than the certified subset")
-    ledger.withdraw_labels(session, ref.category_id, looser, origin=f"certify:{ref.id}", reason=reason)
+    ledger.withdraw_labels(session, ref.category_id, looser, origin=certify_origin(ref.id), reason=reason)
     return int(session.scalar(select(func.count()).where(Label.category_id == ref.category_id, side)) or 0)

@@ -20,8 +20,7 @@ from sqlalchemy import func, select, update
 from lsun_crowd import crashpoints
 from lsun_crowd.context import Context, job_refs, set_job_state
 from lsun_crowd.crowd import NO, YES, Assignment, HitState, HitStatus, VirtualClock, decode_choices, encode_choices
-from lsun_crowd.schema import AssignmentRow, ChoiceVote, GroupJob, Hit, Job, JobState, Meta, Vote, Worker
-from lsun_crowd.schema import HitItem as HitItemRow
+from lsun_crowd.schema import AssignmentRow, ChoiceVote, GroupJob, Hit, HitItemRow, Job, JobState, Meta, Vote, Worker
 from lsun_crowd.store import insert_ignoring_duplicates
 
 log = logging.getLogger(__name__)

@@ -40,6 +40,7 @@ from lsun_crowd import ledger
 from lsun_crowd.config import GroupConfig
 from lsun_crowd.context import Context, JobRef, job_refs
 from lsun_crowd.crowd import decode_choices
+from lsun_crowd.ids import conflict_batch, conflict_origin
 from lsun_crowd.jobs import advance_job
 from lsun_crowd.multilabel import conflict, conflict_count, conflicted_items
 from lsun_crowd.schema import (
@@ -47,6 +48,7 @@ from lsun_crowd.schema import (
     Gold,
     GroupJob,
     Hit,
+    HitItemRow,
     Job,
     JobKind,
     JobState,
@@ -55,7 +57,6 @@ from lsun_crowd.schema import (
     Worker,
     utc_now,
 )
-from lsun_crowd.schema import HitItem as HitItemRow
 from lsun_crowd.store import category_id
 
 NONE = "none of these"
@@ -76,10 +77,6 @@ class Settled:
     winner: str | None  # a category, NONE, or None when no choice holds a majority
     share: float  # of the counted vote
     answers: int
-
-
-def batch_id(project: str, group: str, number: int) -> str:
-    return f"{project}:conflicts:{group}:j{number}"
 
 
 def group_category_ids(session: Session, group: GroupConfig) -> dict[str, int]:
@@ -129,7 +126,7 @@ def lay_out(ctx: Context, group: GroupConfig) -> JobRef | None:
             round_id=None,
             kind=JobKind.REPAIR,
             sequence=number,
-            batch_id=batch_id(ctx.project_key(), group.name, number),
+            batch_id=conflict_batch(ctx.project_key(), group.name, number),
             state=JobState.PENDING,
             assignments_per_hit=group.votes,
             notes=f"conflicts in group {group.name}: {len(items)} image(s)",
@@ -182,7 +179,7 @@ def tally(group: GroupConfig, answers: Sequence[frozenset[str]]) -> tuple[str | 
     return winner, share
 
 
-def settle(ctx: Context, ref: JobRef, group: GroupConfig) -> list[Settled]:
+def settle_conflict_job(ctx: Context, ref: JobRef, group: GroupConfig) -> list[Settled]:
     """Aggregate a reviewed conflict job's answers and write the labels they settle, in one
     transaction with the job's mark as settled (so a replay writes nothing twice)."""
     with ctx.store.session() as session:
@@ -232,7 +229,7 @@ def settle(ctx: Context, ref: JobRef, group: GroupConfig) -> list[Settled]:
                     ids[name],
                     [label],
                     source=LabelSource.HUMAN,
-                    origin=f"conflict:{ref.id}",
+                    origin=conflict_origin(ref.id),
                     job_id=ref.id,
                     reason=reasons[f"{name}:{label.item_id}"],
                 )
@@ -289,7 +286,7 @@ def advance_group(ctx: Context, group: GroupConfig, collect: bool = False) -> Gr
     with ctx.store.session() as session:
         state = JobState(session.scalars(select(Job.state).where(Job.id == ref.id)).one())
     if state == JobState.REVIEWED:
-        settle(ctx, ref, group)
+        settle_conflict_job(ctx, ref, group)
         return GroupState.MOVED
     if state == JobState.STOPPED:
         return GroupState.STOPPED

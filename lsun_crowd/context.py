@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import IntEnum
 
 import numpy as np
 from sqlalchemy import ColumnElement, select, update
@@ -121,7 +122,7 @@ class JobRef:
         return f"{self.category}: {where}{extra}"
 
 
-def set_state(session: Session, ref: RoundRef, state: str, **values: object) -> str:
+def set_state(session: Session, ref: RoundRef, state: RoundState, **values: object) -> RoundState:
     session.execute(update(Round).where(Round.id == ref.id).values(state=state, **values))
     return state
 
@@ -150,6 +151,29 @@ def set_job_state(session: Session, ref: JobRef, state: JobState, **values: obje
     return state
 
 
+class Stream(IntEnum):
+    """Each random decision's own stream of the project's seed: one part of the seed sequence
+    :func:`rng` (or a fold split) is built from, so that no two decisions share draws. The values
+    are those the decisions always used: a project's draws do not change."""
+
+    ROUND_SAMPLE = 1  # the images a round draws from the pool (rounds)
+    HIT_ORDER = 2  # the order of a job's images among its HITs (publish.lay_out_job)
+    QUALIFICATION = 3  # the gold questions of a category's qualification test (publish)
+    AUDIT_STRATUM = 7  # an audit stratum's sample (audit.sample)
+    AUDIT_ORDER = 11  # the order of an audit's images among its HITs, per wave (audit)
+    REPAIR_FOLDS = 17  # the folds a repair pass cross-fits its scores on (repair)
+    REPAIR_ORDER = 19  # the order of a repair stage's images among its HITs (repair)
+    SPLIT_FOLDS = 23  # the folds a split's model is cross-fitted on (autolabel)
+    CERTIFY_SAMPLE = 29  # a certification's sample of each side (certify)
+
+
 def rng(seed: int, *parts: int) -> np.random.Generator:
-    """A generator for one decision of one round, the same however often it is recreated."""
+    """A generator for one decision of one round, the same however often it is recreated: ``parts``
+    name the round and the decision (one of them a :class:`Stream`)."""
     return np.random.default_rng([seed, *parts])
+
+
+def model_seed(seed: int, category_id: int, number: int) -> int:
+    """The seed of the heads a step trains (torch's generator takes one integer): the project's,
+    the category's and the step's ``number`` (a round's; a repair's salt)."""
+    return seed * 1_000_003 + category_id * 101 + number

@@ -29,6 +29,7 @@ from lsun_crowd.schema import (
     Label,
     LabelCount,
     LabelEvent,
+    LabelSource,
     OpenItem,
     PoolMark,
     Round,
@@ -234,7 +235,7 @@ class NewLabel:
 @dataclass(frozen=True)
 class CurrentLabel:
     label: int
-    source: str
+    source: LabelSource
     round_id: int | None
     confidence: float
     votes: int
@@ -248,7 +249,10 @@ def current_label(session: Session, item_id: int, category_id: int) -> CurrentLa
             Label.item_id == item_id, Label.category_id == category_id
         )
     ).first()
-    return CurrentLabel(*row) if row is not None else None
+    if row is None:
+        return None
+    label, source, round_id, confidence, votes = row
+    return CurrentLabel(label, LabelSource(source), round_id, confidence, votes)
 
 
 def record_labels(
@@ -256,7 +260,7 @@ def record_labels(
     category_id: int,
     labels: Iterable[NewLabel],
     *,
-    source: str,
+    source: LabelSource,
     origin: str,
     round_id: int | None = None,
     job_id: int | None = None,
@@ -281,7 +285,7 @@ def _write_labels(
     session: Session,
     category_id: int,
     batch: list[NewLabel],
-    source: str,
+    source: LabelSource,
     origin: str,
     round_id: int | None,
     job_id: int | None,
@@ -314,7 +318,7 @@ def revise_labels(
     category_id: int,
     labels: Iterable[NewLabel],
     *,
-    source: str,
+    source: LabelSource,
     origin: str,
     job_id: int | None = None,
     reason: str = "",

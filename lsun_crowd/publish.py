@@ -17,13 +17,15 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
 
 from lsun_crowd import crashpoints, ledger
-from lsun_crowd.context import Context, JobRef, RoundRef, rng, set_job_state
+from lsun_crowd.context import Context, JobRef, RoundRef, Stream, rng, set_job_state
 from lsun_crowd.crowd import NO, YES, HitBatch, HitItem, HitSpec, HitState, QualificationTest
+from lsun_crowd.ids import round_batch
 from lsun_crowd.schema import (
     AssignmentRow,
     Gold,
     GroupJob,
     Hit,
+    HitItemRow,
     Item,
     Job,
     JobKind,
@@ -33,14 +35,7 @@ from lsun_crowd.schema import (
     Vote,
     Worker,
 )
-from lsun_crowd.schema import HitItem as HitItemRow
 from lsun_crowd.store import Store, insert_ignoring_duplicates
-
-
-def batch_id(project: str, category: str, round_number: int, follow_up: int = 0) -> str:
-    """A round's first batch, or its ``follow_up``-th batch of extra votes."""
-    base = f"{project}:{category}:r{round_number}"
-    return f"{base}:f{follow_up}" if follow_up else base
 
 
 def spent_so_far(store: Store) -> Decimal:
@@ -142,7 +137,7 @@ def qualification_test(ctx: Context, session: Session, ref: RoundRef | JobRef) -
             f"{quality.qualification_items} ([quality] qualification_items) and each HIT hides "
             f"{ctx.config.crowd.gold_per_hit} ([crowd] gold_per_hit), so it needs at least {needed}"
         )
-    generator = rng(ctx.config.project.seed, category_id, 0, 3)
+    generator = rng(ctx.config.project.seed, category_id, 0, Stream.QUALIFICATION)
     by_answer = [[row for row in gold if row.answer == answer] for answer in (1, 0)]
     for rows in by_answer:
         generator.shuffle(rows)
@@ -166,14 +161,14 @@ def lay_out_job(
     """Store a job of the round: one batch of HITs for ``items``, each HIT with its hidden gold, in
     an order drawn from the seed."""
     items = list(items)
-    generator = rng(ctx.config.project.seed, ref.category_id, ref.number, 2, follow_up)
+    generator = rng(ctx.config.project.seed, ref.category_id, ref.number, Stream.HIT_ORDER, follow_up)
     generator.shuffle(items)
     job = Job(
         category_id=ref.category_id,
         round_id=ref.id,
         kind=JobKind.FOLLOW_UP if follow_up else JobKind.ROUND,
         sequence=follow_up,
-        batch_id=batch_id(ctx.project_key(), ref.category, ref.number, follow_up),
+        batch_id=round_batch(ctx.project_key(), ref.category, ref.number, follow_up),
         state=JobState.PENDING,
         assignments_per_hit=assignments,
     )

@@ -45,8 +45,9 @@ from lsun_crowd.aggregate import Posterior
 from lsun_crowd.classifier import TrainingError, cross_fit_heads, probability
 from lsun_crowd.confident_learning import binary_probabilities, find_label_issues
 from lsun_crowd.consensus import MIN_CALIBRATION_LABELS, evidence_bound, fit_platt
-from lsun_crowd.context import Context, JobRef, job_refs, rng
+from lsun_crowd.context import Context, JobRef, Stream, job_refs, model_seed, rng
 from lsun_crowd.crossfit import stratified_folds
+from lsun_crowd.ids import OriginKind, of_kind, repair_batch, repair_origin, repair_pass_batches
 from lsun_crowd.jobs import advance_job
 from lsun_crowd.publish import add_fresh_job
 from lsun_crowd.review import human_posterior
@@ -125,7 +126,7 @@ def score_labels(ctx: Context, category_id: int, salt: int = 0) -> ScoredLabels 
     gold_features = embeddings.get([sha for sha, _ in gold])
     gold_targets = np.array([float(answer) for _, answer in gold], dtype=np.float64)
     seed = ctx.config.project.seed
-    folds = stratified_folds(labels, settings.folds, [seed, category_id, salt, 17])
+    folds = stratified_folds(labels, settings.folds, [seed, category_id, salt, Stream.REPAIR_FOLDS])
     # The fold heads train in step and stop on their pooled held-out loss (classifier.cross_fit_heads).
     logits, _ = cross_fit_heads(
         features,
@@ -134,7 +135,7 @@ def score_labels(ctx: Context, category_id: int, salt: int = 0) -> ScoredLabels 
         folds,
         (gold_features, gold_targets),
         ctx.config.model,
-        seed * 1_000_003 + category_id * 101 + salt * 7 + 5,
+        model_seed(seed, category_id, salt * 7 + 5),
     )
     return ScoredLabels(np.array([int(row.id) for row in rows], dtype=np.int64), labels, logits)
 
@@ -245,12 +246,12 @@ def lay_out_job(
         round_id=None,
         kind=JobKind.REPAIR,
         sequence=stage,
-        batch_id=f"{ctx.project_key()}:{category}:repair:p{pass_id}:s{stage}",
+        batch_id=repair_batch(ctx.project_key(), category, pass_id, stage),
         state=JobState.PENDING,
         assignments_per_hit=votes,
         notes=f"repair pass {pass_id}, stage {stage}: {len(items)} image(s)",
     )
-    generator = rng(ctx.config.project.seed, category_id, pass_id, 19, stage)
+    generator = rng(ctx.config.project.seed, category_id, pass_id, Stream.REPAIR_ORDER, stage)
     return add_fresh_job(ctx, session, category, category_id, job, items, ITEMS_PER_HIT, generator)
 
 
@@ -284,7 +285,7 @@ def advance_pass(ctx: Context, pass_id: int, collect: bool = False) -> RepairSte
                 .values(state=RepairState.SENT)
             )
     if state == JobState.REVIEWED:
-        settle(ctx, pass_id, ref)
+        settle_repair_stage(ctx, pass_id, ref)
         return RepairStep.MOVED
     return RepairStep.MOVED if moved else RepairStep.WAITING
 
@@ -300,7 +301,7 @@ def fresh_evidence(
         return {}
     workers = {worker: index for index, worker in enumerate(posterior.worker_accuracy)}
     jobs = select(Job.id).where(
-        Job.category_id == category_id, Job.kind == JobKind.REPAIR, Job.batch_id.like(f"%:repair:p{pass_id}:s%")
+        Job.category_id == category_id, Job.kind == JobKind.REPAIR, Job.batch_id.like(repair_pass_batches(pass_id))
     )
     rows = session.execute(
         select(Vote.item_id, Worker.platform_worker_id, Vote.answer)
@@ -326,7 +327,7 @@ def fresh_evidence(
     return found
 
 
-def settle(ctx: Context, pass_id: int, ref: JobRef) -> None:
+def settle_repair_stage(ctx: Context, pass_id: int, ref: JobRef) -> None:
     """Decide each suspect of the reviewed job on the new votes and the model: changed, kept, or
     (uncertain) sent again while the cap of new votes allows; in one transaction with the next
     stage's job, so a replay decides nothing twice.
@@ -393,7 +394,7 @@ def settle(ctx: Context, pass_id: int, ref: JobRef) -> None:
                 ref.category_id,
                 [ledger.NewLabel(row.item_id, winner, certainty, int(all_votes.get(row.item_id, votes)))],
                 source=LabelSource.HUMAN,
-                origin=f"repair:{ref.id}",
+                origin=repair_origin(ref.id),
                 job_id=ref.id,
                 reason=(
                     f"repair: out-of-fold score {row.score:.2f} disagreed with human label {row.given_label}; "
@@ -460,19 +461,19 @@ def after_round(ctx: Context, category: str, category_id: int, latest: Round, fi
     return RepairStep.MOVED
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RepairSummary:
     category: str
-    passes: int
-    scored: int  # in the latest pass
-    flagged: int  # every pass
-    sent: int
-    changed: int
-    kept: int
-    unresolved: int
-    pending: int  # sent, votes not in yet (or stopped for money)
-    votes: int  # new votes on the suspects (gold aside)
-    spent: Decimal
+    passes: int = 0
+    scored: int = 0  # in the latest pass
+    flagged: int = 0  # every pass
+    sent: int = 0
+    changed: int = 0
+    kept: int = 0
+    unresolved: int = 0
+    pending: int = 0  # sent, votes not in yet (or stopped for money)
+    votes: int = 0  # new votes on the suspects (gold aside)
+    spent: Decimal = Decimal(0)
 
     def describe(self) -> str:
         return (
@@ -493,7 +494,7 @@ def repair_jobs(category_id: int) -> Select[int]:
 def summary(session: Session, category: str) -> RepairSummary:
     category_id = session.scalar(select(Category.id).where(Category.name == category))
     if category_id is None:
-        return RepairSummary(category, 0, 0, 0, 0, 0, 0, 0, 0, 0, Decimal(0))
+        return RepairSummary(category=category)
     passes = session.execute(
         select(RepairPass.scored, RepairPass.flagged)
         .where(RepairPass.category_id == category_id)
@@ -514,17 +515,17 @@ def summary(session: Session, category: str) -> RepairSummary:
     spent = ledger.spending(session, jobs).total
     sent = sum(int(count) for state, count in states.items() if state != RepairState.FLAGGED)
     return RepairSummary(
-        category,
-        len(passes),
-        int(passes[-1].scored) if passes else 0,
-        sum(int(row.flagged) for row in passes),
-        sent,
-        int(states.get(RepairState.CHANGED, 0)),
-        int(states.get(RepairState.KEPT, 0)),
-        int(states.get(RepairState.UNRESOLVED, 0)),
-        int(states.get(RepairState.SENT, 0)) + int(states.get(RepairState.STOPPED, 0)),
-        int(votes or 0),
-        Decimal(spent or 0),
+        category=category,
+        passes=len(passes),
+        scored=int(passes[-1].scored) if passes else 0,
+        flagged=sum(int(row.flagged) for row in passes),
+        sent=sent,
+        changed=int(states.get(RepairState.CHANGED, 0)),
+        kept=int(states.get(RepairState.KEPT, 0)),
+        unresolved=int(states.get(RepairState.UNRESOLVED, 0)),
+        pending=int(states.get(RepairState.SENT, 0)) + int(states.get(RepairState.STOPPED, 0)),
+        votes=int(votes or 0),
+        spent=Decimal(spent or 0),
     )
 
 
@@ -594,7 +595,7 @@ def score_against_truth(session: Session, truth: Callable[[str, str], bool]) -> 
     first: dict[tuple[int, int], int] = {}
     for item, category_id, label in session.execute(
         select(LabelEvent.item_id, LabelEvent.category_id, LabelEvent.label)
-        .where(LabelEvent.source == LabelSource.HUMAN, LabelEvent.origin.like("round:%"))
+        .where(LabelEvent.source == LabelSource.HUMAN, LabelEvent.origin.like(of_kind(OriginKind.ROUND)))
         .order_by(LabelEvent.id)
     ):
         first.setdefault((int(item), int(category_id)), int(label))
@@ -602,7 +603,7 @@ def score_against_truth(session: Session, truth: Callable[[str, str], bool]) -> 
         (int(item), int(category_id)): int(label)
         for item, category_id, label in session.execute(
             select(LabelEvent.item_id, LabelEvent.category_id, LabelEvent.label)
-            .where(LabelEvent.origin.like("repair:%"))
+            .where(LabelEvent.origin.like(of_kind(OriginKind.REPAIR)))
             .order_by(LabelEvent.id)
         )
     }

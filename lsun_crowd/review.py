@@ -21,6 +21,7 @@ from lsun_crowd.context import LABELED, SAMPLED, Context, JobRef, RoundRef, set_
 from lsun_crowd.crowd import AlreadyApproved, AssignmentStatus
 from lsun_crowd.dawid_skene import dawid_skene
 from lsun_crowd.embed import pick_device
+from lsun_crowd.ids import round_origin
 from lsun_crowd.publish import lay_out_job
 from lsun_crowd.quality import assess
 from lsun_crowd.schema import (
@@ -28,6 +29,7 @@ from lsun_crowd.schema import (
     CertificationItem,
     Gold,
     Hit,
+    HitItemRow,
     Item,
     ItemRole,
     JobState,
@@ -39,7 +41,6 @@ from lsun_crowd.schema import (
     Vote,
     Worker,
 )
-from lsun_crowd.schema import HitItem as HitItemRow
 
 log = logging.getLogger(__name__)
 # Pseudo-votes a worker's gold record in other categories counts for, at most: on the demo's three
@@ -189,7 +190,7 @@ def label_by_humans(ctx: Context, ref: RoundRef) -> str:
             ref.category_id,
             labels,
             source=LabelSource.HUMAN,
-            origin=f"round:{ref.id}:human",
+            origin=round_origin(ref.id, "human"),
             round_id=ref.id,
             reason=f"crowd votes, labeling pass {follow_up + 1} of round {ref.number}",
         )

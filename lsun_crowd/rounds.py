@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 from lsun_crowd import guided as guided_draw
 from lsun_crowd import ledger
 from lsun_crowd.autolabel import train_and_split
-from lsun_crowd.certify import settle
-from lsun_crowd.context import Context, JobRef, RoundRef, rng
+from lsun_crowd.certify import settle_certification
+from lsun_crowd.context import Context, JobRef, RoundRef, Stream, model_seed, rng
 from lsun_crowd.jobs import advance_job
 from lsun_crowd.publish import lay_out_job
 from lsun_crowd.review import label_by_humans
@@ -54,7 +54,7 @@ def advance_round(ctx: Context, ref: RoundRef) -> bool:
         return True
     if state == RoundState.LABELED and ref.round.kind == RoundKind.CERTIFY:
         with ctx.stages.timed("split", ref.number):
-            settle(ctx, ref)
+            settle_certification(ctx, ref)
         return True
     if state == RoundState.LABELED:
         train_and_split(ctx, ref)  # times its own stages: train, score, split, store writes
@@ -114,14 +114,14 @@ def _draw(
     """Round ``number``'s images (item ids in id order): all of the pool where it goes to people
     alone, else ``size`` drawn uniformly, or, in a guided round (:mod:`lsun_crowd.guided`), the
     candidates among them (also returned) and the rest drawn uniformly from the pool without them."""
-    generator = rng(ctx.config.project.seed, category_id, number, 1)
+    generator = rng(ctx.config.project.seed, category_id, number, Stream.ROUND_SAMPLE)
     if human_only:
         return ledger.pool_at(session, category_id, np.arange(pool)), set(), None
     share = ctx.config.cascade.guided_share
     guided = guided_draw.rarer_class(session, category_id, number, size, ctx.config.cascade.min_class_labels)
     if guided is None or share <= 0:
         return ledger.pool_at(session, category_id, generator.choice(pool, size=size, replace=False)), set(), None
-    seed = ctx.config.project.seed * 1_000_003 + category_id * 101 + number
+    seed = model_seed(ctx.config.project.seed, category_id, number)
     wanted = int(size * share)
     candidates = guided_draw.candidates(ctx, session, category_id, seed, wanted, guided.rarer)
     drawn = ledger.pool_at(

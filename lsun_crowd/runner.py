@@ -46,7 +46,9 @@ class CategoryOutcome:
 
 
 @dataclass(frozen=True)
-class Category:
+class RunningCategory:
+    """A category the runner advances: its name and its id in the store."""
+
     name: str
     id: int
 
@@ -67,7 +69,7 @@ class Runner:
         self.context = context
         self.max_rounds = max_rounds
         with context.store.session() as session:
-            self.categories = [Category(name, category_id(session, name)) for name in categories]
+            self.categories = [RunningCategory(name, category_id(session, name)) for name in categories]
         self.outcomes: dict[str, CategoryOutcome] = {}
         self._tasks: dict[int, str] = {}
         # Single-label groups whose categories all run here: their conflicts go to people once
@@ -122,14 +124,14 @@ class Runner:
         finished = (GroupState.DONE, GroupState.STOPPED)
         return all(self.group_states.get(group.name) in finished for group in self.groups)
 
-    def outcome(self, category: Category) -> CategoryOutcome:
+    def outcome(self, category: RunningCategory) -> CategoryOutcome:
         found = self.outcomes.get(category.name)
         if found is not None:
             return found
         with self.context.store.session() as session:
             return CategoryOutcome(category.name, split_rounds(session, category.id), Outcome.RUNNING)
 
-    def _advance_category(self, category: Category) -> bool:
+    def _advance_category(self, category: RunningCategory) -> bool:
         """Move the category's current round on until it waits on the crowd or the category is
         finished; a finished category gets its outcome."""
         ctx = self.context

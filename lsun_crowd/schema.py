@@ -282,7 +282,7 @@ class Hit(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
 
 
-class HitItem(Base):
+class HitItemRow(Base):
     __tablename__ = "hit_items"
     __table_args__ = (Index("ix_hit_items_item", "item_id"),)
     hit_id: Mapped[int] = mapped_column(ForeignKey("hits.id"), primary_key=True)

@@ -25,7 +25,7 @@ from lsun_crowd.schema import (
     AuditItem,
     AuditResult,
     Hit,
-    HitItem,
+    HitItemRow,
     Job,
     JobKind,
     JobState,
@@ -201,11 +201,11 @@ def test_images_the_votes_leave_unsettled_get_more_votes_from_fresh_workers_up_t
         asked = {  # votes asked for each audited (image, category)
             (item, category): int(total)
             for item, category, total in session.execute(
-                select(HitItem.item_id, Job.category_id, func.sum(Hit.assignments_requested))
-                .join(Hit, Hit.id == HitItem.hit_id)
+                select(HitItemRow.item_id, Job.category_id, func.sum(Hit.assignments_requested))
+                .join(Hit, Hit.id == HitItemRow.hit_id)
                 .join(Job, Job.id == Hit.job_id)
-                .where(Job.kind == JobKind.AUDIT, HitItem.is_gold.is_(False))
-                .group_by(HitItem.item_id, Job.category_id)
+                .where(Job.kind == JobKind.AUDIT, HitItemRow.is_gold.is_(False))
+                .group_by(HitItemRow.item_id, Job.category_id)
             )
         }
         labels = session.execute(select(AuditItem.item_id, AuditItem.category_id, AuditItem.audit_label)).all()

@@ -16,7 +16,19 @@ from lsun_crowd.crowd import Assignment, CrowdBackend, CrowdError
 from lsun_crowd.demo import score_export
 from lsun_crowd.export import export
 from lsun_crowd.project import Project
-from lsun_crowd.schema import AssignmentRow, Hit, HitItem, Item, Label, Round, RoundKind, RoundTest, Spend, Vote, Worker
+from lsun_crowd.schema import (
+    AssignmentRow,
+    Hit,
+    HitItemRow,
+    Item,
+    Label,
+    Round,
+    RoundKind,
+    RoundTest,
+    Spend,
+    Vote,
+    Worker,
+)
 from lsun_crowd.status import category_status
 from lsun_crowd.testing import update_project
 
@@ -27,7 +39,7 @@ def answer_slots(session: Any) -> int:
     """Images shown, summed over submitted assignments."""
     return int(
         session.scalar(
-            select(func.count()).select_from(AssignmentRow).join(HitItem, HitItem.hit_id == AssignmentRow.hit_id)
+            select(func.count()).select_from(AssignmentRow).join(HitItemRow, HitItemRow.hit_id == AssignmentRow.hit_id)
         )
         or 0
     )
@@ -67,8 +79,8 @@ def test_cascade_labels_digits_with_checked_precision(digits_project: tuple[Path
         orphan_votes = session.scalar(
             select(func.count(Vote.id))
             .join(AssignmentRow, AssignmentRow.id == Vote.assignment_id)
-            .outerjoin(HitItem, (HitItem.hit_id == AssignmentRow.hit_id) & (HitItem.item_id == Vote.item_id))
-            .where(HitItem.item_id.is_(None))
+            .outerjoin(HitItemRow, (HitItemRow.hit_id == AssignmentRow.hit_id) & (HitItemRow.item_id == Vote.item_id))
+            .where(HitItemRow.item_id.is_(None))
         )
         assert orphan_votes == 0
         votes = session.scalar(select(func.count(Vote.id)))

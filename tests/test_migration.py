@@ -11,7 +11,7 @@ from lsun_crowd.ledger import current_label
 from lsun_crowd.schema import (
     SCHEMA_VERSION,
     Hit,
-    HitItem,
+    HitItemRow,
     Item,
     Job,
     JobKind,
@@ -90,9 +90,12 @@ def test_a_version_3_store_gets_jobs_for_every_batch_and_label_events(tmp_path: 
         # A job outside any round (an audit, later) may own HITs now, and old HITs keep their items.
         session.add(Hit(round_id=None, job_id=None, batch_id="audit", hit_key="h0", assignments_requested=1))
         session.flush()
-        assert session.scalar(select(func.count()).select_from(HitItem)) == hit_items > 900
+        assert session.scalar(select(func.count()).select_from(HitItemRow)) == hit_items > 900
         orphans = session.scalar(
-            select(func.count()).select_from(HitItem).outerjoin(Hit, Hit.id == HitItem.hit_id).where(Hit.id.is_(None))
+            select(func.count())
+            .select_from(HitItemRow)
+            .outerjoin(Hit, Hit.id == HitItemRow.hit_id)
+            .where(Hit.id.is_(None))
         )
         assert orphans == 0
     store.close()

@@ -12,8 +12,7 @@ from lsun_crowd.context import RoundRef
 from lsun_crowd.crowd import NO, YES, HitItem, QualificationTest
 from lsun_crowd.project import Project
 from lsun_crowd.publish import qualification_test
-from lsun_crowd.schema import Gold, Hit, Round, RoundKind, Vote, Worker
-from lsun_crowd.schema import HitItem as HitItemRow
+from lsun_crowd.schema import Gold, Hit, HitItemRow, Round, RoundKind, Vote, Worker
 
 from .conftest import make_digits_project
 

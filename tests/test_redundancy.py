@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from lsun_crowd.config import QualityConfig
 from lsun_crowd.project import Project
 from lsun_crowd.review import human_posterior
-from lsun_crowd.schema import AssignmentRow, Hit, HitItem, Item, Round, RoundKind, Vote, Worker
+from lsun_crowd.schema import AssignmentRow, Hit, HitItemRow, Item, Round, RoundKind, Vote, Worker
 from lsun_crowd.status import category_status
 from lsun_crowd.store import Store, category_id, insert_ignoring_duplicates
 
@@ -21,10 +21,10 @@ from .conftest import make_digits_project
 def votes_per_image(session: object, round_id: int) -> dict[int, int]:
     """Votes requested per pool image of a round, summed over its batches."""
     rows = session.execute(  # type: ignore[attr-defined]
-        select(HitItem.item_id, func.sum(Hit.assignments_requested))
-        .join(Hit, Hit.id == HitItem.hit_id)
-        .where(Hit.round_id == round_id, HitItem.is_gold.is_(False))
-        .group_by(HitItem.item_id)
+        select(HitItemRow.item_id, func.sum(Hit.assignments_requested))
+        .join(Hit, Hit.id == HitItemRow.hit_id)
+        .where(Hit.round_id == round_id, HitItemRow.is_gold.is_(False))
+        .group_by(HitItemRow.item_id)
     ).all()
     return dict(rows)
 
@@ -45,9 +45,9 @@ def test_uncertain_images_get_follow_up_votes_up_to_the_cap(tmp_path: Path) -> N
         per_image = votes_per_image(session, round_.id)
         follow_up_images = set(
             session.scalars(
-                select(HitItem.item_id)
-                .join(Hit, Hit.id == HitItem.hit_id)
-                .where(Hit.round_id == round_.id, Hit.batch_id.like("%:f%"), HitItem.is_gold.is_(False))
+                select(HitItemRow.item_id)
+                .join(Hit, Hit.id == HitItemRow.hit_id)
+                .where(Hit.round_id == round_.id, Hit.batch_id.like("%:f%"), HitItemRow.is_gold.is_(False))
             )
         )
         unpublished = session.scalar(select(func.count(Hit.id)).where(Hit.platform_hit_id.is_(None)))

@@ -40,9 +40,10 @@ from lsun_crowd.audit.stats import (
 )
 from lsun_crowd.collect import poll, sync_clock
 from lsun_crowd.config import Config
-from lsun_crowd.context import Context, Progress, job_refs, rng
+from lsun_crowd.context import Context, Progress, Stream, job_refs, rng
 from lsun_crowd.crowd import CrowdBackend
 from lsun_crowd.embed import EmbeddingCache
+from lsun_crowd.ids import audit_batch
 from lsun_crowd.jobs import advance_job
 from lsun_crowd.publish import add_fresh_job
 from lsun_crowd.schema import (
@@ -55,15 +56,13 @@ from lsun_crowd.schema import (
     AuditStratum,
     Category,
     Hit,
+    HitItemRow,
     Job,
     JobKind,
     JobState,
     Vote,
     Worker,
     utc_now,
-)
-from lsun_crowd.schema import (
-    HitItem as HitItemRow,
 )
 from lsun_crowd.store import Store
 
@@ -273,11 +272,11 @@ def _follow_up(ctx: Context, session: Session, audit_id: int) -> bool:
             round_id=None,
             kind=JobKind.AUDIT,
             sequence=wave,
-            batch_id=f"{ctx.project_key()}:{category}:audit:n{audit.sample_size}:s{audit.seed}:f{wave}",
+            batch_id=audit_batch(ctx.project_key(), category, audit.sample_size, audit.seed, wave),
             state=JobState.PENDING,
             assignments_per_hit=FOLLOW_UP_VOTES,
         )
-        generator = rng(audit.seed, category_id, audit_id, 11, wave)
+        generator = rng(audit.seed, category_id, audit_id, Stream.AUDIT_ORDER, wave)
         add_fresh_job(ctx, session, category, category_id, job, items, AUDIT_ITEMS_PER_HIT, generator)
         session.add(AuditFollowUp(audit_id=audit_id, job_id=job.id, wave=wave))
         ctx.progress.message(

@@ -27,7 +27,8 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from lsun_crowd.context import Context, rng
+from lsun_crowd.context import Context, Stream, rng
+from lsun_crowd.ids import audit_batch
 from lsun_crowd.ledger import CHUNK
 from lsun_crowd.publish import add_fresh_job
 from lsun_crowd.schema import (
@@ -147,7 +148,7 @@ def _stratum_rows(session: Session, key: StratumKey) -> Iterator[list[tuple[int,
 
 def draw_stratum(session: Session, key: StratumKey, size: int, take: int, seed: int) -> list[tuple[int, float]]:
     """``take`` labels of the stratum drawn without replacement, from the seed alone."""
-    generator = rng(seed, key.category_id, STRATA.index(key.name), 7)
+    generator = rng(seed, key.category_id, STRATA.index(key.name), Stream.AUDIT_STRATUM)
     wanted = np.sort(generator.choice(size, size=take, replace=False)) if take < size else np.arange(size)
     found: list[tuple[int, float]] = []
     offset = cursor = 0
@@ -220,10 +221,10 @@ def _lay_out_audit_job(
         round_id=None,
         kind=JobKind.AUDIT,
         sequence=0,
-        batch_id=f"{ctx.project_key()}:{category}:audit:n{audit.sample_size}:s{seed}",
+        batch_id=audit_batch(ctx.project_key(), category, audit.sample_size, seed),
         state=JobState.PENDING,
         assignments_per_hit=audit.votes_per_item,
     )
-    generator = rng(seed, category_id, audit.id, 11)
+    generator = rng(seed, category_id, audit.id, Stream.AUDIT_ORDER)
     ids = [item.item_id for item in items]
     return add_fresh_job(ctx, session, category, category_id, job, ids, AUDIT_ITEMS_PER_HIT, generator)

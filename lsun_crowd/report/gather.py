@@ -13,6 +13,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from lsun_crowd import ledger
+from lsun_crowd.ids import OriginKind, of_kind
 from lsun_crowd.ledger import WorkerRecord, worker_records
 from lsun_crowd.schema import (
     AssignmentRow,
@@ -36,8 +37,8 @@ from lsun_crowd.schema import (
 )
 from lsun_crowd.store import Store
 
-REPAIR_ORIGIN = "repair"  # label events whose origin starts with this were written by a repair
-CONFLICT_ORIGIN = "conflict"  # and these by a single-label group's conflict sent back to people
+REPAIR_ORIGIN = OriginKind.REPAIR  # label events a repair wrote
+CONFLICT_ORIGIN = OriginKind.CONFLICT  # and a single-label group's conflict sent back to people
 
 
 @dataclass(frozen=True)
@@ -351,12 +352,12 @@ def _other_work(session: Session, names: dict[int, str]) -> list[OtherWork]:
 
 
 def _repairs(session: Session, names: dict[int, str]) -> RepairSummary:
-    kind = case((LabelEvent.origin.startswith(REPAIR_ORIGIN), REPAIR_ORIGIN), else_=CONFLICT_ORIGIN)
+    kind = case((LabelEvent.origin.like(of_kind(REPAIR_ORIGIN)), str(REPAIR_ORIGIN)), else_=str(CONFLICT_ORIGIN))
     revisions = [
         (names.get(int(c), str(c)), str(k), int(n))
         for c, k, n in session.execute(
             select(LabelEvent.category_id, kind, func.count())
-            .where(LabelEvent.origin.startswith(REPAIR_ORIGIN) | LabelEvent.origin.startswith(CONFLICT_ORIGIN))
+            .where(LabelEvent.origin.like(of_kind(REPAIR_ORIGIN)) | LabelEvent.origin.like(of_kind(CONFLICT_ORIGIN)))
             .group_by(LabelEvent.category_id, kind)
             .order_by(LabelEvent.category_id, kind)
         )
