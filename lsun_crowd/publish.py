@@ -11,6 +11,7 @@ import json
 import time
 from dataclasses import replace
 from decimal import Decimal
+from enum import StrEnum
 
 import numpy as np
 from sqlalchemy import func, select
@@ -250,6 +251,21 @@ def lay_out_hits(
         )
 
 
+class Shortfall(StrEnum):
+    """Why a job could not be paid for: the first word of the notes of the job it stopped (and of
+    its round), which outlive the run that wrote them."""
+
+    BUDGET = "budget"  # the project's budget
+    BALANCE = "balance"  # the crowd platform's account
+
+
+def shortfall_of(notes: str | None) -> Shortfall:
+    """The shortfall a stopped job's or round's notes name (:data:`Shortfall.BUDGET` where they
+    name none)."""
+    head = (notes or "").split(":", 1)[0]
+    return Shortfall(head) if head in tuple(Shortfall) else Shortfall.BUDGET
+
+
 def check_money(ctx: Context, ref: JobRef) -> JobState:
     """Stop the job (state ``stopped``) if the budget or the platform balance cannot pay for it,
     counting what other jobs have been promised and not yet spent; otherwise reserve its cost."""
@@ -261,11 +277,12 @@ def check_money(ctx: Context, ref: JobRef) -> JobState:
     what = f"round {ref.round_number}" if ref.round_number is not None else ref.batch_id
     reason = None
     if committed + cost.total > budget:
-        reason = f"budget: {what} would cost {cost.total}, {(budget - committed).normalize()} of {budget} left"
+        left = (budget - committed).normalize()
+        reason = f"{Shortfall.BUDGET}: {what} would cost {cost.total}, {left} of {budget} left"
     else:
         balance = ctx.crowd.balance()
         if balance is not None and balance < cost.total:
-            reason = f"balance: {what} would cost {cost.total}, the account holds {balance}"
+            reason = f"{Shortfall.BALANCE}: {what} would cost {cost.total}, the account holds {balance}"
     with ctx.store.session() as session:
         if reason is not None:  # said once, in the run's closing line for the category
             return set_job_state(session, ref, JobState.STOPPED, notes=reason, round_notes=reason)

@@ -47,7 +47,7 @@ from lsun_crowd.confident_learning import binary_probabilities, find_label_issue
 from lsun_crowd.consensus import MIN_CALIBRATION_LABELS, evidence_bound, fit_platt
 from lsun_crowd.context import Context, JobRef, Stream, job_refs, model_seed, rng
 from lsun_crowd.crossfit import stratified_folds
-from lsun_crowd.ids import OriginKind, of_kind, repair_batch, repair_origin, repair_pass_batches
+from lsun_crowd.ids import repair_batch, repair_origin, repair_pass_batches
 from lsun_crowd.jobs import advance_job
 from lsun_crowd.publish import add_fresh_job
 from lsun_crowd.review import human_posterior
@@ -63,7 +63,6 @@ from lsun_crowd.schema import (
     JobKind,
     JobState,
     Label,
-    LabelEvent,
     LabelSource,
     Repair,
     RepairPass,
@@ -559,94 +558,3 @@ def run_repair(
             ctx.sleep(ctx.config.crowd.poll_seconds)
     with ctx.store.session() as session:
         return [summary(session, name) for name in categories]
-
-
-# -- measured against a known truth (simulations, benchmarks) ---------------------------------------
-
-
-@dataclass(frozen=True)
-class RepairScore:
-    """What repair did to the human labels of a project whose truth is known."""
-
-    human_labels: int  # images × categories first labeled by people
-    wrong_before: int  # of them, wrong as people first gave them
-    flagged_wrong: int  # of those, flagged by a pass
-    sent_wrong: int  # of those, sent back to people
-    flagged: int
-    sent: int
-    changed_right: int  # labels repair changed to the truth
-    changed_wrong: int  # labels repair changed away from the truth
-    wrong_after: int  # wrong after repair's changes (other revisions, such as conflicts, aside)
-    wrong_final: int  # wrong in the current labels, every revision counted
-    votes: int  # on the suspects, gold aside
-    gold_votes: int
-    assignments: int
-    spent: Decimal
-
-    @property
-    def flagged_share(self) -> float:
-        return self.flagged_wrong / max(self.wrong_before, 1)
-
-
-def score_against_truth(session: Session, truth: Callable[[str, str], bool]) -> RepairScore:
-    """Compare the human labels before and after repair with ``truth(uri, category)``."""
-    names = dict(session.execute(select(Category.id, Category.name)).all())
-    uris = dict(session.execute(select(Item.id, Item.uri)).all())
-    first: dict[tuple[int, int], int] = {}
-    for item, category_id, label in session.execute(
-        select(LabelEvent.item_id, LabelEvent.category_id, LabelEvent.label)
-        .where(LabelEvent.source == LabelSource.HUMAN, LabelEvent.origin.like(of_kind(OriginKind.ROUND)))
-        .order_by(LabelEvent.id)
-    ):
-        first.setdefault((int(item), int(category_id)), int(label))
-    repaired: dict[tuple[int, int], int] = {
-        (int(item), int(category_id)): int(label)
-        for item, category_id, label in session.execute(
-            select(LabelEvent.item_id, LabelEvent.category_id, LabelEvent.label)
-            .where(LabelEvent.origin.like(of_kind(OriginKind.REPAIR)))
-            .order_by(LabelEvent.id)
-        )
-    }
-    current = {
-        (int(item), int(category_id)): int(label)
-        for item, category_id, label in session.execute(select(Label.item_id, Label.category_id, Label.label))
-    }
-    rows = session.execute(select(Repair.item_id, Repair.category_id, Repair.state)).all()
-    flagged = {(int(item), int(category_id)) for item, category_id, _ in rows}
-    sent = {(int(item), int(category_id)) for item, category_id, state in rows if state != RepairState.FLAGGED}
-
-    def right(pair: tuple[int, int]) -> int:
-        return int(truth(uris[pair[0]], names[pair[1]]))
-
-    wrong = {pair for pair, label in first.items() if label != right(pair)}
-    after = {pair: repaired.get(pair, label) for pair, label in first.items()}
-    changed = [pair for pair in repaired if pair in first and repaired[pair] != first[pair]]
-    jobs = select(Job.id).where(Job.kind == JobKind.REPAIR, Job.id.notin_(select(GroupJob.job_id)))
-    on_repair_hits = (
-        select(Vote.is_gold, func.count(Vote.id))
-        .join(AssignmentRow, AssignmentRow.id == Vote.assignment_id)
-        .join(Hit, Hit.id == AssignmentRow.hit_id)
-        .where(Hit.job_id.in_(jobs))
-        .group_by(Vote.is_gold)
-    )
-    votes = {bool(is_gold): int(count) for is_gold, count in session.execute(on_repair_hits)}
-    assignments = session.scalar(
-        select(func.count(AssignmentRow.id)).join(Hit, Hit.id == AssignmentRow.hit_id).where(Hit.job_id.in_(jobs))
-    )
-    spent = ledger.spending(session, jobs).total
-    return RepairScore(
-        human_labels=len(first),
-        wrong_before=len(wrong),
-        flagged_wrong=len(wrong & flagged),
-        sent_wrong=len(wrong & sent),
-        flagged=len(flagged),
-        sent=len(sent),
-        changed_right=sum(repaired[pair] == right(pair) for pair in changed),
-        changed_wrong=sum(repaired[pair] != right(pair) for pair in changed),
-        wrong_after=sum(label != right(pair) for pair, label in after.items()),
-        wrong_final=sum(current.get(pair, label) != right(pair) for pair, label in first.items()),
-        votes=votes.get(False, 0),
-        gold_votes=votes.get(True, 0),
-        assignments=int(assignments or 0),
-        spent=Decimal(spent or 0),
-    )

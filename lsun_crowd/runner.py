@@ -22,6 +22,7 @@ from lsun_crowd.collect import poll, sync_clock
 from lsun_crowd.conflicts import GroupState, advance_group, poll_categories
 from lsun_crowd.context import Context, RoundRef
 from lsun_crowd.jobs import recheck_stopped
+from lsun_crowd.publish import Shortfall, shortfall_of
 from lsun_crowd.repair import RepairStep
 from lsun_crowd.repair import after_round as repair_after_round
 from lsun_crowd.rounds import advance_round, latest_round, sample_round
@@ -41,7 +42,7 @@ class Outcome(StrEnum):
 class CategoryOutcome:
     category: str
     rounds: int  # rounds that sampled the pool (certification rounds aside)
-    reason: str  # an Outcome
+    reason: Outcome
     detail: str = ""  # why a category stopped for money, in the words its round recorded
 
 
@@ -139,8 +140,8 @@ class Runner:
         while True:
             latest = latest_round(ctx, category.id)
             if latest is not None and latest.state == RoundState.STOPPED:
-                notes = latest.notes or "budget"
-                reason = notes.split(":")[0]
+                notes = latest.notes or Shortfall.BUDGET
+                reason = Outcome(shortfall_of(notes))
                 with ctx.store.session() as session:
                     done = split_rounds(session, category.id) - (latest.kind == RoundKind.SPLIT)
                 self.outcomes[category.name] = CategoryOutcome(category.name, done, reason, notes)
