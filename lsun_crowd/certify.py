@@ -817,15 +817,8 @@ def settle_certification(ctx: Context, ref: RoundRef) -> str:
         sampled = _sampled(session, ref.id)
         people = people_labels(ctx, session, ref, [row.item for row in sampled if row.asked])
         people = split_votes_unresolved(session, ref.category_id, people, {row.item: row.label for row in sampled})
-        sides = _count_sides(session, ref.category_id, rounds)
+        sides = _population(session, ref.category_id, rounds, sampled)
         tests = {row.side: row for row in session.scalars(select(RoundTest).where(RoundTest.round_id == ref.id))}
-        position = round_positions(rounds)
-        for label in (1, 0):  # the population counts its sample (the part people are asked about is withdrawn)
-            asked_here = [row for row in sampled if row.label == label and row.asked]
-            sides[label].add(
-                np.array([row.confidence for row in asked_here]),
-                np.array([position[row.model_round] for row in asked_here], dtype=np.int64),
-            )
         # The errors the plan expected, as a share of each side (its labels' confidences, the
         # sample included, and people's slips): where each walk starts.
         rate = {label: sides[label].expected_wrong / max(sides[label].size, 1) for label in (1, 0)}
@@ -837,16 +830,7 @@ def settle_certification(ctx: Context, ref: RoundRef) -> str:
                 continue  # settled already; or the negatives wait for the positives' final count
             asked = [row for row in mine if row.asked]
             two = any(row.look == 2 for row in mine)
-            # Wrong: people's consensus contradicts the model. An image people could not settle has
-            # no consensus to contradict it: it counts as checked, not as wrong (docs/guarantees.md).
-            checked = Checked(
-                order_key(
-                    np.array([position[row.model_round] for row in asked], dtype=np.int64),
-                    len(rounds),
-                    _bins(np.array([row.confidence for row in asked], dtype=np.float64)),
-                ),
-                np.array([people[row.item] not in (label, UNRESOLVED) for row in asked], dtype=bool),
-            )
+            checked = _checked(asked, people, label, rounds)
             p_value = _p_value(session, ref, cascade, label, tests)
             delta = look_delta(walk_budget(tests[side].delta, label == 0 and bool(tests[side].recall_slack)), two)
             result = walk(sides[label].subsets(), checked, p_value, delta, rate[label])
@@ -864,25 +848,7 @@ def settle_certification(ctx: Context, ref: RoundRef) -> str:
                     f"{sides[label].size:,} {SIDE_NAMES[label]}; people check {len(waiting):,} more"
                 )
                 continue
-            kept = _withdraw_looser(session, ref, rounds, label, result)
-            tests[side] = session.merge(
-                RoundTest(
-                    round_id=ref.id,
-                    side=side,
-                    mode="accept",
-                    threshold=split_key(result.subset.bound, len(rounds))[1] if result.subset is not None else None,
-                    target=tests[side].target,
-                    delta=tests[side].delta if asked else 0.0,
-                    recall_slack=tests[side].recall_slack,
-                    calibration_size=len(asked),
-                    unresolved=sum(people[row.item] == UNRESOLVED for row in asked),
-                    tested=result.sampled,
-                    errors=result.bad,
-                    p_value=result.p_value,
-                    bound=None,
-                    labeled=kept,
-                )
-            )
+            tests[side] = _record_side(session, ref, rounds, label, tests[side], result, asked, people)
             settled.add(label)
         if any(row.label not in settled for row in sampled):
             return _second_look(
@@ -895,6 +861,70 @@ def settle_certification(ctx: Context, ref: RoundRef) -> str:
         state = set_state(session, ref, DONE, finished_at=utc_now(), notes=note)
     ctx.progress.message(f"{ref.category}: round {ref.number}: {note}")
     return state
+
+
+def _population(
+    session: Session, category_id: int, rounds: list[int], sampled: list[_Sampled]
+) -> dict[int, SideCounts]:
+    """Both sides' labels as the certification drew its sample from them: those left, and the
+    sampled labels people are asked about (withdrawn while they are)."""
+    sides = _count_sides(session, category_id, rounds)
+    position = round_positions(rounds)
+    for label in (1, 0):
+        asked_here = [row for row in sampled if row.label == label and row.asked]
+        sides[label].add(
+            np.array([row.confidence for row in asked_here]),
+            np.array([position[row.model_round] for row in asked_here], dtype=np.int64),
+        )
+    return sides
+
+
+def _checked(asked: list[_Sampled], people: dict[int, int], label: int, rounds: list[int]) -> Checked:
+    """What people said of a side's checked labels, in the walk's order. Wrong: people's consensus
+    contradicts the model. An image people could not settle has no consensus to contradict it: it
+    counts as checked, not as wrong (docs/guarantees.md)."""
+    position = round_positions(rounds)
+    return Checked(
+        order_key(
+            np.array([position[row.model_round] for row in asked], dtype=np.int64),
+            len(rounds),
+            _bins(np.array([row.confidence for row in asked], dtype=np.float64)),
+        ),
+        np.array([people[row.item] not in (label, UNRESOLVED) for row in asked], dtype=bool),
+    )
+
+
+def _record_side(
+    session: Session,
+    ref: RoundRef,
+    rounds: list[int],
+    label: int,
+    planned: RoundTest,
+    result: WalkResult,
+    asked: list[_Sampled],
+    people: dict[int, int],
+) -> RoundTest:
+    """A settled side: its labels looser than what the walk certified withdrawn, and its test
+    recorded over the plan's row (``planned``)."""
+    kept = _withdraw_looser(session, ref, rounds, label, result)
+    return session.merge(
+        RoundTest(
+            round_id=ref.id,
+            side=planned.side,
+            mode="accept",
+            threshold=split_key(result.subset.bound, len(rounds))[1] if result.subset is not None else None,
+            target=planned.target,
+            delta=planned.delta if asked else 0.0,
+            recall_slack=planned.recall_slack,
+            calibration_size=len(asked),
+            unresolved=sum(people[row.item] == UNRESOLVED for row in asked),
+            tested=result.sampled,
+            errors=result.bad,
+            p_value=result.p_value,
+            bound=None,
+            labeled=kept,
+        )
+    )
 
 
 def could_pass(checked: Checked, more: int, size: int, p_value: PValue, delta: float, rate: float) -> bool:

@@ -326,6 +326,81 @@ def fresh_evidence(
     return found
 
 
+class Verdict(enum.StrEnum):
+    """What a repair stage decides of one suspect (the states it leaves in ``repairs``)."""
+
+    AGAIN = "again"  # still uncertain, and more votes are allowed: the next stage asks them
+    UNRESOLVED = RepairState.UNRESOLVED  # still uncertain at the cap of new votes
+    KEPT = RepairState.KEPT  # the label stands
+    CHANGED = RepairState.CHANGED  # the label flips
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: Verdict
+    label: int | None  # the label decided (None while uncertain)
+    certainty: float  # the posterior of the more likely label
+    model: float  # the model's evidence as it counted, in nats (clipped to the bound)
+
+
+def decide_suspect(
+    prior: float,
+    people: float,
+    model_evidence: float | None,
+    bound: float,
+    current: int,
+    min_confidence: float,
+    more_allowed: bool,
+) -> Decision:
+    """One suspect's verdict: the category's prior log-odds, the new votes' evidence (``people``)
+    and the model's, clipped to ``bound`` (one good worker's vote at most), against the label bar.
+    Uncertain: asked again where ``more_allowed``, else unresolved; otherwise the label it holds
+    (``current``) is kept or changed."""
+    model = float(np.clip(model_evidence or 0.0, -bound, bound))
+    positive = float(expit(prior + people + model))
+    winner = int(positive > 0.5)
+    certainty = positive if winner else 1 - positive
+    if certainty < min_confidence:
+        return Decision(Verdict.AGAIN if more_allowed else Verdict.UNRESOLVED, None, certainty, model)
+    return Decision(Verdict.KEPT if winner == current else Verdict.CHANGED, winner, certainty, model)
+
+
+def _human_prior(session: Session, category_id: int) -> float:
+    """The category's prior log-odds of a positive, from people's labels (add-one smoothed)."""
+    positives, total = session.execute(
+        select(func.coalesce(func.sum(Label.label), 0), func.count(Label.id)).where(
+            Label.category_id == category_id, Label.source == LabelSource.HUMAN
+        )
+    ).one()
+    return float(np.log((int(positives) + 1) / (int(total) - int(positives) + 1)))
+
+
+def _current_labels(session: Session, category_id: int, items: list[int]) -> dict[int, int]:
+    return dict(
+        session.execute(
+            select(Label.item_id, Label.label).where(Label.category_id == category_id, Label.item_id.in_(items))
+        ).all()
+    )
+
+
+def _change_label(session: Session, ref: JobRef, row: Repair, decided: Decision, asked: str, votes: int) -> None:
+    """A suspect's label revised to the stage's verdict, with the reason in words."""
+    label = int(decided.label or 0)
+    model = f" and the model ({decided.model:+.1f} nats)" if row.model_evidence is not None else ""
+    ledger.revise_labels(
+        session,
+        ref.category_id,
+        [ledger.NewLabel(row.item_id, label, decided.certainty, votes)],
+        source=LabelSource.HUMAN,
+        origin=repair_origin(ref.id),
+        job_id=ref.id,
+        reason=(
+            f"repair: out-of-fold score {row.score:.2f} disagreed with human label {row.given_label}; "
+            f"{asked}; now {label} with posterior {decided.certainty:.3f}{model}"
+        ),
+    )
+
+
 def settle_repair_stage(ctx: Context, pass_id: int, ref: JobRef) -> None:
     """Decide each suspect of the reviewed job on the new votes and the model: changed, kept, or
     (uncertain) sent again while the cap of new votes allows; in one transaction with the next
@@ -349,58 +424,33 @@ def settle_repair_stage(ctx: Context, pass_id: int, ref: JobRef) -> None:
         ).all()
         posterior = human_posterior(session, ref.category_id, quality)
         fresh = fresh_evidence(session, posterior, ref.category_id, pass_id, [row.item_id for row in rows])
-        positives, total = session.execute(
-            select(func.coalesce(func.sum(Label.label), 0), func.count(Label.id)).where(
-                Label.category_id == ref.category_id, Label.source == LabelSource.HUMAN
-            )
-        ).one()
-        prior = float(np.log((int(positives) + 1) / (int(total) - int(positives) + 1)))
+        prior = _human_prior(session, ref.category_id)
         all_votes = dict(zip(posterior.items, posterior.vote_counts.tolist(), strict=True)) if posterior else {}
-        current = dict(
-            session.execute(
-                select(Label.item_id, Label.label).where(
-                    Label.category_id == ref.category_id, Label.item_id.in_([row.item_id for row in rows])
-                )
-            ).all()
-        )
+        current = _current_labels(session, ref.category_id, [row.item_id for row in rows])
         # The model is one annotator among the workers: worth one good worker's vote at most.
         bound = evidence_bound(posterior) if posterior is not None else 0.0
         again: list[int] = []
         changed = kept = unresolved = 0
+        more_allowed = asked + settings.follow_up_votes <= settings.max_votes
         for row in rows:
             people, votes = fresh.get(row.item_id, (0.0, 0))
-            model = float(np.clip(row.model_evidence or 0.0, -bound, bound))
-            log_odds = prior + people + model
-            positive = float(expit(log_odds))
-            winner = int(positive > 0.5)
-            certainty = positive if winner else 1 - positive
-            if certainty < quality.min_label_confidence and asked + settings.follow_up_votes <= settings.max_votes:
+            current_label = current.get(row.item_id, row.given_label)
+            decided = decide_suspect(
+                prior, people, row.model_evidence, bound, current_label, quality.min_label_confidence, more_allowed
+            )
+            if decided.verdict == Verdict.AGAIN:
                 again.append(row.item_id)
                 continue
-            if certainty < quality.min_label_confidence:
-                row.state, row.new_label = RepairState.UNRESOLVED, None
+            row.state, row.new_label = RepairState(decided.verdict.value), decided.label
+            if decided.verdict == Verdict.UNRESOLVED:
                 unresolved += 1
                 continue
-            row.new_label = winner
-            if winner == current.get(row.item_id, row.given_label):
-                row.state = RepairState.KEPT
+            if decided.verdict == Verdict.KEPT:
                 kept += 1
                 continue
-            row.state = RepairState.CHANGED
             changed += 1
-            ledger.revise_labels(
-                session,
-                ref.category_id,
-                [ledger.NewLabel(row.item_id, winner, certainty, int(all_votes.get(row.item_id, votes)))],
-                source=LabelSource.HUMAN,
-                origin=repair_origin(ref.id),
-                job_id=ref.id,
-                reason=(
-                    f"repair: out-of-fold score {row.score:.2f} disagreed with human label {row.given_label}; "
-                    f"{votes} new vote(s) of {asked} asked; now {winner} with posterior {certainty:.3f}"
-                    + (f" and the model ({model:+.1f} nats)" if row.model_evidence is not None else "")
-                ),
-            )
+            total_votes = int(all_votes.get(row.item_id, votes))
+            _change_label(session, ref, row, decided, f"{votes} new vote(s) of {asked} asked", total_votes)
         job = lay_out_job(ctx, session, ref.category, ref.category_id, pass_id, stage + 1, again)
         if job is not None:
             session.execute(

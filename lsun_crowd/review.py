@@ -38,6 +38,7 @@ from lsun_crowd.schema import (
     Round,
     RoundItem,
     RoundModel,
+    RoundState,
     Vote,
     Worker,
 )
@@ -149,36 +150,14 @@ def label_by_humans(ctx: Context, ref: RoundRef) -> str:
         evidence = None
         if posterior is not None and quality.model_consensus:
             posterior, evidence = _with_previous_model(ctx, ref, posterior)
-        # Votes asked for each of the round's images so far; the cap bounds these, so the money
-        # an image can cost is known before the round starts.
-        asked: dict[int, int] = {
-            item: int(total)
-            for item, total in session.execute(
-                select(HitItemRow.item_id, func.sum(Hit.assignments_requested))
-                .join(Hit, Hit.id == HitItemRow.hit_id)
-                .where(Hit.round_id == ref.id, HitItemRow.is_gold.is_(False))
-                .group_by(HitItemRow.item_id)
-            )
-        }
-        labeled = set(
-            session.scalars(
-                select(Label.item_id)
-                .join(RoundItem, (RoundItem.item_id == Label.item_id) & (RoundItem.round_id == ref.id))
-                .where(Label.category_id == ref.category_id)
-            )
-        )
-        # A certification's images, with the model label each is checked against.
-        checked = dict(
-            session.execute(
-                select(CertificationItem.item_id, CertificationItem.label).where(CertificationItem.round_id == ref.id)
-            ).all()
-        )
+        asked = _votes_asked(session, ref)
+        labeled = _labeled_already(session, ref)
         decided = decide_labels(
             posterior,
             set(asked) - labeled,
             quality.min_label_confidence,
             crowd.min_votes_per_item,
-            checked,
+            _checked_against(session, ref),
             evidence,
         )
         # An image without a single vote, or held back, is uncertain too.
@@ -194,38 +173,91 @@ def label_by_humans(ctx: Context, ref: RoundRef) -> str:
             round_id=ref.id,
             reason=f"crowd votes, labeling pass {follow_up + 1} of round {ref.number}",
         )
-        # A calibration image may take more votes.
-        calibration = set(
-            session.scalars(
-                select(RoundItem.item_id).where(RoundItem.round_id == ref.id, RoundItem.role == ItemRole.CALIBRATION)
-            )
-        )
-        calibration_cap = max(crowd.max_votes_per_item, ctx.config.cascade.calibration_max_votes)
-        uncertain = sorted(
-            item
-            for item, votes in asked.items()
-            if item not in labeled
-            and votes + crowd.follow_up_votes <= (calibration_cap if item in calibration else crowd.max_votes_per_item)
-            and confidence[item] < quality.min_label_confidence
-        )
-        message = (
-            f"{ref.category}: round {ref.number}: {len(labels)} images labeled by humans "
-            f"({sum(label.label for label in labels)} positive)"
-        )
-        if uncertain:
-            follow_up += 1
-            lay_out_job(ctx, session, ref, uncertain, follow_up, crowd.follow_up_votes)
-            session.execute(update(Round).where(Round.id == ref.id).values(follow_up=follow_up))
-            state = set_state(session, ref, SAMPLED)
-            message += f"; {len(uncertain)} still uncertain get {crowd.follow_up_votes} more vote(s) each"
-        else:
-            requested = sum(asked.values())
-            fixed = len(asked) * crowd.max_votes_per_item
-            state = set_state(session, ref, LABELED, votes_requested=requested, votes_fixed=fixed)
-            if crowd.max_votes_per_item > crowd.votes_per_item:
-                message += f"; {requested} votes asked where fixed redundancy asks {fixed}"
-    ctx.progress.message(message)
+        uncertain = _worth_more_votes(ctx, session, ref, asked, labeled, confidence)
+        state, more = _next_pass(ctx, session, ref, uncertain, asked, follow_up)
+    positives = sum(label.label for label in labels)
+    message = f"{ref.category}: round {ref.number}: {len(labels)} images labeled by humans ({positives} positive)"
+    ctx.progress.message(message + more)
     return state
+
+
+def _next_pass(
+    ctx: Context, session: Session, ref: RoundRef, uncertain: list[int], asked: dict[int, int], follow_up: int
+) -> tuple[RoundState, str]:
+    """The round's next state after a labeling pass, and what to add to its message: a follow-up
+    batch for the images still uncertain, or, with none, the round labeled."""
+    crowd = ctx.config.crowd
+    if uncertain:
+        follow_up += 1
+        lay_out_job(ctx, session, ref, uncertain, follow_up, crowd.follow_up_votes)
+        session.execute(update(Round).where(Round.id == ref.id).values(follow_up=follow_up))
+        more = f"; {len(uncertain)} still uncertain get {crowd.follow_up_votes} more vote(s) each"
+        return set_state(session, ref, SAMPLED), more
+    requested = sum(asked.values())
+    fixed = len(asked) * crowd.max_votes_per_item
+    state = set_state(session, ref, LABELED, votes_requested=requested, votes_fixed=fixed)
+    more = f"; {requested} votes asked where fixed redundancy asks {fixed}"
+    return state, more if crowd.max_votes_per_item > crowd.votes_per_item else ""
+
+
+def _votes_asked(session: Session, ref: RoundRef) -> dict[int, int]:
+    """Votes asked for each of the round's images so far; the cap bounds these, so the money an
+    image can cost is known before the round starts."""
+    return {
+        item: int(total)
+        for item, total in session.execute(
+            select(HitItemRow.item_id, func.sum(Hit.assignments_requested))
+            .join(Hit, Hit.id == HitItemRow.hit_id)
+            .where(Hit.round_id == ref.id, HitItemRow.is_gold.is_(False))
+            .group_by(HitItemRow.item_id)
+        )
+    }
+
+
+def _labeled_already(session: Session, ref: RoundRef) -> set[int]:
+    """The round's images that have a label for its category."""
+    return set(
+        session.scalars(
+            select(Label.item_id)
+            .join(RoundItem, (RoundItem.item_id == Label.item_id) & (RoundItem.round_id == ref.id))
+            .where(Label.category_id == ref.category_id)
+        )
+    )
+
+
+def _checked_against(session: Session, ref: RoundRef) -> dict[int, int]:
+    """A certification's images, with the model label each is checked against."""
+    return dict(
+        session.execute(
+            select(CertificationItem.item_id, CertificationItem.label).where(CertificationItem.round_id == ref.id)
+        ).all()
+    )
+
+
+def _worth_more_votes(
+    ctx: Context,
+    session: Session,
+    ref: RoundRef,
+    asked: dict[int, int],
+    labeled: set[int],
+    confidence: dict[int, float],
+) -> list[int]:
+    """The round's images still below the label bar that may take another batch of votes within
+    their cap (a calibration image's is ``cascade.calibration_max_votes``), in id order."""
+    crowd = ctx.config.crowd
+    calibration = set(
+        session.scalars(
+            select(RoundItem.item_id).where(RoundItem.round_id == ref.id, RoundItem.role == ItemRole.CALIBRATION)
+        )
+    )
+    calibration_cap = max(crowd.max_votes_per_item, ctx.config.cascade.calibration_max_votes)
+    return sorted(
+        item
+        for item, votes in asked.items()
+        if item not in labeled
+        and votes + crowd.follow_up_votes <= (calibration_cap if item in calibration else crowd.max_votes_per_item)
+        and confidence[item] < ctx.config.quality.min_label_confidence
+    )
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from numpy.typing import NDArray
 from sklearn.linear_model import LogisticRegression
 from sqlalchemy import func, select
@@ -28,6 +30,7 @@ from lsun_crowd.confident_learning import (
 from lsun_crowd.crossfit import cross_fit, stratified_folds
 from lsun_crowd.demo import shows_digit
 from lsun_crowd.project import Project
+from lsun_crowd.repair import Verdict, decide_suspect
 from lsun_crowd.schema import (
     Category,
     ItemRole,
@@ -357,3 +360,44 @@ def test_score_labels_never_scores_an_image_with_a_head_that_trained_on_it(
     assert sum(len(scored_rows) for _, scored_rows in heads) == humans
     for trained, scored_rows in heads:
         assert trained.isdisjoint(scored_rows)
+
+
+def test_a_suspect_s_verdict_weighs_new_votes_the_prior_and_a_bounded_model() -> None:
+    # Four new votes for positive (about 2.2 nats each for a good worker) against an 11% prior
+    # (-2.1 nats): the label flips from 0 to 1; it stands where it already was 1.
+    changed = decide_suspect(-2.1, 8.8, None, 2.2, 0, 0.99, more_allowed=True)
+    assert changed.verdict == Verdict.CHANGED and changed.label == 1 and changed.certainty > 0.99
+    kept = decide_suspect(-2.1, 8.8, None, 2.2, 1, 0.99, more_allowed=True)
+    assert kept.verdict == Verdict.KEPT and kept.label == 1
+    # One vote each way: uncertain, so asked again while the cap allows, else unresolved.
+    assert decide_suspect(0.0, 0.0, None, 2.2, 0, 0.99, more_allowed=True).verdict == Verdict.AGAIN
+    unresolved = decide_suspect(0.0, 0.0, None, 2.2, 0, 0.99, more_allowed=False)
+    assert unresolved.verdict == Verdict.UNRESOLVED and unresolved.label is None
+    # The model counts at most one good worker's vote: a sure model does not outvote four people,
+    # though it leaves them short of the bar.
+    against = decide_suspect(-2.1, 8.8, -50.0, 2.2, 0, 0.99, more_allowed=True)
+    assert against.model == -2.2 and against.verdict == Verdict.AGAIN
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    prior=st.floats(-5, 5),
+    people=st.floats(-20, 20),
+    model=st.floats(-1e6, 1e6),
+    bound=st.floats(0, 5),
+    current=st.integers(0, 1),
+    more=st.booleans(),
+)
+def test_a_suspect_s_verdict_never_lets_the_model_count_beyond_its_bound(
+    prior: float, people: float, model: float, bound: float, current: int, more: bool
+) -> None:
+    clipped = max(-bound, min(bound, model))
+    assert decide_suspect(prior, people, model, bound, current, 0.99, more) == decide_suspect(
+        prior, people, clipped, bound, current, 0.99, more
+    )
+    decided = decide_suspect(prior, people, model, bound, current, 0.99, more)
+    # A label is decided only above the bar, and kept exactly when it is the current one.
+    assert (decided.label is None) == (decided.verdict in (Verdict.AGAIN, Verdict.UNRESOLVED))
+    if decided.label is not None:
+        assert decided.certainty >= 0.99
+        assert (decided.verdict == Verdict.KEPT) == (decided.label == current)
