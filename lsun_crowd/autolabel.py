@@ -430,15 +430,10 @@ def _done_without_split(ctx: Context, ref: RoundRef, note: str) -> str:
         return set_state(session, ref, DONE, notes=note, finished_at=utc_now())
 
 
-def train_and_split(ctx: Context, ref: RoundRef) -> str:
+def _why_no_split(ctx: Context, ref: RoundRef, targets: NDArray[np.float64]) -> str | None:
+    """Why the round should not split, in words (``targets``: people's labels so far); ``None``
+    where it should."""
     cascade = ctx.config.cascade
-    if ref.round.human_only:
-        with ctx.store.session() as session:
-            return set_state(session, ref, DONE, finished_at=utc_now())
-    with ctx.store.session() as session:
-        training, gold = training_set(session, ref.category_id)
-        known = _known(session, ref.category_id, len([1 for _, answer in gold if answer == 1]))
-    targets = np.array([label for _, label, _, _ in training], dtype=np.float64)
     with ctx.store.session() as session:
         # Even if the model labeled the whole pool with no error on either side, would certifying
         # it pay? On a small pool it would not: then no model is trained at all.
@@ -448,32 +443,41 @@ def train_and_split(ctx: Context, ref: RoundRef) -> str:
         best = {1: (min(pool, math.ceil(2 * share * pool)), 0.0), 0: (pool, 0.0)}
         hopeless = certify.not_worth_certifying(session, ref.category_id, ref.number, cascade, best, (0.0, 0.0))
     if len(hopeless) == 2:
-        return _done_without_split(
-            ctx,
-            ref,
-            f"no split: the pool of {pool:,} is too small for certification to pay ({'; '.join(hopeless.values())})",
-        )
+        return f"no split: the pool of {pool:,} is too small for certification to pay ({'; '.join(hopeless.values())})"
     # People's labels of each class a split needs (cascade.min_class_labels). A calibration fitted
     # on fewer is a guess: on 20,000 digit scans at 1%, a round-2 model trained and calibrated on 8
     # positives expected 0.5 positives among 18,874 auto-negatives; people found 24 in 7,237 of them.
     rarer = int(min(targets.sum(), len(targets) - targets.sum()))
     if rarer < cascade.min_class_labels:
         which = "positive" if targets.sum() <= len(targets) - targets.sum() else "negative"
-        return _done_without_split(
-            ctx,
-            ref,
+        return (
             f"no split: people's labels hold {rarer} {which}(s); the model's calibration needs "
-            f"{cascade.min_class_labels} of each class",
+            f"{cascade.min_class_labels} of each class"
         )
     with ctx.store.session() as session:
         found = _candidates_found(session, ref, int(targets.sum() <= len(targets) - targets.sum()))
     if found is not None and found[0] >= cascade.min_class_labels and 2 * ref.number < cascade.max_rounds:
-        return _done_without_split(
-            ctx,
-            ref,
+        return (
             f"no split: the pool's {found[1]} likeliest images held {found[0]} of the rarer class; "
-            "the next round looks for more first",
+            "the next round looks for more first"
         )
+    return None
+
+
+def train_and_split(ctx: Context, ref: RoundRef) -> str:
+    """The round's split: a model trained on people's labels so far labels the pool where it is
+    sure enough, to be certified later; or, where a split could not pay or is not due, none (and
+    the round says why)."""
+    if ref.round.human_only:
+        with ctx.store.session() as session:
+            return set_state(session, ref, DONE, finished_at=utc_now())
+    with ctx.store.session() as session:
+        training, gold = training_set(session, ref.category_id)
+        known = _known(session, ref.category_id, len([1 for _, answer in gold if answer == 1]))
+    targets = np.array([label for _, label, _, _ in training], dtype=np.float64)
+    reason = _why_no_split(ctx, ref, targets)
+    if reason is not None:
+        return _done_without_split(ctx, ref, reason)
     fitted = _fit(ctx, ref, training, gold, reopened=False)
     if fitted.platt is None:
         return _done_without_split(
@@ -564,6 +568,33 @@ def _write_split(
 ROBUST = 2.0
 
 
+def _replace_split(
+    ctx: Context, ref: RoundRef, rounds: list[int], fitted: RoundHead, proposal: Proposal, verdict: str
+) -> tuple[dict[int, int], int]:
+    """In one transaction: the model labels of ``rounds`` withdrawn, the final split's written in
+    their place, and the round's thresholds and notes (``verdict``) updated. Returns the labels
+    written (by label) and the images left in the pool."""
+    with frozen_heap(), ctx.store.session() as session:
+        ledger.withdraw_labels(
+            session,
+            ref.category_id,
+            (Label.source == LabelSource.MODEL) & Label.round_id.in_(rounds),
+            origin=round_origin(ref.id, "reopen"),
+            reason=f"round {ref.number}: split again, whole, by the model fitted on every label",
+        )
+        labeled, left = _write_split(ctx, session, ref, fitted, proposal, "final", "final split")
+        session.execute(
+            update(Round)
+            .where(Round.id == ref.id)
+            .values(
+                high_threshold=proposal.chosen.high,
+                low_threshold=proposal.chosen.low,
+                notes=func.coalesce(Round.notes, "") + f"; {verdict}",
+            )
+        )
+    return labeled, left
+
+
 def final_split(ctx: Context, ref: RoundRef) -> bool:
     """When a category's rounds are over (``ref``: its latest round), before its certification:
     where its model labels not certified yet come from earlier rounds too, the latest round's model
@@ -610,24 +641,7 @@ def final_split(ctx: Context, ref: RoundRef) -> bool:
     if then <= now:
         ctx.progress.message(f"{ref.category}: round {ref.number}: {verdict}: the rounds' labels stay")
         return False
-    with frozen_heap(), ctx.store.session() as session:
-        ledger.withdraw_labels(
-            session,
-            ref.category_id,
-            (Label.source == LabelSource.MODEL) & Label.round_id.in_(rounds),
-            origin=round_origin(ref.id, "reopen"),
-            reason=f"round {ref.number}: split again, whole, by the model fitted on every label",
-        )
-        labeled, left = _write_split(ctx, session, ref, fitted, proposal, "final", "final split")
-        session.execute(
-            update(Round)
-            .where(Round.id == ref.id)
-            .values(
-                high_threshold=chosen.high,
-                low_threshold=chosen.low,
-                notes=func.coalesce(Round.notes, "") + f"; {verdict}",
-            )
-        )
+    labeled, left = _replace_split(ctx, ref, rounds, fitted, proposal, verdict)
     ctx.progress.message(
         f"{ref.category}: round {ref.number}: {verdict}: the model labeled {labeled[1]} positive, "
         f"{labeled[0]} negative, to be certified; {left} left"

@@ -632,47 +632,70 @@ def sample_certification(ctx: Context, category: str, category_id: int, number: 
         session.flush()
         chosen: list[int] = []
         for label in (1, 0):
-            size, looks = sides[label].size, sizes.side(label)
             generator = rng(ctx.config.project.seed, category_id, number, Stream.CERTIFY_SAMPLE, label)
-            # One uniform sample of the whole: its first draws are the first look's, a uniform sample too.
-            drawn = generator.choice(size, size=min(looks.whole, size), replace=False)
-            order = np.argsort(drawn)
-            picked = _pick(session, category_id, rounds, label, drawn[order])
-            look = np.where(order < looks.first, 1, 2)
-            session.add_all(
-                CertificationItem(
-                    round_id=round_.id,
-                    item_id=item,
-                    label=label,
-                    confidence=confidence,
-                    model_round_id=model_round,
-                    look=int(seen),
-                )
-                for (item, confidence, model_round), seen in zip(picked, look.tolist(), strict=True)
-            )
-            chosen += [item for (item, _, _), seen in zip(picked, look.tolist(), strict=True) if seen == 1]
+            size, looks = sides[label].size, sizes.side(label)
+            chosen += _draw_side(session, category_id, round_.id, rounds, label, size, looks, generator)
         _ask_people(session, category_id, round_.id, chosen, f"drawn for certification round {number}: people check it")
         # The tests' budgets are fixed now, before anyone looks: spent from here on.
-        for side, delta, count, slack in (
-            (GuaranteeSide.POSITIVE, sizes.delta_positive, sides[1].size, None),
-            (GuaranteeSide.NEGATIVE, sizes.delta_negative, sides[0].size, money.recall_share or None),
-        ):
-            session.add(
-                RoundTest(
-                    round_id=round_.id,
-                    side=side,
-                    mode="accept",
-                    threshold=None,
-                    target=cascade.target_precision if side == GuaranteeSide.POSITIVE else cascade.target_npv,
-                    delta=delta if count else 0.0,
-                    recall_slack=slack,
-                    calibration_size=0,
-                )
-            )
+        _plan_tests(session, round_.id, cascade, sides, sizes, money)
         ref = RoundRef(category, category_id, round_)
         lay_out_job(ctx, session, ref, chosen, follow_up=0, assignments=ctx.config.crowd.votes_per_item)
     ctx.progress.message(f"{category}: round {number}: certification; {describe_plan(sides, sizes)}")
     return round_
+
+
+def _draw_side(
+    session: Session,
+    category_id: int,
+    round_id: int,
+    rounds: list[int],
+    label: int,
+    size: int,
+    looks: Looks,
+    generator: np.random.Generator,
+) -> list[int]:
+    """Draw one side's sample and store it (each label with its look); returns the first look's
+    images. One uniform sample of the whole: its first draws are the first look's, a uniform
+    sample too."""
+    drawn = generator.choice(size, size=min(looks.whole, size), replace=False)
+    order = np.argsort(drawn)
+    picked = _pick(session, category_id, rounds, label, drawn[order])
+    look = np.where(order < looks.first, 1, 2)
+    session.add_all(
+        CertificationItem(
+            round_id=round_id,
+            item_id=item,
+            label=label,
+            confidence=confidence,
+            model_round_id=model_round,
+            look=int(seen),
+        )
+        for (item, confidence, model_round), seen in zip(picked, look.tolist(), strict=True)
+    )
+    return [item for (item, _, _), seen in zip(picked, look.tolist(), strict=True) if seen == 1]
+
+
+def _plan_tests(
+    session: Session, round_id: int, cascade: CascadeConfig, sides: dict[int, SideCounts], sizes: Plan, money: Budget
+) -> None:
+    """Record each side's test as planned. Its budget is fixed now, before anyone looks: spent from
+    here on."""
+    for side, delta, count, slack in (
+        (GuaranteeSide.POSITIVE, sizes.delta_positive, sides[1].size, None),
+        (GuaranteeSide.NEGATIVE, sizes.delta_negative, sides[0].size, money.recall_share or None),
+    ):
+        session.add(
+            RoundTest(
+                round_id=round_id,
+                side=side,
+                mode="accept",
+                threshold=None,
+                target=cascade.target_precision if side == GuaranteeSide.POSITIVE else cascade.target_npv,
+                delta=delta if count else 0.0,
+                recall_slack=slack,
+                calibration_size=0,
+            )
+        )
 
 
 def describe_plan(sides: dict[int, SideCounts], sizes: Plan) -> str:

@@ -72,6 +72,44 @@ def sync_clock(ctx: Context) -> None:
         ctx.crowd.set_clock(max(polls_so_far(ctx), _meta_count(ctx, ASKED_KEY)))
 
 
+def _overdue_jobs(ctx: Context, category_ids: Sequence[int]) -> set[int]:
+    """The published jobs past their collection deadline. One reading of the clock per poll: a HIT
+    is given up on only after the platform was told."""
+    now = time.time()
+    with ctx.store.session() as session:
+        return set(
+            session.scalars(
+                select(Job.id).where(
+                    Job.state == JobState.PUBLISHED, Job.category_id.in_(category_ids), Job.collect_deadline < now
+                )
+            )
+        )
+
+
+def _read_hit(ctx: Context, hit: OpenHit, status: HitStatus) -> int:
+    """Store what the platform lists of a HIT whose count or state changed; returns the new
+    assignments. A finished HIT's listing short of the platform's own count (a partial page) is
+    read again at once, so that what a poll collects does not depend on the platform's paging.
+    An open HIT is simply read again at the next poll."""
+    if status.submitted == hit.known and status.state == HitState.OPEN:
+        return 0
+    added = store_assignments(ctx, hit.category_id, hit.row_id, hit.platform_id)
+    for _ in range(READ_AGAIN if status.state != HitState.OPEN else 0):
+        if hit.known + added >= status.submitted:
+            break
+        added += store_assignments(ctx, hit.category_id, hit.row_id, hit.platform_id)
+    if status.state != HitState.OPEN and hit.known + added < status.submitted:
+        log.warning(
+            "HIT %s: the platform counts %d submitted assignment(s) but listed %d, %d times over; "
+            "taking what it listed",
+            hit.platform_id,
+            status.submitted,
+            hit.known + added,
+            READ_AGAIN + 1,
+        )
+    return added
+
+
 def poll(
     ctx: Context,
     category_ids: Sequence[int],
@@ -88,15 +126,7 @@ def poll(
         with ctx.store.session() as session:
             session.merge(Meta(key=ASKED_KEY, value=str(number)))
         ctx.crowd.set_clock(number)
-    now = time.time()  # one reading per poll: a HIT is given up on only after the platform was told
-    with ctx.store.session() as session:
-        overdue = set(
-            session.scalars(
-                select(Job.id).where(
-                    Job.state == JobState.PUBLISHED, Job.category_id.in_(category_ids), Job.collect_deadline < now
-                )
-            )
-        )
+    overdue = _overdue_jobs(ctx, category_ids)
     result = PollResult()
     while page:
         expiring = [hit.platform_id for hit in page if hit.job_id in overdue]
@@ -105,28 +135,10 @@ def poll(
         by_platform_id = {hit.platform_id: hit for hit in page}
         for status in hit_statuses(ctx, [hit.platform_id for hit in page]):
             hit = by_platform_id[status.hit_id]
-            added = 0
-            if status.submitted != hit.known or status.state != HitState.OPEN:
-                added = store_assignments(ctx, hit.category_id, hit.row_id, hit.platform_id)
-                # A finished HIT's listing short of the platform's own count (a partial page) is
-                # read again at once, so that what a poll collects does not depend on the
-                # platform's paging. An open HIT is simply read again at the next poll.
-                for _ in range(READ_AGAIN if status.state != HitState.OPEN else 0):
-                    if hit.known + added >= status.submitted:
-                        break
-                    added += store_assignments(ctx, hit.category_id, hit.row_id, hit.platform_id)
+            added = _read_hit(ctx, hit, status)
             if added and progress is not None:
                 progress(hit.job_id, added)
             closed = status.state != HitState.OPEN or hit.job_id in overdue
-            if status.state != HitState.OPEN and hit.known + added < status.submitted:
-                log.warning(
-                    "HIT %s: the platform counts %d submitted assignment(s) but listed %d, %d times over; "
-                    "taking what it listed",
-                    hit.platform_id,
-                    status.submitted,
-                    hit.known + added,
-                    READ_AGAIN + 1,
-                )
             if closed:
                 final = HitState.EXPIRED if status.state == HitState.OPEN else status.state
                 with ctx.store.session() as session:
@@ -242,30 +254,43 @@ def store_assignments(ctx: Context, cat_id: int, hit_row_id: int, platform_hit_i
         if group is not None:
             insert_ignoring_duplicates(session, ChoiceVote, choice_votes(group, fresh, layout, row_ids, worker_ids))
             return len(fresh)
-        votes = []
-        for assignment in fresh:
-            for key, answer in assignment.answers.items():
-                item_id = int(key) if key.isdigit() else None
-                if item_id not in layout or answer not in ANSWER_VALUES:
-                    log.warning(
-                        "assignment %s: ignored answer %r for %r, not an image of this HIT or not yes/no",
-                        assignment.assignment_id,
-                        answer,
-                        key,
-                    )
-                    continue
-                votes.append(
-                    {
-                        "assignment_id": row_ids[assignment.assignment_id],
-                        "item_id": item_id,
-                        "category_id": cat_id,
-                        "worker_id": worker_ids[assignment.worker_id],
-                        "answer": ANSWER_VALUES[answer],
-                        "is_gold": layout[item_id],
-                    }
-                )
-        insert_ignoring_duplicates(session, Vote, votes)
+        insert_ignoring_duplicates(session, Vote, _yes_no_votes(cat_id, fresh, layout, row_ids, worker_ids))
     return len(fresh)
+
+
+def _yes_no_votes(
+    cat_id: int,
+    fresh: list[Assignment],
+    layout: dict[int, bool],
+    row_ids: dict[str, int],
+    worker_ids: dict[str, int],
+) -> list[dict[str, object]]:
+    """The vote rows of new assignments to a yes/no HIT (``layout``: its images, each with whether
+    it is gold). An answer for an image not in the HIT, or neither yes nor no, is logged and left:
+    one bad answer is one rejection, never a lost assignment."""
+    votes: list[dict[str, object]] = []
+    for assignment in fresh:
+        for key, answer in assignment.answers.items():
+            item_id = int(key) if key.isdigit() else None
+            if item_id not in layout or answer not in ANSWER_VALUES:
+                log.warning(
+                    "assignment %s: ignored answer %r for %r, not an image of this HIT or not yes/no",
+                    assignment.assignment_id,
+                    answer,
+                    key,
+                )
+                continue
+            votes.append(
+                {
+                    "assignment_id": row_ids[assignment.assignment_id],
+                    "item_id": item_id,
+                    "category_id": cat_id,
+                    "worker_id": worker_ids[assignment.worker_id],
+                    "answer": ANSWER_VALUES[answer],
+                    "is_gold": layout[item_id],
+                }
+            )
+    return votes
 
 
 def choice_votes(

@@ -179,6 +179,41 @@ def tally(group: GroupConfig, answers: Sequence[frozenset[str]]) -> tuple[str | 
     return winner, share
 
 
+def _answers(session: Session, job_id: int, items: list[int], categories: list[str]) -> dict[int, list[frozenset[str]]]:
+    """Each image's answers in the job, from workers not blocked, in the order they came."""
+    answers: dict[int, list[frozenset[str]]] = {item: [] for item in items}
+    for item, choices in session.execute(
+        select(ChoiceVote.item_id, ChoiceVote.choices)
+        .join(Worker, Worker.id == ChoiceVote.worker_id)
+        .where(ChoiceVote.job_id == job_id, Worker.blocked.is_(False))
+        .order_by(ChoiceVote.item_id, ChoiceVote.id)
+    ):
+        answers.setdefault(int(item), []).append(decode_choices(choices, categories))
+    return answers
+
+
+def _revise(
+    session: Session,
+    job_id: int,
+    ids: dict[str, int],
+    changes: dict[str, list[ledger.NewLabel]],
+    reasons: dict[str, str],
+) -> None:
+    """Write the labels a conflict job changed: one event per image and category, each with its
+    own reason (``reasons["category:item"]``)."""
+    for name, labels in changes.items():
+        for label in labels:
+            ledger.revise_labels(
+                session,
+                ids[name],
+                [label],
+                source=LabelSource.HUMAN,
+                origin=conflict_origin(job_id),
+                job_id=job_id,
+                reason=reasons[f"{name}:{label.item_id}"],
+            )
+
+
 def settle_conflict_job(ctx: Context, ref: JobRef, group: GroupConfig) -> list[Settled]:
     """Aggregate a reviewed conflict job's answers and write the labels they settle, in one
     transaction with the job's mark as settled (so a replay writes nothing twice)."""
@@ -194,14 +229,7 @@ def settle_conflict_job(ctx: Context, ref: JobRef, group: GroupConfig) -> list[S
                 select(HitItemRow.item_id).join(Hit, Hit.id == HitItemRow.hit_id).where(Hit.job_id == ref.id)
             )
         ]
-        answers: dict[int, list[frozenset[str]]] = {item: [] for item in items}
-        for item, choices in session.execute(
-            select(ChoiceVote.item_id, ChoiceVote.choices)
-            .join(Worker, Worker.id == ChoiceVote.worker_id)
-            .where(ChoiceVote.job_id == ref.id, Worker.blocked.is_(False))
-            .order_by(ChoiceVote.item_id, ChoiceVote.id)
-        ):
-            answers.setdefault(int(item), []).append(decode_choices(choices, categories))
+        answers = _answers(session, ref.id, items, categories)
         current = _current(session, ids, items)
         settled: list[Settled] = []
         changes: dict[str, list[ledger.NewLabel]] = {name: [] for name in group.categories}
@@ -221,18 +249,7 @@ def settle_conflict_job(ctx: Context, ref: JobRef, group: GroupConfig) -> list[S
                     continue  # gold is known, not labeled; an unchanged label needs no event
                 changes[name].append(ledger.NewLabel(item, new, round(share, 6), len(answers[item])))
                 reasons[f"{name}:{item}"] = reason
-        for name, labels_for in changes.items():
-            # One event per image and category, each with its own reason.
-            for label in labels_for:
-                ledger.revise_labels(
-                    session,
-                    ids[name],
-                    [label],
-                    source=LabelSource.HUMAN,
-                    origin=conflict_origin(ref.id),
-                    job_id=ref.id,
-                    reason=reasons[f"{name}:{label.item_id}"],
-                )
+        _revise(session, ref.id, ids, changes, reasons)
         done = sum(entry.winner is not None for entry in settled)
         session.execute(
             update(GroupJob)

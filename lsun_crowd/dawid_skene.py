@@ -130,6 +130,27 @@ def _sum_by(index: torch.Tensor, values: torch.Tensor, size: int) -> torch.Tenso
     return torch.zeros(size, dtype=values.dtype, device=values.device).index_add_(0, index, values)
 
 
+def _row_prior(
+    votes: Votes,
+    prior_correct: float,
+    prior_wrong: float,
+    worker_prior: Mapping[Hashable, tuple[float, float]] | None,
+    where: torch.device,
+) -> torch.Tensor:
+    """Each worker's confusion pseudo-votes (worker × true class × answer): ``prior_correct`` on
+    the diagonal and ``prior_wrong`` spread over the rest, plus the worker's own prior."""
+    import torch
+
+    n_classes = len(votes.classes)
+    identity = torch.eye(n_classes, dtype=torch.float32, device=where)
+    extra = np.zeros((len(votes.workers), 2), dtype=np.float32)
+    for index, worker in enumerate(votes.workers):
+        extra[index] = (worker_prior or {}).get(worker, (0.0, 0.0))
+    right = torch.as_tensor(prior_correct + extra[:, 0], device=where).reshape(-1, 1, 1)
+    wrong = torch.as_tensor(prior_wrong + extra[:, 1], device=where).reshape(-1, 1, 1)
+    return identity * right + (1 - identity) * wrong / (n_classes - 1)
+
+
 def dawid_skene(
     votes: Votes,
     known: dict[int, int] | None = None,
@@ -159,13 +180,7 @@ def dawid_skene(
     fit = _Fit.start(votes, known, where, torch.float32)
     n_items, n_classes, n_workers = len(votes.items), len(votes.classes), len(votes.workers)
     cells = n_workers * n_classes
-    identity = torch.eye(n_classes, dtype=torch.float32, device=where)
-    extra = np.zeros((n_workers, 2), dtype=np.float32)
-    for index, worker in enumerate(votes.workers):
-        extra[index] = (worker_prior or {}).get(worker, (0.0, 0.0))
-    right = torch.as_tensor(prior_correct + extra[:, 0], device=where).reshape(-1, 1, 1)
-    wrong = torch.as_tensor(prior_wrong + extra[:, 1], device=where).reshape(-1, 1, 1)
-    row_prior = identity * right + (1 - identity) * wrong / (n_classes - 1)  # worker × class × answer
+    row_prior = _row_prior(votes, prior_correct, prior_wrong, worker_prior, where)  # worker × class × answer
     # Each vote's (worker, answer) cell: the M-step sums posteriors into these cells and the
     # E-step reads each vote's log-likelihood back out of them, one small table per class.
     vote_cell = fit.worker * n_classes + fit.answer

@@ -30,6 +30,7 @@ the category waits for its pass while the others go on. ``lsun-crowd repair`` ru
 from __future__ import annotations
 
 import enum
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -430,7 +431,7 @@ def settle_repair_stage(ctx: Context, pass_id: int, ref: JobRef) -> None:
         # The model is one annotator among the workers: worth one good worker's vote at most.
         bound = evidence_bound(posterior) if posterior is not None else 0.0
         again: list[int] = []
-        changed = kept = unresolved = 0
+        verdicts: Counter[Verdict] = Counter()
         more_allowed = asked + settings.follow_up_votes <= settings.max_votes
         for row in rows:
             people, votes = fresh.get(row.item_id, (0.0, 0))
@@ -438,19 +439,14 @@ def settle_repair_stage(ctx: Context, pass_id: int, ref: JobRef) -> None:
             decided = decide_suspect(
                 prior, people, row.model_evidence, bound, current_label, quality.min_label_confidence, more_allowed
             )
+            verdicts[decided.verdict] += 1
             if decided.verdict == Verdict.AGAIN:
                 again.append(row.item_id)
                 continue
             row.state, row.new_label = RepairState(decided.verdict.value), decided.label
-            if decided.verdict == Verdict.UNRESOLVED:
-                unresolved += 1
-                continue
-            if decided.verdict == Verdict.KEPT:
-                kept += 1
-                continue
-            changed += 1
-            total_votes = int(all_votes.get(row.item_id, votes))
-            _change_label(session, ref, row, decided, f"{votes} new vote(s) of {asked} asked", total_votes)
+            if decided.verdict == Verdict.CHANGED:
+                total_votes = int(all_votes.get(row.item_id, votes))
+                _change_label(session, ref, row, decided, f"{votes} new vote(s) of {asked} asked", total_votes)
         job = lay_out_job(ctx, session, ref.category, ref.category_id, pass_id, stage + 1, again)
         if job is not None:
             session.execute(
@@ -460,6 +456,7 @@ def settle_repair_stage(ctx: Context, pass_id: int, ref: JobRef) -> None:
         else:
             record.state = RepairPassState.DONE
     more = f"; {len(again)} still uncertain get {settings.follow_up_votes} more vote(s)" if again else ""
+    changed, kept, unresolved = (verdicts[verdict] for verdict in (Verdict.CHANGED, Verdict.KEPT, Verdict.UNRESOLVED))
     ctx.progress.message(
         f"{ref.category}: repair stage {stage}: {changed} changed, {kept} kept, {unresolved} left uncertain{more}"
     )

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import case, func, select, update
+from sqlalchemy import Select, case, func, select, update
 from sqlalchemy.orm import Session
 
 from lsun_crowd import crashpoints, ledger
@@ -59,15 +59,26 @@ REJECTION_FEEDBACK = "Your answers on our check images were too often wrong, so 
 
 
 def review(ctx: Context, ref: JobRef) -> JobState:
-    policy = ctx.config.quality
-    round_assignments = select(AssignmentRow.id).join(Hit, Hit.id == AssignmentRow.hit_id).where(Hit.job_id == ref.id)
+    """Review a collected job: score its gold answers, block the workers gold shows careless, and
+    approve or reject each submitted assignment; each step commits on its own, so a crash resumes
+    where it stopped."""
+    assignments = select(AssignmentRow.id).join(Hit, Hit.id == AssignmentRow.hit_id).where(Hit.job_id == ref.id)
+    _score_gold(ctx, assignments)
+    _block_careless(ctx, ref)
+    _decide_work(ctx, assignments)
     with ctx.store.session() as session:
-        # Score gold answers exactly once per assignment, in the same transaction as the flag.
+        return set_job_state(session, ref, JobState.REVIEWED)
+
+
+def _score_gold(ctx: Context, assignments: Select[int]) -> None:
+    """Score the gold answers of ``assignments`` exactly once per assignment, in the same
+    transaction as the flag."""
+    with ctx.store.session() as session:
         unscored = (
             select(Vote.worker_id, Vote.answer, Gold.answer)
             .join(Gold, (Gold.item_id == Vote.item_id) & (Gold.category_id == Vote.category_id))
             .join(AssignmentRow, AssignmentRow.id == Vote.assignment_id)
-            .where(Vote.is_gold, AssignmentRow.gold_scored.is_(False), AssignmentRow.id.in_(round_assignments))
+            .where(Vote.is_gold, AssignmentRow.gold_scored.is_(False), AssignmentRow.id.in_(assignments))
         )
         tallies: dict[int, list[int]] = {}
         for worker_id, answer, truth in session.execute(unscored):
@@ -78,7 +89,13 @@ def review(ctx: Context, ref: JobRef) -> JobState:
                 .where(Worker.id == worker_id)
                 .values(gold_correct=Worker.gold_correct + correct, gold_wrong=Worker.gold_wrong + wrong)
             )
-        session.execute(update(AssignmentRow).where(AssignmentRow.id.in_(round_assignments)).values(gold_scored=True))
+        session.execute(update(AssignmentRow).where(AssignmentRow.id.in_(assignments)).values(gold_scored=True))
+
+
+def _block_careless(ctx: Context, ref: JobRef) -> None:
+    """Block, on the platform and then in the store, every worker whose gold record falls below
+    the bar (``[quality]``)."""
+    policy = ctx.config.quality
     with ctx.store.session() as session:
         workers = session.scalars(select(Worker).where(Worker.blocked.is_(False))).all()
         judged = [(worker, assess(worker.gold_correct, worker.gold_wrong, policy)) for worker in workers]
@@ -95,11 +112,17 @@ def review(ctx: Context, ref: JobRef) -> JobState:
             session.execute(update(Worker).where(Worker.id == worker.id).values(blocked=True))
     if to_block:
         ctx.progress.message(f"{ref.category}: blocked {len(to_block)} worker(s) on gold answers")
+
+
+def _decide_work(ctx: Context, assignments: Select[int]) -> None:
+    """Approve each submitted assignment of ``assignments``, or reject a blocked worker's where
+    ``[quality] reject_blocked_work``; the platform first, then the store."""
+    policy = ctx.config.quality
     with ctx.store.session() as session:
         pending = session.execute(
             select(AssignmentRow.id, AssignmentRow.platform_assignment_id, Worker.blocked)
             .join(Worker, Worker.id == AssignmentRow.worker_id)
-            .where(AssignmentRow.id.in_(round_assignments), AssignmentRow.status == AssignmentStatus.SUBMITTED)
+            .where(AssignmentRow.id.in_(assignments), AssignmentRow.status == AssignmentStatus.SUBMITTED)
             .order_by(AssignmentRow.id)
         ).all()
     for row_id, platform_id, blocked in pending:
@@ -119,8 +142,6 @@ def review(ctx: Context, ref: JobRef) -> JobState:
                 .where(AssignmentRow.id == row_id)
                 .values(status=AssignmentStatus.REJECTED if rejected else AssignmentStatus.APPROVED)
             )
-    with ctx.store.session() as session:
-        return set_job_state(session, ref, JobState.REVIEWED)
 
 
 def label_by_humans(ctx: Context, ref: RoundRef) -> str:

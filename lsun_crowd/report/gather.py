@@ -215,7 +215,8 @@ def _category_totals(session: Session, names: dict[int, str], images: int) -> li
     return totals
 
 
-def _rounds(session: Session, names: dict[int, str], images: int) -> list[RoundRow]:
+def _labels_by_round(session: Session) -> tuple[dict[tuple[int, str, int], int], dict[int, int]]:
+    """Current labels counted by (round, source, label), and per category those no round set."""
     # A label revised by a repair or a conflict belongs to no round any more: it counts, with its
     # current value, for the round that first labeled the image.
     first_round = (
@@ -237,7 +238,12 @@ def _rounds(session: Session, names: dict[int, str], images: int) -> list[RoundR
             outside_rounds[int(c)] = outside_rounds.get(int(c), 0) + int(n)
         else:
             labels[(int(r), str(s), int(v))] = int(n)
-    votes: dict[int, tuple[int, int]] = {
+    return labels, outside_rounds
+
+
+def _votes_by_round(session: Session) -> dict[int, tuple[int, int]]:
+    """Each round's votes, and of those its gold answers."""
+    return {
         int(r or 0): (int(n), int(g or 0))
         for r, n, g in session.execute(
             select(Hit.round_id, func.count(Vote.id), func.sum(case((Vote.is_gold, 1), else_=0)))
@@ -248,12 +254,21 @@ def _rounds(session: Session, names: dict[int, str], images: int) -> list[RoundR
             .group_by(Hit.round_id)
         )
     }
-    spend: dict[int, Decimal] = {
+
+
+def _spend_by_round(session: Session) -> dict[int, Decimal]:
+    """What each round spent."""
+    return {
         int(r or 0): Decimal(amount or 0)
         for r, amount in session.execute(
             select(Spend.round_id, func.sum(Spend.amount)).where(Spend.round_id.is_not(None)).group_by(Spend.round_id)
         )
     }
+
+
+def _rounds(session: Session, names: dict[int, str], images: int) -> list[RoundRow]:
+    labels, outside_rounds = _labels_by_round(session)
+    votes, spend = _votes_by_round(session), _spend_by_round(session)
     gold_per_category: dict[int, int] = {
         int(c): int(n) for c, n in session.execute(select(Gold.category_id, func.count()).group_by(Gold.category_id))
     }
