@@ -6,14 +6,14 @@ yet certified are two fixed sets, the auto-positives and the auto-negatives. A c
 (:func:`lsun_crowd.acceptance.sample_needed`: the set's size, the errors its labels' calibrated
 confidences predict, the error budget), withdraws the sampled labels and asks people about those
 images, as calibration images: by people alone, up to ``cascade.calibration_max_votes`` votes.
-Then (:func:`settle_certification`) each side is walked over nested subsets, round by round and by confidence
-within a round (:func:`order_key`, :func:`lsun_crowd.acceptance.walk`): the loosest subset that
-passes keeps its model labels, the labels looser than it go back to the pool, and the sampled
-images keep people's labels. Where a
-side's plan has two looks (:class:`lsun_crowd.acceptance.Looks`), people check the first part of
-its sample, and the rest only if the first look does not certify the whole side. The
-category's rounds go on if the pool is not empty and rounds are left, and their new labels get a
-certification of their own, at what is left of the error budget.
+Then (:func:`settle_certification`) each side is walked over nested subsets, round by round and
+by confidence within a round (:func:`order_key`, :func:`lsun_crowd.acceptance.walk`): the loosest
+subset that passes keeps its model labels, the labels looser than it go back to the pool, and the
+sampled images keep people's labels. Where a side's plan has two looks
+(:class:`lsun_crowd.acceptance.Looks`), people check the first part of its sample, and the rest
+only if the first look does not certify the whole side. The category's rounds go on if the pool
+is not empty and rounds are left, and their new labels get a certification of their own, at what
+is left of the error budget.
 
 The error budget: ``1 - confidence`` for the category, of which a certification spends
 :data:`SPEND_SHARE` of what earlier ones left, split between the two sides where it makes the
@@ -105,13 +105,14 @@ class SideCounts:
     @property
     def expected_wrong(self) -> float:
         """Per round, the most of what its labels' confidences predict and of its measured rate."""
-        return float(np.maximum(self.calibrated, self.noise * self.counts.sum(axis=1)).sum())
+        return self._wrong_at(self.noise)
 
     @property
     def insured_wrong(self) -> float:
-        """:attr:`expected_wrong` with no round's rate below :attr:`floor`: what a second look is
-        sized for."""
-        rates = np.maximum(self.noise, self.floor)
+        """:attr:`expected_wrong` at no round's rate below :attr:`floor`: what a second look is sized for."""
+        return self._wrong_at(np.maximum(self.noise, self.floor))
+
+    def _wrong_at(self, rates: NDArray[np.float64]) -> float:
         return float(np.maximum(self.calibrated, rates * self.counts.sum(axis=1)).sum())
 
     def add(self, confidences: NDArray[np.float64], positions: NDArray[np.int64]) -> None:
@@ -636,7 +637,6 @@ def sample_certification(ctx: Context, category: str, category_id: int, number: 
             size, looks = sides[label].size, sizes.side(label)
             chosen += _draw_side(session, category_id, round_.id, rounds, label, size, looks, generator)
         _ask_people(session, category_id, round_.id, chosen, f"drawn for certification round {number}: people check it")
-        # The tests' budgets are fixed now, before anyone looks: spent from here on.
         _plan_tests(session, round_.id, cascade, sides, sizes, money)
         ref = RoundRef(category, category_id, round_)
         lay_out_job(ctx, session, ref, chosen, follow_up=0, assignments=ctx.config.crowd.votes_per_item)

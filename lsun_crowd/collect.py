@@ -266,8 +266,8 @@ def _yes_no_votes(
     worker_ids: dict[str, int],
 ) -> list[dict[str, object]]:
     """The vote rows of new assignments to a yes/no HIT (``layout``: its images, each with whether
-    it is gold). An answer for an image not in the HIT, or neither yes nor no, is logged and left:
-    one bad answer is one rejection, never a lost assignment."""
+    it is gold). An answer for an image not in the HIT, or neither yes nor no, is logged and left
+    out alone: the assignment's other answers are kept."""
     votes: list[dict[str, object]] = []
     for assignment in fresh:
         for key, answer in assignment.answers.items():

@@ -3,9 +3,7 @@ workers only, figures in the store, bad input, and coverage over seeded audits."
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -35,16 +33,11 @@ from lsun_crowd.schema import (
 )
 from lsun_crowd.testing import write_project
 
-BENCHMARK = Path(__file__).parents[1] / "benchmarks" / "audit_coverage.py"
+from .conftest import load_benchmark
 
 
 def _benchmark():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("audit_coverage", BENCHMARK)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["audit_coverage"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("audit_coverage")
 
 
 @pytest.fixture(scope="module")

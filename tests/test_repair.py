@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -44,24 +42,15 @@ from lsun_crowd.schema import (
     RoundItem,
 )
 
-from .conftest import make_digits_project
+from .conftest import load_benchmark, make_digits_project
 
 # -- cross-fitting -------------------------------------------------------------------------------------
-
-BENCHMARK = Path(__file__).parents[1] / "benchmarks" / "repair.py"
 
 
 def score_against_truth(session, truth):  # type: ignore[no-untyped-def]
     """The repair benchmark's score (``benchmarks/repair.py``): what repair did to the human labels,
     against the truth."""
-    module = sys.modules.get("repair_benchmark")
-    if module is None:
-        spec = importlib.util.spec_from_file_location("repair_benchmark", BENCHMARK)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["repair_benchmark"] = module
-        spec.loader.exec_module(module)
-    return module.score_against_truth(session, truth)
+    return load_benchmark("repair").score_against_truth(session, truth)
 
 
 def test_stratified_folds_spread_each_label_evenly() -> None:

@@ -37,9 +37,6 @@ from lsun_crowd.schema import (
 )
 from lsun_crowd.store import Store
 
-REPAIR_ORIGIN = OriginKind.REPAIR  # label events a repair wrote
-CONFLICT_ORIGIN = OriginKind.CONFLICT  # and a single-label group's conflict sent back to people
-
 
 @dataclass(frozen=True)
 class RoundRow:
@@ -367,12 +364,13 @@ def _other_work(session: Session, names: dict[int, str]) -> list[OtherWork]:
 
 
 def _repairs(session: Session, names: dict[int, str]) -> RepairSummary:
-    kind = case((LabelEvent.origin.like(of_kind(REPAIR_ORIGIN)), str(REPAIR_ORIGIN)), else_=str(CONFLICT_ORIGIN))
+    repair, conflict = OriginKind.REPAIR, OriginKind.CONFLICT
+    kind = case((LabelEvent.origin.like(of_kind(repair)), str(repair)), else_=str(conflict))
     revisions = [
         (names.get(int(c), str(c)), str(k), int(n))
         for c, k, n in session.execute(
             select(LabelEvent.category_id, kind, func.count())
-            .where(LabelEvent.origin.like(of_kind(REPAIR_ORIGIN)) | LabelEvent.origin.like(of_kind(CONFLICT_ORIGIN)))
+            .where(LabelEvent.origin.like(of_kind(repair)) | LabelEvent.origin.like(of_kind(conflict)))
             .group_by(LabelEvent.category_id, kind)
             .order_by(LabelEvent.category_id, kind)
         )
